@@ -1,0 +1,19 @@
+"""The contract between wasmgate and handler components.
+
+- ``bindings/wit/handler.wit``: the canonical WIT package (``wasmgate:handler``).
+- :mod:`bindings.types`: the msgspec mirror of its records, used on the hot path.
+- :mod:`bindings.host`: host imports a component may call when granted (kv, config, log).
+- ``bindings/sdk``: the guest-side helpers bundled into Python handlers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bindings.types import Event, Response
+
+WIT_DIR = Path(__file__).parent / "wit"
+WIT_PACKAGE = "wasmgate:handler@0.1.0"
+WIT_WORLD = "handler"
+
+__all__ = ["WIT_DIR", "WIT_PACKAGE", "WIT_WORLD", "Event", "Response"]

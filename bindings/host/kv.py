@@ -1,0 +1,237 @@
+"""The key-value host import's backend: one SQLite file per store.
+
+Calls arrive on executor worker threads, so one connection is shared behind a lock
+(``check_same_thread=False``). The file is in WAL mode and holds a single table::
+
+    kv(key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at INTEGER NULL)
+
+``expires_at`` is wall-clock milliseconds since the Unix epoch (it must survive restarts);
+an expired key reads as missing everywhere and is physically removed lazily.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+from gateway.errors import WasmgateError
+
+MAX_KEY_BYTES = 1024
+DEFAULT_MAX_VALUE_BYTES = 1 << 20
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+_DECIMAL = re.compile(rb"^-?[0-9]+$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL,
+    expires_at INTEGER NULL
+)
+"""
+_LIVE = "(expires_at IS NULL OR expires_at > ?)"
+
+
+class KeyValueError(WasmgateError):
+    """A key-value call was refused: key or value too large, not an integer, store closed."""
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class SqliteKeyValue:
+    """A thread-safe key-value store over one SQLite file."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        name: str = "default",
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        now_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.name = name
+        self.max_value_bytes = max_value_bytes
+        self._now_ms = now_ms or _wall_clock_ms
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=10.0
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise KeyValueError(
+                f"key-value store {name!r}: cannot open {self.path}: {exc}"
+            ) from exc
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(_SCHEMA)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise KeyValueError(
+                f"key-value store {name!r}: {self.path} is not a usable SQLite file: {exc}"
+            ) from exc
+        self._conn: sqlite3.Connection | None = conn
+
+    # -- public API -------------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes | None:
+        """The value of ``key``, or None if it is missing or expired."""
+        self._check_key(key)
+        with self._lock:
+            row = self._db().execute(
+                f"SELECT value FROM kv WHERE key = ? AND {_LIVE}", (key, self._now_ms())
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def set(self, key: str, value: bytes, ttl_ms: int | None = None) -> None:
+        """Store ``value`` under ``key``; with ``ttl_ms`` it expires that many ms from now."""
+        self._check_key(key)
+        data = bytes(value)
+        if len(data) > self.max_value_bytes:
+            raise KeyValueError(
+                f"key-value store {self.name!r}: value for key {key!r} is {len(data)} bytes, "
+                f"over the limit of {self.max_value_bytes} bytes"
+            )
+        if ttl_ms is not None and ttl_ms <= 0:
+            raise KeyValueError(
+                f"key-value store {self.name!r}: ttl for key {key!r} must be a positive number "
+                f"of milliseconds, got {ttl_ms}"
+            )
+        with self._lock:
+            expires_at = None if ttl_ms is None else self._now_ms() + ttl_ms
+            self._db().execute(
+                "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+                "expires_at = excluded.expires_at",
+                (key, data, expires_at),
+            )
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; deleting a missing key is not an error."""
+        self._check_key(key)
+        with self._lock:
+            self._db().execute("DELETE FROM kv WHERE key = ?", (key,))
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` holds a live (unexpired) value."""
+        self._check_key(key)
+        with self._lock:
+            row = self._db().execute(
+                f"SELECT 1 FROM kv WHERE key = ? AND {_LIVE}", (key, self._now_ms())
+            ).fetchone()
+        return row is not None
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        """Live keys starting with ``prefix`` (taken literally: no wildcards), sorted."""
+        with self._lock:
+            rows = self._db().execute(
+                f"SELECT key FROM kv WHERE key >= ? AND substr(key, 1, ?) = ? AND {_LIVE} "
+                "ORDER BY key",
+                (prefix, len(prefix), prefix, self._now_ms()),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def increment(self, key: str, delta: int = 1) -> int:
+        """Atomically add ``delta`` to the integer at ``key`` (missing counts as 0).
+
+        The value is stored as ASCII decimal bytes; an existing TTL is kept.
+        """
+        self._check_key(key)
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                now = self._now_ms()
+                row = db.execute(
+                    f"SELECT value, expires_at FROM kv WHERE key = ? AND {_LIVE}", (key, now)
+                ).fetchone()
+                current, expires_at = (0, None) if row is None else (
+                    self._parse_int(key, bytes(row[0])), row[1]
+                )
+                new = current + delta
+                if not _INT64_MIN <= new <= _INT64_MAX:
+                    raise KeyValueError(
+                        f"key-value store {self.name!r}: incrementing key {key!r} by {delta} "
+                        "overflows a signed 64-bit integer"
+                    )
+                db.execute(
+                    "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+                    "expires_at = excluded.expires_at",
+                    (key, str(new).encode("ascii"), expires_at),
+                )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        return new
+
+    def purge_expired(self) -> int:
+        """Physically delete expired rows; returns how many were removed."""
+        with self._lock:
+            cur = self._db().execute(
+                "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                (self._now_ms(),),
+            )
+        return cur.rowcount
+
+    def close(self) -> None:
+        """Close the connection. Idempotent; later calls raise KeyValueError."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> SqliteKeyValue:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SqliteKeyValue(name={self.name!r}, path={str(self.path)!r})"
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise KeyValueError(f"key-value store {self.name!r} is closed")
+        return self._conn
+
+    def _check_key(self, key: str) -> None:
+        if not isinstance(key, str):
+            raise KeyValueError(
+                f"key-value store {self.name!r}: keys are strings, got {type(key).__name__}"
+            )
+        size = len(key.encode("utf-8", errors="surrogatepass"))
+        if size > MAX_KEY_BYTES:
+            raise KeyValueError(
+                f"key-value store {self.name!r}: key {key[:64]!r}... is {size} bytes of UTF-8, "
+                f"over the limit of {MAX_KEY_BYTES} bytes"
+            )
+
+    def _parse_int(self, key: str, value: bytes) -> int:
+        if not _DECIMAL.match(value):
+            shown = value[:32] + (b"..." if len(value) > 32 else b"")
+            raise KeyValueError(
+                f"key-value store {self.name!r}: cannot increment key {key!r}: its value "
+                f"{shown!r} is not an ASCII decimal integer"
+            )
+        return int(value)
+
+
+__all__ = ["DEFAULT_MAX_VALUE_BYTES", "MAX_KEY_BYTES", "KeyValueError", "SqliteKeyValue"]

@@ -1,0 +1,152 @@
+"""The dispatcher: policy that is the same for every source.
+
+It routes an event to a component's executor, classifies the result with one status
+vocabulary (HTTP's), and retries with exponential backoff and jitter up to the trigger's
+``max-attempts``. Adapters only translate the :class:`Outcome` into their own settle call
+(reply, ack, nak, commit, dead-letter).
+
+=====================  =============================================
+result                 verdict
+=====================  =============================================
+2xx (and 1xx/3xx)      ACK
+429, 5xx, err, trap,   RETRY (until max-attempts, then DEAD_LETTER)
+timeout
+other 4xx              DEAD_LETTER at once: a poison message is never
+                       retried forever
+=====================  =============================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+from collections.abc import Awaitable, Callable, Mapping
+
+import msgspec
+import structlog
+
+from bindings.types import Event, Response
+from gateway.errors import HandlerError, WasmgateError
+
+log = structlog.get_logger("wasmgate.dispatch")
+
+
+class Verdict(enum.Enum):
+    ACK = "ack"
+    RETRY = "retry"
+    DEAD_LETTER = "dead-letter"
+
+
+class Outcome(msgspec.Struct, kw_only=True):
+    """How one event ended: what the adapter should do with the source message."""
+
+    verdict: Verdict
+    response: Response | None = None
+    error: str | None = None
+    error_kind: str | None = None  # "trap", "timeout", "returned-error", "admission", ...
+    attempts: int = 1
+
+    @property
+    def status(self) -> int:
+        """The HTTP-style status: the response's, or one derived from the error."""
+        if self.response is not None:
+            return self.response.status
+        return 504 if self.error_kind == "timeout" else 500
+
+
+class RetryPolicy(msgspec.Struct, kw_only=True, frozen=True, rename="kebab",
+                  forbid_unknown_fields=True):
+    """How often and how patiently one trigger retries a failed event in-process."""
+
+    max_attempts: int = 1
+    initial_backoff_ms: int = 100
+    max_backoff_ms: int = 10_000
+    multiplier: float = 2.0
+
+    def backoff_seconds(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Delay before attempt ``attempt + 1``: exponential with full jitter."""
+        growth = self.multiplier ** (attempt - 1)
+        ceiling = min(self.max_backoff_ms, self.initial_backoff_ms * growth)
+        return (rng or random).uniform(0.5, 1.0) * ceiling / 1000.0
+
+
+NO_RETRY = RetryPolicy()
+
+
+def verdict_for_status(status: int) -> Verdict:
+    """Classify an HTTP-style status into ack / retry / dead-letter."""
+    if status < 400:
+        return Verdict.ACK
+    if status == 429 or status >= 500:
+        return Verdict.RETRY
+    return Verdict.DEAD_LETTER
+
+
+# call(component_id, event) -> Response; raises HandlerError for trap/timeout/err.
+Invoke = Callable[[str, Event], Awaitable[Response]]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class Dispatcher:
+    """Routes events to components and applies the shared delivery policy."""
+
+    def __init__(self, invoke: Invoke, *, sleep: Sleep = asyncio.sleep) -> None:
+        self._invoke = invoke
+        self._sleep = sleep
+
+    async def dispatch(self, component: str, event: Event,
+                       policy: RetryPolicy = NO_RETRY) -> Outcome:
+        """Run ``event`` through ``component``; retry per ``policy``; never raise for handler
+        failures (they come back as an Outcome)."""
+        first_attempt = _attempt_of(event)
+        attempt = first_attempt
+        while True:
+            outcome = await self._run_once(component, event, attempt)
+            if outcome.verdict is not Verdict.RETRY:
+                return outcome
+            if attempt >= policy.max_attempts:
+                if policy.max_attempts > 1:
+                    outcome.verdict = Verdict.DEAD_LETTER
+                return outcome
+            delay = policy.backoff_seconds(attempt)
+            log.info("retrying event", component=component, event_id=event.id, attempt=attempt,
+                     status=outcome.status, error=outcome.error, delay_s=round(delay, 3))
+            await self._sleep(delay)
+            attempt += 1
+            event = _with_attempt(event, attempt)
+
+    async def _run_once(self, component: str, event: Event, attempt: int) -> Outcome:
+        try:
+            response = await self._invoke(component, event)
+        except HandlerError as exc:
+            return Outcome(verdict=Verdict.RETRY, error=str(exc), error_kind=_kind_of(exc),
+                           attempts=attempt)
+        except WasmgateError as exc:
+            return Outcome(verdict=Verdict.RETRY, error=str(exc), error_kind="gateway",
+                           attempts=attempt)
+        return Outcome(verdict=verdict_for_status(response.status), response=response,
+                       attempts=attempt)
+
+
+def _kind_of(exc: HandlerError) -> str:
+    from gateway.errors import HandlerReturnedError, HandlerTimeout, HandlerTrap
+
+    kinds: Mapping[type[HandlerError], str] = {
+        HandlerTrap: "trap", HandlerTimeout: "timeout", HandlerReturnedError: "returned-error",
+    }
+    return kinds.get(type(exc), "handler")
+
+
+def _attempt_of(event: Event) -> int:
+    value = event.meta("attempt")
+    return int(value) if value and value.isdigit() else 1
+
+
+def _with_attempt(event: Event, attempt: int) -> Event:
+    metadata = [(k, v) for k, v in event.metadata if k != "attempt"]
+    metadata.append(("attempt", str(attempt)))
+    return msgspec.structs.replace(event, metadata=metadata)
+
+
+__all__ = ["NO_RETRY", "Dispatcher", "Outcome", "RetryPolicy", "Verdict", "verdict_for_status"]

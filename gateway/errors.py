@@ -1,0 +1,97 @@
+"""The wasmgate error tree. Callers catch one family; third-party errors are translated
+at the edge with ``raise ... from exc``.
+
+::
+
+    WasmgateError
+    ├── ConfigError                 bad wasmgate.toml, bad trigger config (names file + field)
+    ├── ComponentError              a component cannot be loaded or linked
+    │   ├── ComponentNotFound       the .wasm file is missing
+    │   └── ComponentContractError  it does not export `handle` with the wasmgate WIT shape
+    ├── HandlerError                one call failed; carries whether it is worth retrying
+    │   ├── HandlerTrap             the guest trapped (panic, unreachable, out of memory)
+    │   ├── HandlerTimeout          the call ran past its deadline (epoch interruption)
+    │   └── HandlerReturnedError    the guest returned `err(message)`
+    ├── AdmissionTimeout            no instance slot became free within the admission wait
+    └── BuildError                  a component's build command failed
+
+Every message a user can cause names the file, field or address and says what to do.
+"""
+
+from __future__ import annotations
+
+
+class WasmgateError(Exception):
+    """Base of every error wasmgate raises on purpose."""
+
+
+class ConfigError(WasmgateError):
+    """The manifest or a trigger's configuration is invalid."""
+
+    def __init__(self, message: str, *, path: str | None = None, field: str | None = None) -> None:
+        where = ""
+        if path and field:
+            where = f"{path}: at `{field}`: "
+        elif path:
+            where = f"{path}: "
+        elif field:
+            where = f"at `{field}`: "
+        super().__init__(where + message)
+        self.path = path
+        self.field = field
+
+
+class ComponentError(WasmgateError):
+    """A component could not be loaded, compiled or linked."""
+
+
+class ComponentNotFound(ComponentError):
+    """The component's source file does not exist."""
+
+
+class ComponentContractError(ComponentError):
+    """The component does not match the wasmgate:handler world."""
+
+
+class HandlerError(WasmgateError):
+    """One handler call failed. ``retryable`` follows the status vocabulary."""
+
+    retryable = True
+    status = 500
+
+
+class HandlerTrap(HandlerError):
+    """The guest trapped; its instance is discarded."""
+
+
+class HandlerTimeout(HandlerError):
+    """The guest ran past its deadline and was interrupted."""
+
+    status = 504
+
+
+class HandlerReturnedError(HandlerError):
+    """The guest returned ``err(message)``."""
+
+
+class AdmissionTimeout(WasmgateError):
+    """Every instance slot stayed busy for the whole admission wait."""
+
+
+class BuildError(WasmgateError):
+    """A component build command failed."""
+
+
+__all__ = [
+    "AdmissionTimeout",
+    "BuildError",
+    "ComponentContractError",
+    "ComponentError",
+    "ComponentNotFound",
+    "ConfigError",
+    "HandlerError",
+    "HandlerReturnedError",
+    "HandlerTimeout",
+    "HandlerTrap",
+    "WasmgateError",
+]

@@ -1,0 +1,530 @@
+"""The ``wasmgate.toml`` manifest: its msgspec schema, loading and validation.
+
+Example::
+
+    [application]
+    name = "demo"
+    version = "0.1.0"
+
+    [variables]
+    greeting = { default = "hello" }
+    token = { required = true, secret = true }      # from WASMGATE_VAR_TOKEN
+
+    [key-value.default]
+    backend = "sqlite"
+    path = ".wasmgate/kv.sqlite"                    # relative to this file's directory
+
+    [component.hello]
+    source = "build/hello.wasm"
+    isolation = "pooled"                            # or "fresh"
+    max-instances = 8
+    timeout-ms = 5000
+    key-value-stores = ["default"]
+    variables = { greeting = "hi" }
+
+    [component.hello.build]
+    command = "componentize-py -d ../../wit -w handler componentize app -o ../build/hello.wasm"
+    workdir = "handlers/hello"
+    watch = ["handlers/hello/*.py"]
+
+    [[trigger.http]]
+    route = "/hello"
+    component = "hello"
+
+Loading happens in three steps, each failing with a :class:`~gateway.errors.ConfigError`
+that names the file and the field:
+
+1. TOML parse.
+2. ``${VAR}`` / ``${VAR:-default}`` interpolation of every string value from the
+   environment (``$${`` is a literal ``${``).
+3. Schema decode (unknown fields get a "did you mean" hint), then cross checks: trigger
+   components exist, key-value grants name declared stores, component names are valid.
+
+``[[trigger.<kind>]]`` tables stay raw here; each trigger adapter decodes its own.
+Relative paths are resolved against the manifest's directory by :class:`LoadedManifest`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from gateway.errors import ConfigError
+
+MANIFEST_FILENAME = "wasmgate.toml"
+DEFAULT_STORE = "default"
+VARIABLE_ENV_PREFIX = "WASMGATE_VAR_"
+
+_COMPONENT_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _Table(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+    """Base of every manifest table: kebab-case keys, unknown keys rejected."""
+
+
+class Application(_Table):
+    """``[application]``."""
+
+    name: str
+    version: str | None = None
+    description: str = ""
+
+
+class VariableSpec(_Table):
+    """One ``[variables]`` entry. Its value comes from ``WASMGATE_VAR_<NAME>`` or ``default``."""
+
+    default: str | None = None
+    required: bool = False
+    secret: bool = False
+
+
+class KeyValueStoreSpec(_Table):
+    """``[key-value.<store>]``. ``path`` is relative to the manifest's directory."""
+
+    backend: Literal["sqlite"] = "sqlite"
+    path: str | None = None  # default: .wasmgate/<store>.sqlite
+
+
+class BuildSpec(_Table):
+    """``[component.<name>.build]``: how ``wasmgate build`` produces the component."""
+
+    command: str
+    workdir: str = "."
+    watch: list[str] = msgspec.field(default_factory=list)
+
+
+class ComponentSpec(_Table):
+    """``[component.<name>]``: one WebAssembly component and its limits and grants."""
+
+    source: str
+    isolation: Literal["pooled", "fresh"] = "pooled"
+    max_instances: Positive = 8
+    max_uses: Positive = 1000
+    memory_mb: Positive = 128
+    timeout_ms: Positive = 5000
+    fuel: Positive | None = None
+    admission_timeout_ms: NonNegative = 30_000
+    key_value_stores: list[str] = msgspec.field(default_factory=list)
+    variables: dict[str, str] = msgspec.field(default_factory=dict)
+    build: BuildSpec | None = None
+
+
+class Manifest(_Table):
+    """The whole ``wasmgate.toml`` document."""
+
+    application: Application
+    variables: dict[str, VariableSpec] = msgspec.field(default_factory=dict)
+    key_value: dict[str, KeyValueStoreSpec] = msgspec.field(default_factory=dict)
+    component: dict[str, ComponentSpec] = msgspec.field(default_factory=dict)
+    trigger: dict[str, list[dict[str, Any]]] = msgspec.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedManifest:
+    """A decoded manifest plus where it came from; resolves relative paths against ``root``."""
+
+    path: Path  # the manifest file (absolute)
+    root: Path  # its directory
+    spec: Manifest
+
+    @property
+    def application(self) -> Application:
+        return self.spec.application
+
+    @property
+    def components(self) -> dict[str, ComponentSpec]:
+        return self.spec.component
+
+    @property
+    def triggers(self) -> dict[str, list[dict[str, Any]]]:
+        return self.spec.trigger
+
+    def resolve(self, relative: str | Path) -> Path:
+        """``relative`` resolved against the manifest's directory (absolute paths pass through)."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+    def component(self, name: str) -> ComponentSpec:
+        """The component called ``name``, or a ConfigError listing the known names."""
+        try:
+            return self.spec.component[name]
+        except KeyError:
+            raise ConfigError(
+                f"no component named {name!r}; known components: {_names(self.spec.component)}",
+                path=str(self.path),
+            ) from None
+
+    def source_path(self, name: str) -> Path:
+        """Absolute path of component ``name``'s ``.wasm`` file."""
+        return self.resolve(self.component(name).source)
+
+    def build_workdir(self, name: str) -> Path | None:
+        """Absolute working directory of component ``name``'s build, or None without a build."""
+        build = self.component(name).build
+        return None if build is None else self.resolve(build.workdir)
+
+    @property
+    def key_value_stores(self) -> dict[str, KeyValueStoreSpec]:
+        """Declared stores plus the implicit ``default`` sqlite store when not declared."""
+        stores = dict(self.spec.key_value)
+        stores.setdefault(DEFAULT_STORE, KeyValueStoreSpec())
+        return stores
+
+    def kv_path(self, store: str) -> Path:
+        """Absolute path of ``store``'s SQLite file."""
+        try:
+            spec = self.key_value_stores[store]
+        except KeyError:
+            raise ConfigError(
+                f"no key-value store named {store!r}; known stores: "
+                f"{_names(self.key_value_stores)}",
+                path=str(self.path),
+            ) from None
+        return self.resolve(spec.path or f".wasmgate/{store}.sqlite")
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def load_manifest(path: str | Path, env: Mapping[str, str] | None = None) -> LoadedManifest:
+    """Read, interpolate, decode and cross-check a manifest.
+
+    ``path`` may also be a directory holding a ``wasmgate.toml``. ``env`` (default
+    ``os.environ``) feeds ``${VAR}`` interpolation. Every failure is a ConfigError naming
+    the file and, where there is one, the field.
+    """
+    file = Path(path).expanduser()
+    if file.is_dir():
+        file = file / MANIFEST_FILENAME
+    file = file.absolute()
+    where = str(file)
+    if not file.is_file():
+        raise ConfigError(
+            "manifest not found; run from the app's directory or pass the manifest's path: "
+            "`wasmgate up path/to/wasmgate.toml`",
+            path=where,
+        )
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not valid UTF-8 ({exc})", path=where) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read manifest: {exc.strerror or exc}", path=where) from exc
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message already says "(at line N, column M)".
+        raise ConfigError(f"invalid TOML: {exc}", path=where) from exc
+
+    document = _interpolate(raw, "", os.environ if env is None else env, where)
+    spec = _decode(document, where)
+    _cross_check(spec, where)
+    return LoadedManifest(path=file, root=file.parent, spec=spec)
+
+
+# --------------------------------------------------------------------------------------------
+# variables
+
+
+def variable_env_name(name: str) -> str:
+    """The environment variable that sets app variable ``name``: ``WASMGATE_VAR_<NAME>``."""
+    return VARIABLE_ENV_PREFIX + name.upper().replace("-", "_")
+
+
+def resolve_variables(
+    manifest: LoadedManifest, component_name: str, env: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The variable values component ``component_name`` sees.
+
+    Precedence, lowest first: the app variable's ``default``, ``WASMGATE_VAR_<NAME>`` from
+    ``env`` (default ``os.environ``), the component's own ``variables`` table. A required
+    variable left without a value is a ConfigError naming the env var to set.
+    """
+    environ = os.environ if env is None else env
+    component = manifest.component(component_name)
+    values: dict[str, str] = {}
+    for name, spec in manifest.spec.variables.items():
+        env_name = variable_env_name(name)
+        value: str | None
+        if name in component.variables:
+            value = component.variables[name]
+        elif env_name in environ:
+            value = environ[env_name]
+        else:
+            value = spec.default
+        if value is None:
+            if spec.required:
+                raise ConfigError(
+                    f"required variable {name!r} has no value (needed by component "
+                    f"{component_name!r}); set {env_name} in the environment",
+                    path=str(manifest.path),
+                    field=f"variables.{name}",
+                )
+            continue
+        values[name] = value
+    for name, value in component.variables.items():
+        values.setdefault(name, value)
+    return values
+
+
+def secret_names(manifest: LoadedManifest) -> set[str]:
+    """Names of app variables marked ``secret = true`` (never logged)."""
+    return {name for name, spec in manifest.spec.variables.items() if spec.secret}
+
+
+# --------------------------------------------------------------------------------------------
+# interpolation
+
+_INTERPOLATION = re.compile(
+    r"\$\$\{"  # escaped: a literal "${"
+    r"|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}"
+    r"|(?P<bad>\$\{)"
+)
+
+
+def _interpolate(value: Any, field: str, env: Mapping[str, str], where: str) -> Any:
+    """Copy of ``value`` with ``${VAR}`` / ``${VAR:-default}`` replaced in every string."""
+    if isinstance(value, str):
+        return _interpolate_str(value, field, env, where)
+    if isinstance(value, dict):
+        return {
+            k: _interpolate(v, _join(field, k), env, where) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_interpolate(v, f"{field}[{i}]", env, where) for i, v in enumerate(value)]
+    return value
+
+
+def _interpolate_str(text: str, field: str, env: Mapping[str, str], where: str) -> str:
+    if "${" not in text:
+        return text
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group("bad") is not None:
+            raise ConfigError(
+                f"malformed interpolation in {text!r}; write ${{VAR}} or ${{VAR:-default}}, "
+                "or $${ for a literal ${",
+                path=where,
+                field=field,
+            )
+        name = match.group("name")
+        if name is None:
+            return "${"
+        default = match.group("default")
+        current = env.get(name)
+        if current is not None and (current != "" or default is None):
+            return current
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"environment variable {name!r} is not set; set it in the environment or give a "
+            "default with ${VAR:-default}",
+            path=where,
+            field=field,
+        )
+
+    return _INTERPOLATION.sub(substitute, text)
+
+
+# --------------------------------------------------------------------------------------------
+# schema decode with precise error paths
+
+_AT = " - at `"
+_SEGMENT = re.compile(r"\.(?P<field>[^.\[`]+)|\[(?P<index>\d+)\]|(?P<key>\[\.\.\.\])")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>.*)`$")
+_MISSING = re.compile(r"^Object missing required field `(?P<name>.*)`$")
+
+
+def _decode(document: dict[str, Any], where: str) -> Manifest:
+    try:
+        return msgspec.convert(document, Manifest)
+    except msgspec.ValidationError as exc:
+        raise _config_error(document, exc, where) from exc
+
+
+def _config_error(document: Any, exc: msgspec.ValidationError, where: str) -> ConfigError:
+    parts, message, tp = _locate(document, Manifest, exc)
+    if m := _UNKNOWN.match(message):
+        name = m.group("name")
+        known = _field_names(tp)
+        text = f"unknown field `{name}`"
+        close = difflib.get_close_matches(name, known, n=1)
+        if close:
+            text += f"; did you mean `{close[0]}`?"
+        if known:
+            text += f" (known fields: {', '.join(known)})"
+        return ConfigError(text, path=where, field=_render([*parts, name]))
+    if m := _MISSING.match(message):
+        name = m.group("name")
+        return ConfigError(
+            f"missing required field `{name}`", path=where, field=_render([*parts, name])
+        )
+    return ConfigError(message, path=where, field=_render(parts) or None)
+
+
+def _locate(raw: Any, tp: Any, exc: msgspec.ValidationError) -> tuple[list[str], str, Any]:
+    """Turn msgspec's ``$.component[...].x`` into ``["component", "hello", "x"]``.
+
+    msgspec does not name the dict key that failed, so at each ``[...]`` the entries are
+    converted one by one to find it. Returns (path parts, bare message, type at the path).
+    """
+    message, _, location = str(exc).partition(_AT)
+    location = location.rstrip("`").removeprefix("$")
+    parts: list[str] = []
+    for seg in _SEGMENT.finditer(location):
+        tp = _unwrap(tp)
+        if seg.group("field") is not None:
+            name = seg.group("field")
+            parts.append(name)
+            tp = _field_type(tp, name)
+            raw = raw.get(name) if isinstance(raw, dict) else None
+        elif seg.group("index") is not None:
+            index = int(seg.group("index"))
+            parts.append(f"[{index}]")
+            tp = _item_type(tp, list)
+            raw = raw[index] if isinstance(raw, list) and index < len(raw) else None
+        else:
+            value_tp = _item_type(tp, dict)
+            if isinstance(raw, dict) and value_tp is not None:
+                for key, value in raw.items():
+                    try:
+                        msgspec.convert(value, value_tp)
+                    except msgspec.ValidationError as inner:
+                        sub_parts, sub_message, sub_tp = _locate(value, value_tp, inner)
+                        return [*parts, str(key), *sub_parts], sub_message, sub_tp
+            parts.append("[...]")  # could not pin the key down; keep msgspec's marker
+            tp, raw = value_tp, None
+    return parts, message, _unwrap(tp)
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip ``Annotated`` and ``X | None`` down to ``X``."""
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(options) == 1:
+            return _unwrap(options[0])
+    return tp
+
+
+def _field_type(tp: Any, encode_name: str) -> Any:
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        for f in msgspec.structs.fields(tp):
+            if f.encode_name == encode_name:
+                return f.type
+    return None
+
+
+def _item_type(tp: Any, container: type) -> Any:
+    if typing.get_origin(tp) is container:
+        args = typing.get_args(tp)
+        return args[-1] if args else None
+    return None
+
+
+def _field_names(tp: Any) -> list[str]:
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return [f.encode_name for f in msgspec.structs.fields(tp)]
+    return []
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _join(field: str, key: str) -> str:
+    rendered = key if _BARE_KEY.match(key) else f'"{key}"'
+    return f"{field}.{rendered}" if field else rendered
+
+
+def _render(parts: list[str]) -> str:
+    out = ""
+    for part in parts:
+        out = out + part if part.startswith("[") else _join(out, part)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# cross checks
+
+
+def _names(mapping: Mapping[str, Any]) -> str:
+    return ", ".join(f"`{n}`" for n in sorted(mapping)) or "(none)"
+
+
+def _cross_check(spec: Manifest, where: str) -> None:
+    for name, component in spec.component.items():
+        if not _COMPONENT_NAME.match(name):
+            raise ConfigError(
+                f"invalid component name {name!r}: use lowercase letters, digits and '-', "
+                "starting with a letter (e.g. `hello-world`)",
+                path=where,
+                field=_join("component", name),
+            )
+        stores = set(spec.key_value) | {DEFAULT_STORE}
+        for grant in component.key_value_stores:
+            if grant not in stores:
+                hint = difflib.get_close_matches(grant, sorted(stores), n=1)
+                did_you_mean = f"did you mean `{hint[0]}`? " if hint else ""
+                raise ConfigError(
+                    f"key-value store {grant!r} is not declared; {did_you_mean}declare it with "
+                    f"[key-value.{grant}] (known stores: {_names(dict.fromkeys(stores))})",
+                    path=where,
+                    field=_join(_join("component", name), "key-value-stores"),
+                )
+
+    for kind, tables in spec.trigger.items():
+        for index, table in enumerate(tables):
+            field = f"{_join('trigger', kind)}[{index}].component"
+            target = table.get("component")
+            if target is None:
+                raise ConfigError(
+                    "missing required field `component`: the name of a [component.<name>] "
+                    f"table (known components: {_names(spec.component)})",
+                    path=where,
+                    field=field,
+                )
+            if not isinstance(target, str) or target not in spec.component:
+                hint = (
+                    difflib.get_close_matches(target, sorted(spec.component), n=1)
+                    if isinstance(target, str)
+                    else []
+                )
+                did_you_mean = f"; did you mean `{hint[0]}`?" if hint else ""
+                raise ConfigError(
+                    f"unknown component {target!r}{did_you_mean} "
+                    f"(known components: {_names(spec.component)})",
+                    path=where,
+                    field=field,
+                )
+
+
+__all__ = [
+    "DEFAULT_STORE",
+    "MANIFEST_FILENAME",
+    "Application",
+    "BuildSpec",
+    "ComponentSpec",
+    "KeyValueStoreSpec",
+    "LoadedManifest",
+    "Manifest",
+    "VariableSpec",
+    "load_manifest",
+    "resolve_variables",
+    "secret_names",
+    "variable_env_name",
+]

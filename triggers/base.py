@@ -1,0 +1,90 @@
+"""The Trigger protocol and the registry of trigger kinds.
+
+A trigger adapter owns its connection, its config schema and its settle logic. It turns a
+native message into an :class:`~bindings.types.Event`, awaits ``dispatch(component, event)``
+and settles the source from the returned :class:`~gateway.dispatch.Outcome`. Awaiting is
+the backpressure: a full instance pool makes the adapter wait, never drop.
+
+The manifest keeps every ``[[trigger.<kind>]]`` table raw; the adapter registered for
+``<kind>`` decodes it into its own schema, so the manifest never learns the list of kinds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+
+import msgspec
+
+from gateway.errors import ConfigError
+
+if TYPE_CHECKING:
+    from bindings.types import Event
+    from gateway.dispatch import Outcome
+
+# dispatch(component_id, event) -> Outcome. Never raises for handler failures.
+Dispatch = Callable[[str, "Event"], Awaitable["Outcome"]]
+
+
+class Trigger(Protocol):
+    """One configured trigger (one ``[[trigger.<kind>]]`` table) bound to a component."""
+
+    kind: ClassVar[str]
+    component: str
+
+    async def start(self, dispatch: Dispatch) -> None:
+        """Begin intake. Returns once the trigger is accepting events."""
+
+    async def stop(self) -> None:
+        """Stop intake, let in-flight events finish and settle, release the connection."""
+
+
+class TriggerFactory(Protocol):
+    def __call__(self, config: dict[str, Any], *, context: TriggerContext) -> Trigger: ...
+
+
+class TriggerContext(msgspec.Struct, kw_only=True):
+    """What every adapter may need from the app, besides its own table."""
+
+    manifest_path: str
+    field: str  # e.g. "trigger.http[0]" for error messages
+    listen: str = "127.0.0.1:3000"
+
+
+_REGISTRY: dict[str, TriggerFactory] = {}
+T = TypeVar("T")
+
+
+def register(kind: str, factory: TriggerFactory) -> None:
+    """Make ``[[trigger.<kind>]]`` tables build triggers with ``factory``."""
+    _REGISTRY[kind] = factory
+
+
+def factory_for(kind: str, *, manifest_path: str) -> TriggerFactory:
+    """Return the factory for ``kind`` or raise a ConfigError listing the known kinds."""
+    _load_builtin_triggers()
+    try:
+        return _REGISTRY[kind]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ConfigError(
+            f"unknown trigger kind {kind!r}; known kinds: {known}", path=manifest_path,
+            field=f"trigger.{kind}",
+        ) from None
+
+
+def decode_config(raw: dict[str, Any], schema: type[T], context: TriggerContext) -> T:
+    """Decode a raw trigger table into ``schema``, naming the file and field on error."""
+    try:
+        return msgspec.convert(raw, schema)
+    except msgspec.ValidationError as exc:
+        # msgspec says "... - at `$.route`"; rewrite `$` as the trigger's own field path.
+        message = str(exc)
+        message = (message.replace("`$", f"`{context.field}") if "`$" in message
+                   else f"{message} - at `{context.field}`")
+        raise ConfigError(message, path=context.manifest_path) from exc
+
+
+def _load_builtin_triggers() -> None:
+    # Imported lazily so `import triggers.base` stays cheap and cycle-free.
+    import triggers.cron  # noqa: F401
