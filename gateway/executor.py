@@ -1,0 +1,164 @@
+"""The executor: isolated wasmtime instances of one component, bounded and off the loop.
+
+Admission is a semaphore taken *before* instantiation: when every slot is busy the caller
+waits (up to ``admission-timeout-ms``), it is never refused at once. Calls run on worker
+threads so the event loop never blocks on guest code.
+
+Isolation ``fresh`` gives every event a new Store and instance. ``pooled`` reuses warm
+instances and recycles one after ``max-uses`` calls and always after a trap, timeout or
+error, so a failed call never leaks state into the next event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+import wasmtime
+from wasmtime import component as wc
+
+from bindings.types import Event, Response
+from gateway.engine import EPOCH_TICK_SECONDS, WasmEngine
+from gateway.errors import (
+    AdmissionTimeout,
+    ComponentContractError,
+    HandlerReturnedError,
+    HandlerTimeout,
+    HandlerTrap,
+)
+from gateway.manifest import ComponentSpec
+
+log = structlog.get_logger("wasmgate.executor")
+
+# Fuel left in a store when the engine meters fuel but this component asked for none.
+UNLIMITED_FUEL = (1 << 63) - 1
+
+LinkerSetup = Callable[[wc.Linker], None]
+
+
+class _Instance:
+    """One live instance: its store, its `handle` export and how often it has run."""
+
+    __slots__ = ("handle", "store", "uses")
+
+    def __init__(self, store: wasmtime.Store, handle: wc.Func) -> None:
+        self.store = store
+        self.handle = handle
+        self.uses = 0
+
+
+class InstancePool:
+    """Instances of one component, bounded by ``max-instances`` slots."""
+
+    def __init__(self, name: str, spec: ComponentSpec, engine: WasmEngine,
+                 component: wc.Component, setup_linker: LinkerSetup) -> None:
+        self.name = name
+        self.spec = spec
+        self._engine = engine
+        self._component = component
+        self._linker = wc.Linker(engine.engine)
+        self._linker.add_wasip2()
+        setup_linker(self._linker)
+        self._slots = asyncio.Semaphore(spec.max_instances)
+        self._idle: list[_Instance] = []
+        self._idle_lock = threading.Lock()
+        self._deadline_ticks = max(1, round(spec.timeout_ms / 1000 / EPOCH_TICK_SECONDS))
+        self.instantiated = 0
+        # Fail at load, not on the first event, if the component breaks the contract.
+        self._release(self._instantiate())
+
+    def _instantiate(self) -> _Instance:
+        store = wasmtime.Store(self._engine.engine)
+        # Every store of a WASI-importing component needs a WASI context, or wasmtime
+        # aborts the whole process on the first call. The default one grants nothing.
+        store.set_wasi(wasmtime.WasiConfig())
+        store.set_limits(memory_size=self.spec.memory_mb << 20)
+        if self._engine.consume_fuel:
+            store.set_fuel(self.spec.fuel or UNLIMITED_FUEL)
+        # Instantiation runs guest start code: it gets the same deadline as a call.
+        store.set_epoch_deadline(self._deadline_ticks)
+        try:
+            instance = self._linker.instantiate(store, self._component)
+        except wasmtime.WasmtimeError as exc:
+            raise ComponentContractError(
+                f"component `{self.name}` cannot be instantiated: {exc}. It must target the "
+                "world `wasmgate:handler/handler` (bindings/wit/handler.wit)") from exc
+        handle = instance.get_func(store, "handle")
+        if handle is None:
+            raise ComponentContractError(
+                f"component `{self.name}` does not export `handle`; build it against the "
+                "world `wasmgate:handler/handler` (bindings/wit/handler.wit)")
+        self.instantiated += 1
+        return _Instance(store, handle)
+
+    def _acquire(self) -> _Instance:
+        if self.spec.isolation == "pooled":
+            with self._idle_lock:
+                if self._idle:
+                    return self._idle.pop()
+        return self._instantiate()
+
+    def _release(self, inst: _Instance) -> None:
+        if self.spec.isolation == "pooled" and inst.uses < self.spec.max_uses:
+            with self._idle_lock:
+                self._idle.append(inst)
+
+    def _call_blocking(self, event: Event) -> Response:
+        inst = self._acquire()
+        inst.uses += 1
+        inst.store.set_epoch_deadline(self._deadline_ticks)
+        if self._engine.consume_fuel and self.spec.fuel:
+            inst.store.set_fuel(self.spec.fuel)
+        try:
+            result = inst.handle(inst.store, _to_record(event))
+            inst.handle.post_return(inst.store)
+        except wasmtime.WasmtimeError as exc:
+            # The instance is poisoned after a trap: drop it, never return it to the pool.
+            text = str(exc)
+            if "interrupt" in text:
+                raise HandlerTimeout(
+                    f"component `{self.name}` ran past its {self.spec.timeout_ms} ms timeout"
+                ) from exc
+            raise HandlerTrap(f"component `{self.name}` trapped: {_first_line(text)}") from exc
+        if isinstance(result, str):
+            raise HandlerReturnedError(f"component `{self.name}` returned an error: {result}")
+        self._release(inst)
+        return Response(status=result.status, headers=list(result.headers),
+                        body=bytes(result.body))
+
+    async def call(self, event: Event) -> Response:
+        """Run ``event`` through a free instance; wait for a slot if all are busy."""
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.spec.admission_timeout_ms / 1000)
+        except TimeoutError:
+            raise AdmissionTimeout(
+                f"component `{self.name}`: all {self.spec.max_instances} instances stayed busy "
+                f"for {self.spec.admission_timeout_ms} ms; raise `max-instances` or "
+                "`admission-timeout-ms`") from None
+        try:
+            return await asyncio.to_thread(self._call_blocking, event)
+        finally:
+            self._slots.release()
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "trap"
+
+
+def _to_record(event: Event) -> Any:
+    rec = wc.Record()
+    attrs = rec.__dict__
+    attrs["id"] = event.id
+    attrs["source"] = event.source
+    attrs["type"] = event.type
+    attrs["subject"] = event.subject
+    attrs["time"] = event.time
+    attrs["content-type"] = event.content_type
+    attrs["key"] = event.key
+    attrs["headers"] = event.headers
+    attrs["metadata"] = event.metadata
+    attrs["data"] = event.data
+    return rec
