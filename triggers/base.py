@@ -87,4 +87,5 @@ def decode_config(raw: dict[str, Any], schema: type[T], context: TriggerContext)
 
 def _load_builtin_triggers() -> None:
     # Imported lazily so `import triggers.base` stays cheap and cycle-free.
-    import triggers.cron  # noqa: F401
+    import triggers.cron
+    import triggers.http  # noqa: F401

@@ -1,0 +1,185 @@
+"""The HTTP trigger: routes requests to components and replies with their response.
+
+Routes are exact (``/hello``) or wildcard (``/api/...`` matches ``/api`` and everything
+under it). Every request becomes one event; the handler's response is the HTTP response.
+Oversize bodies get 413, a handler timeout 504, any other handler failure 500 with a short
+body (details go to the log). ``/healthz`` answers 200 while the gateway runs.
+
+All ``[[trigger.http]]`` tables on one listen address share one uvicorn server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, ClassVar
+
+import msgspec
+import structlog
+import uvicorn
+
+from bindings.types import Event, new_event_id, now_micros
+from gateway.errors import ConfigError
+from triggers.base import Dispatch, TriggerContext, decode_config, register
+
+log = structlog.get_logger("wasmgate.http")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class HttpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
+    component: str
+    route: str
+    methods: list[str] = msgspec.field(default_factory=lambda: ["GET", "POST", "PUT", "DELETE",
+                                                                 "PATCH", "HEAD"])
+    max_body_bytes: int = 1 << 20
+
+
+class _Route:
+    __slots__ = ("component", "config", "dispatch", "prefix", "wildcard")
+
+    def __init__(self, config: HttpConfig, dispatch: Dispatch) -> None:
+        self.config = config
+        self.component = config.component
+        self.dispatch = dispatch
+        self.wildcard = config.route.endswith("/...")
+        self.prefix = config.route[:-4] if self.wildcard else config.route
+
+    def matches(self, path: str) -> bool:
+        if self.wildcard:
+            return path == self.prefix or path.startswith(self.prefix + "/")
+        return path == self.prefix
+
+
+class HttpServer:
+    """One ASGI app + uvicorn server per listen address, shared by its HTTP triggers."""
+
+    _servers: ClassVar[dict[str, HttpServer]] = {}
+
+    def __init__(self, listen: str) -> None:
+        self.listen = listen
+        self.routes: list[_Route] = []
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def on(cls, listen: str) -> HttpServer:
+        if listen not in cls._servers:
+            cls._servers[listen] = cls(listen)
+        return cls._servers[listen]
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        host, _, port = self.listen.rpartition(":")
+        config = uvicorn.Config(self, host=host or "127.0.0.1", port=int(port), log_config=None,
+                                access_log=False, lifespan="off", http="httptools")
+        self._server = uvicorn.Server(config)
+        # `_serve`, not `serve`: the gateway owns SIGINT/SIGTERM (stop every trigger, not
+        # just HTTP), and uvicorn's `serve` would take the signal handlers over.
+        self._task = asyncio.create_task(self._server._serve())
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # surfaces "address already in use" and the like
+                raise ConfigError(f"HTTP server on {self.listen} did not start")
+            await asyncio.sleep(0.01)
+        log.info("http listening", address=f"http://{self.listen}",
+                 routes=[r.config.route for r in self.routes])
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            # uvicorn stops accepting, then waits for in-flight requests to finish.
+            self._server.should_exit = True
+            await self._task
+        self._servers.pop(self.listen, None)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        if path == "/healthz":
+            await _reply(send, 200, [], b"ok\n")
+            return
+        route = next((r for r in self.routes if r.matches(path)), None)
+        if route is None:
+            await _reply(send, 404, [], b"no route\n")
+            return
+        if scope["method"] not in route.config.methods:
+            await _reply(send, 405, [("allow", ", ".join(route.config.methods))], b"")
+            return
+        body = await _read_body(receive, route.config.max_body_bytes)
+        if body is None:
+            await _reply(send, 413, [], b"request body too large\n")
+            return
+        event = _event_for(scope, body)
+        outcome = await route.dispatch(route.component, event)
+        if outcome.response is not None:  # the handler answered, whatever the status
+            await _reply(send, outcome.response.status, outcome.response.headers,
+                         outcome.response.body)
+            return
+        log.error("handler failed", component=route.component, event_id=event.id,
+                  error=outcome.error, kind=outcome.error_kind)
+        message = b"handler timed out\n" if outcome.status == 504 else b"handler failed\n"
+        await _reply(send, outcome.status, [], message)
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _event_for(scope: Scope, body: bytes) -> Event:
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+    content_type = next((v for k, v in headers if k == "content-type"), None)
+    return Event(
+        id=new_event_id(), source="wasmgate/http", type="wasmgate.http.request",
+        subject=scope["path"], time=now_micros(), content_type=content_type, headers=headers,
+        metadata=[("method", scope["method"]), ("path", scope["path"]),
+                  ("query", scope["query_string"].decode("latin-1"))],
+        data=body,
+    )
+
+
+async def _reply(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class HttpTrigger:
+    kind: ClassVar[str] = "http"
+
+    def __init__(self, config: HttpConfig, context: TriggerContext) -> None:
+        if not config.route.startswith("/"):
+            raise ConfigError(f"route {config.route!r} must start with `/`",
+                              path=context.manifest_path, field=f"{context.field}.route")
+        self.config = config
+        self.component = config.component
+        self._server = HttpServer.on(context.listen)
+
+    async def start(self, dispatch: Dispatch) -> None:
+        self._server.routes.append(_Route(self.config, dispatch))
+        # Longest prefix first so `/api/users/...` wins over `/api/...`.
+        self._server.routes.sort(key=lambda r: (not r.wildcard, len(r.prefix)), reverse=True)
+        await self._server.start()
+
+    async def stop(self) -> None:
+        await self._server.stop()
+
+
+def build_http_trigger(config: dict[str, Any], *, context: TriggerContext) -> HttpTrigger:
+    return HttpTrigger(decode_config(config, HttpConfig, context), context)
+
+
+register("http", build_http_trigger)
