@@ -71,7 +71,7 @@ class CloudEventJSON(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     subject: str = ""
     time: str | None = None
     datacontenttype: str | None = None
-    data: msgspec.Raw | None = None
+    data: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
     data_base64: str | None = None
     key: str | None = None
     headers: dict[str, str] = msgspec.field(default_factory=dict)
@@ -89,14 +89,14 @@ def event_from_cloudevent_json(raw: bytes) -> Event:
     ce = _cloud_event_decoder.decode(raw)
     if ce.data_base64 is not None:
         data = base64.b64decode(ce.data_base64)
-    elif ce.data is None:
+    elif not bytes(ce.data) or bytes(ce.data) == b"null":
         data = b""
     else:
         value = msgspec.json.decode(ce.data)
         # A JSON string is the payload itself; anything else is passed on as JSON.
         data = value.encode() if isinstance(value, str) else bytes(ce.data)
     content_type = ce.datacontenttype
-    if content_type is None and ce.data is not None:
+    if content_type is None and data and ce.data_base64 is None:
         content_type = "application/json"
     ts = now_micros()
     if ce.time is not None:

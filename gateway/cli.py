@@ -9,11 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import structlog
 
 from bindings.types import event_from_cloudevent_json
 from gateway.app import App
-from gateway.errors import BuildError, WasmgateError
+from gateway.errors import BuildError, ConfigError, WasmgateError
 from gateway.manifest import load_manifest
 
 
@@ -64,7 +65,10 @@ def _build(manifest: str) -> None:
 async def _invoke(manifest: str, component: str, event_file: str) -> int:
     app = App.load(manifest)
     raw = sys.stdin.buffer.read() if event_file == "-" else Path(event_file).read_bytes()
-    event = event_from_cloudevent_json(raw)
+    try:
+        event = event_from_cloudevent_json(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
+        raise ConfigError(f"not a CloudEvents JSON event: {exc}", path=event_file) from exc
     outcome = await app.dispatcher.dispatch(component, event)
     await app.stop()
     if outcome.response is None:

@@ -1,0 +1,67 @@
+"""The CLI as a user meets it: invoke prints a response, bad manifests explain themselves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from tests.fixtures.build import build_handler
+
+
+def _manifest(tmp_path: Path, component_table: str) -> Path:
+    path = tmp_path / "wasmgate.toml"
+    path.write_text(f'[application]\nname = "cli"\n\n[component.echo]\n{component_table}\n')
+    return path
+
+
+def test_invoke_prints_the_response(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = _manifest(tmp_path, f'source = "{build_handler("echo")}"')
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"specversion": "1.0", "id": "1", "source": "t", "type": "t",
+                                 "subject": "hi", "data": "payload"}))
+    code = main(["invoke", "echo", "--event", str(event), "--manifest", str(manifest)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "status: 200" in out
+    assert "x-subject: hi" in out
+    assert out.rstrip().endswith("echo:payload")
+
+
+def test_typo_in_manifest_names_file_field_and_fix(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = _manifest(tmp_path, 'source = "x.wasm"\nisolaton = "fresh"')
+    assert main(["up", str(manifest)]) == 2
+    err = capsys.readouterr().err
+    assert str(manifest) in err
+    assert "component.echo.isolaton" in err
+    assert "did you mean `isolation`" in err
+
+
+def test_missing_component_file_says_to_build(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = _manifest(tmp_path, 'source = "build/missing.wasm"')
+    assert main(["up", str(manifest)]) == 2
+    err = capsys.readouterr().err
+    assert "missing.wasm does not exist" in err
+    assert "wasmgate build" in err
+
+
+def test_not_a_component_is_a_clear_error(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "junk.wasm").write_bytes(b"\0asm junk")
+    manifest = _manifest(tmp_path, 'source = "junk.wasm"')
+    assert main(["up", str(manifest)]) == 2
+    assert "is not a valid WebAssembly component" in capsys.readouterr().err
+
+
+def test_bad_event_file_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = _manifest(tmp_path, f'source = "{build_handler("echo")}"')
+    event = tmp_path / "event.json"
+    event.write_text('{"subject": 42}')
+    assert main(["invoke", "echo", "--event", str(event), "--manifest", str(manifest)]) == 2
+    err = capsys.readouterr().err
+    assert str(event) in err
+    assert "$.subject" in err
