@@ -17,7 +17,10 @@ import structlog
 import wasmtime
 from wasmtime import component as wc
 
+from gateway import bulk_bytes
 from gateway.errors import ComponentError, ComponentNotFound
+
+bulk_bytes.install()
 
 log = structlog.get_logger("wasmgate.engine")
 

@@ -111,3 +111,12 @@ def test_missing_component_names_the_file(engine: WasmEngine, tmp_path: Path) ->
 def test_second_load_uses_the_compile_cache(engine: WasmEngine, echo_wasm: Path) -> None:
     engine.load_component(echo_wasm)
     assert len(list(engine.cache_dir.glob("*.cwasm"))) == 1
+
+
+async def test_large_binary_bodies_cross_the_boundary_intact(
+        engine: WasmEngine, echo_wasm: Path, tmp_path: Path) -> None:
+    # Exercises the bulk list<u8> conversion both ways, every byte value included.
+    payload = bytes(range(256)) * 256 + b"\x00\xff"
+    response = await _pool(engine, echo_wasm, tmp_path).call(_ev("hi", payload))
+    assert response.body == b"echo:" + payload
+    assert (await _pool(engine, echo_wasm, tmp_path).call(_ev("hi", b""))).body == b"echo:"
