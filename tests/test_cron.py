@@ -103,7 +103,8 @@ async def test_six_field_schedule_fires_every_five_seconds_at_scheduled_times() 
     assert [e.meta("scheduled-time") for e in events] == [t.isoformat() for t in expected]
     first = events[0]
     assert first.type == "wasmgate.cron.tick"
-    assert first.source == "wasmgate/cron/*/5 * * * * *"
+    assert first.source == "wasmgate/cron"
+    assert first.subject == "*/5 * * * * *"
     assert first.subject == "*/5 * * * * *"
     assert first.meta("schedule") == "*/5 * * * * *"
     assert first.meta("trigger") == "cron"

@@ -183,7 +183,9 @@ class CronTrigger:
         data = self.config.data
         return Event(
             id=new_event_id(),
-            source=f"wasmgate/cron/{self.schedule}",
+            # A CloudEvents source is a URI-reference: no spaces, so the schedule goes in
+            # `subject` and metadata, not here.
+            source="wasmgate/cron",
             type="wasmgate.cron.tick",
             subject=self.schedule,
             time=_micros_since_epoch(scheduled),
