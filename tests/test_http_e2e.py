@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -68,3 +69,30 @@ async def test_handler_failures_map_to_status_codes(gateway: str) -> None:
         assert (await client.post(f"{gateway}/echo/err")).status_code == 500
         assert (await client.post(f"{gateway}/echo/status", content=b"418")).status_code == 418
         assert (await client.post(f"{gateway}/echo/x", content=b"still")).content == b"echo:still"
+
+
+async def test_shutdown_finishes_the_request_in_flight(tmp_path: Path) -> None:
+    wasm = build_handler("echo")
+    (tmp_path / "wasmgate.toml").write_text(f"""
+[application]
+name = "shutdown"
+
+[component.echo]
+source = "{wasm}"
+
+[[trigger.http]]
+route = "/echo/..."
+component = "echo"
+""")
+    listen = f"127.0.0.1:{_free_port()}"
+    app = App.load(tmp_path / "wasmgate.toml", listen=listen)
+    await app.start()
+    async with httpx.AsyncClient() as client:
+        request = asyncio.create_task(client.post(f"http://{listen}/echo/slow"))
+        await asyncio.sleep(0.2)  # the handler is now busy for ~0.5 s
+        await app.stop()
+        response = await request
+    assert (response.status_code, response.content) == (200, b"finished")
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(httpx.ConnectError):  # intake stopped
+            await client.get(f"http://{listen}/healthz")
