@@ -20,8 +20,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-async def gateway(tmp_path: Path) -> AsyncIterator[str]:
+async def _start_app(tmp_path: Path, component_extra: str = "",
+                     trigger_extra: str = "") -> tuple[App, str]:
+    """Start an app with the echo component on a free port; return it and its base URL."""
     wasm = build_handler("echo")
     (tmp_path / "wasmgate.toml").write_text(f"""
 [application]
@@ -29,18 +30,24 @@ name = "e2e"
 
 [component.echo]
 source = "{wasm}"
-timeout-ms = 300
-key-value-stores = ["default"]
+{component_extra}
 
 [[trigger.http]]
 route = "/echo/..."
 component = "echo"
-max-body-bytes = 1024
+{trigger_extra}
 """)
     listen = f"127.0.0.1:{_free_port()}"
     app = App.load(tmp_path / "wasmgate.toml", listen=listen)
     await app.start()
-    yield f"http://{listen}"
+    return app, f"http://{listen}"
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[str]:
+    app, base = await _start_app(tmp_path, 'timeout-ms = 300\nkey-value-stores = ["default"]',
+                                 "max-body-bytes = 1024")
+    yield base
     await app.stop()
 
 
@@ -72,27 +79,13 @@ async def test_handler_failures_map_to_status_codes(gateway: str) -> None:
 
 
 async def test_shutdown_finishes_the_request_in_flight(tmp_path: Path) -> None:
-    wasm = build_handler("echo")
-    (tmp_path / "wasmgate.toml").write_text(f"""
-[application]
-name = "shutdown"
-
-[component.echo]
-source = "{wasm}"
-
-[[trigger.http]]
-route = "/echo/..."
-component = "echo"
-""")
-    listen = f"127.0.0.1:{_free_port()}"
-    app = App.load(tmp_path / "wasmgate.toml", listen=listen)
-    await app.start()
+    app, base = await _start_app(tmp_path)
     async with httpx.AsyncClient() as client:
-        request = asyncio.create_task(client.post(f"http://{listen}/echo/slow"))
+        request = asyncio.create_task(client.post(f"{base}/echo/slow"))
         await asyncio.sleep(0.2)  # the handler is now busy for ~0.5 s
         await app.stop()
         response = await request
     assert (response.status_code, response.content) == (200, b"finished")
     async with httpx.AsyncClient() as client:
         with pytest.raises(httpx.ConnectError):  # intake stopped
-            await client.get(f"http://{listen}/healthz")
+            await client.get(f"{base}/healthz")
