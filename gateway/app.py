@@ -20,7 +20,7 @@ from gateway.engine import WasmEngine
 from gateway.errors import ConfigError
 from gateway.executor import InstancePool
 from gateway.manifest import LoadedManifest, load_manifest, resolve_variables
-from triggers.base import Trigger, TriggerContext, factory_for
+from triggers.base import Dispatch, Trigger, TriggerContext, factory_for
 
 log = structlog.get_logger("wasmgate.app")
 
@@ -75,7 +75,7 @@ class App:
                               path=str(self.manifest.path)) from None
         return await pool.call(event)
 
-    def _dispatch_for(self, trigger: Trigger) -> object:
+    def _dispatch_for(self, trigger: Trigger) -> Dispatch:
         policy: RetryPolicy = getattr(trigger, "retry_policy", NO_RETRY)
 
         async def dispatch(component: str, event: Event) -> Outcome:
@@ -85,7 +85,7 @@ class App:
     async def start(self) -> None:
         """Start every trigger's intake."""
         for trigger in self.triggers:
-            await trigger.start(self._dispatch_for(trigger))  # type: ignore[arg-type]
+            await trigger.start(self._dispatch_for(trigger))
         log.info("app started", app=self.manifest.application.name,
                  components=sorted(self.pools), triggers=len(self.triggers))
 

@@ -27,7 +27,13 @@ import msgspec
 import structlog
 
 from bindings.types import Event, Response
-from gateway.errors import HandlerError, WasmgateError
+from gateway.errors import (
+    HandlerError,
+    HandlerReturnedError,
+    HandlerTimeout,
+    HandlerTrap,
+    WasmgateError,
+)
 
 log = structlog.get_logger("wasmgate.dispatch")
 
@@ -129,13 +135,13 @@ class Dispatcher:
                        attempts=attempt)
 
 
-def _kind_of(exc: HandlerError) -> str:
-    from gateway.errors import HandlerReturnedError, HandlerTimeout, HandlerTrap
+_ERROR_KINDS: Mapping[type[HandlerError], str] = {
+    HandlerTrap: "trap", HandlerTimeout: "timeout", HandlerReturnedError: "returned-error",
+}
 
-    kinds: Mapping[type[HandlerError], str] = {
-        HandlerTrap: "trap", HandlerTimeout: "timeout", HandlerReturnedError: "returned-error",
-    }
-    return kinds.get(type(exc), "handler")
+
+def _kind_of(exc: HandlerError) -> str:
+    return _ERROR_KINDS.get(type(exc), "handler")
 
 
 def _attempt_of(event: Event) -> int:
