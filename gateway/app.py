@@ -63,7 +63,9 @@ class App:
             factory = factory_for(kind, manifest_path=str(self.manifest.path))
             for i, table in enumerate(tables):
                 context = TriggerContext(manifest_path=str(self.manifest.path),
-                                         field=f"trigger.{kind}[{i}]", listen=self.listen)
+                                         field=f"trigger.{kind}[{i}]", listen=self.listen,
+                                         brokers=dict(self.manifest.brokers),
+                                         state_dir=str(self.manifest.root / ".wasmgate"))
                 self.triggers.append(factory(dict(table), context=context))
 
     async def invoke(self, component: str, event: Event) -> Response:
@@ -77,9 +79,11 @@ class App:
 
     def _dispatch_for(self, trigger: Trigger) -> Dispatch:
         policy: RetryPolicy = getattr(trigger, "retry_policy", NO_RETRY)
+        in_process: bool = getattr(trigger, "retry_in_process", True)
 
         async def dispatch(component: str, event: Event) -> Outcome:
-            return await self.dispatcher.dispatch(component, event, policy)
+            return await self.dispatcher.dispatch(component, event, policy,
+                                                  in_process=in_process)
         return dispatch
 
     async def start(self) -> None:

@@ -98,6 +98,37 @@ class KeyValueStoreSpec(_Table):
     path: str | None = None  # default: .wasmgate/<store>.sqlite
 
 
+BrokerKind = Literal["kafka", "nats", "amqp", "redis"]
+
+
+class TlsSpec(_Table):
+    """``[brokers.<name>.tls]``: verify the broker with ``ca-file``; present a client cert."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure_skip_verify: bool = False
+
+
+class BrokerSpec(_Table):
+    """``[brokers.<name>]``: one broker connection, declared once and referenced by triggers
+    (``broker = "<name>"``). Credentials come from the environment through ``${VAR}``.
+
+    ``url`` is the client's own URL form: ``kafka://host:9092[,host2:9092]``,
+    ``nats://host:4222``, ``amqp://host:5672/vhost``, ``redis://host:6379/0``.
+    """
+
+    kind: BrokerKind
+    url: str
+    username: str | None = None
+    password: str | None = None
+    tls: TlsSpec | None = None
+    connect_timeout_ms: Positive = 5000
+    # Reconnect backoff after a connection loss: exponential from min to max, forever.
+    reconnect_min_ms: Positive = 100
+    reconnect_max_ms: Positive = 5000
+
+
 class BuildSpec(_Table):
     """``[component.<name>.build]``: how ``wasmgate build`` produces the component."""
 
@@ -128,6 +159,7 @@ class Manifest(_Table):
     application: Application
     variables: dict[str, VariableSpec] = msgspec.field(default_factory=dict)
     key_value: dict[str, KeyValueStoreSpec] = msgspec.field(default_factory=dict)
+    brokers: dict[str, BrokerSpec] = msgspec.field(default_factory=dict)
     component: dict[str, ComponentSpec] = msgspec.field(default_factory=dict)
     trigger: dict[str, list[dict[str, Any]]] = msgspec.field(default_factory=dict)
 
@@ -175,6 +207,10 @@ class LoadedManifest:
         """Absolute working directory of component ``name``'s build, or None without a build."""
         build = self.component(name).build
         return None if build is None else self.resolve(build.workdir)
+
+    @property
+    def brokers(self) -> dict[str, BrokerSpec]:
+        return self.spec.brokers
 
     @property
     def key_value_stores(self) -> dict[str, KeyValueStoreSpec]:
@@ -489,6 +525,7 @@ def _cross_check(spec: Manifest, where: str) -> None:
 
     for kind, tables in spec.trigger.items():
         for index, table in enumerate(tables):
+            _check_broker_reference(spec, kind, index, table, where)
             field = f"{_join('trigger', kind)}[{index}].component"
             target = table.get("component")
             if target is None:
@@ -513,15 +550,43 @@ def _cross_check(spec: Manifest, where: str) -> None:
                 )
 
 
+def _check_broker_reference(spec: Manifest, kind: str, index: int, table: dict[str, Any],
+                            where: str) -> None:
+    """A trigger's ``broker = "<name>"`` must name a declared broker of a fitting kind."""
+    if "broker" not in table:
+        return
+    field = f"{_join('trigger', kind)}[{index}].broker"
+    name = table["broker"]
+    if not isinstance(name, str) or name not in spec.brokers:
+        hint = (difflib.get_close_matches(name, sorted(spec.brokers), n=1)
+                if isinstance(name, str) else [])
+        did_you_mean = f"did you mean `{hint[0]}`? " if hint else ""
+        raise ConfigError(
+            f"unknown broker {name!r}; {did_you_mean}declare it with [brokers.{name}] "
+            f"(known brokers: {_names(spec.brokers)})",
+            path=where, field=field,
+        )
+    broker_kind = spec.brokers[name].kind
+    # `nats-jetstream` and `redis-streams` triggers use `nats` / `redis` brokers.
+    if kind.split("-", 1)[0] != broker_kind:
+        raise ConfigError(
+            f"broker `{name}` is a {broker_kind} broker; a [[trigger.{kind}]] needs a "
+            f"{kind.split('-', 1)[0]} broker",
+            path=where, field=field,
+        )
+
+
 __all__ = [
     "DEFAULT_STORE",
     "MANIFEST_FILENAME",
     "Application",
+    "BrokerSpec",
     "BuildSpec",
     "ComponentSpec",
     "KeyValueStoreSpec",
     "LoadedManifest",
     "Manifest",
+    "TlsSpec",
     "VariableSpec",
     "load_manifest",
     "resolve_variables",
