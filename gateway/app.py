@@ -12,14 +12,13 @@ from pathlib import Path
 
 import structlog
 
-from bindings.host.imports import HostImports
-from bindings.host.kv import SqliteKeyValue
 from bindings.types import Event, Response
+from gateway.capabilities import Capabilities
 from gateway.dispatch import NO_RETRY, Dispatcher, Outcome, RetryPolicy
 from gateway.engine import WasmEngine
 from gateway.errors import ConfigError
 from gateway.executor import InstancePool
-from gateway.manifest import LoadedManifest, load_manifest, resolve_variables
+from gateway.manifest import LoadedManifest, load_manifest
 from triggers.base import Dispatch, Trigger, TriggerContext, factory_for
 
 log = structlog.get_logger("wasmgate.app")
@@ -33,7 +32,7 @@ class App:
         self.listen = listen
         consume_fuel = any(c.fuel for c in manifest.components.values())
         self.engine = WasmEngine(manifest.root / ".wasmgate" / "cache", consume_fuel=consume_fuel)
-        self.stores: dict[str, SqliteKeyValue] = {}
+        self.capabilities = Capabilities(manifest)
         self.pools: dict[str, InstancePool] = {}
         self.dispatcher = Dispatcher(self.invoke)
         self.triggers: list[Trigger] = []
@@ -46,15 +45,9 @@ class App:
         app._load_triggers()
         return app
 
-    def _store(self, name: str) -> SqliteKeyValue:
-        if name not in self.stores:
-            self.stores[name] = SqliteKeyValue(self.manifest.kv_path(name), name=name)
-        return self.stores[name]
-
     def _load_components(self) -> None:
         for name, spec in self.manifest.components.items():
-            stores = {s: self._store(s) for s in spec.key_value_stores}
-            host = HostImports(name, stores, resolve_variables(self.manifest, name))
+            host = self.capabilities.host_imports(name)
             compiled = self.engine.load_component(self.manifest.source_path(name))
             self.pools[name] = InstancePool(name, spec, self.engine, compiled, host.link)
 
@@ -75,7 +68,11 @@ class App:
         except KeyError:
             raise ConfigError(f"no component named `{component}`",
                               path=str(self.manifest.path)) from None
-        return await pool.call(event)
+        # Bound here so that guest log lines and host-call refusals carry the event id (the
+        # worker thread running the call inherits this context).
+        self.capabilities.start()  # idempotent; `wasmgate invoke` never calls start()
+        with structlog.contextvars.bound_contextvars(event_id=event.id):
+            return await pool.call(event)
 
     def _dispatch_for(self, trigger: Trigger) -> Dispatch:
         policy: RetryPolicy = getattr(trigger, "retry_policy", NO_RETRY)
@@ -96,6 +93,5 @@ class App:
     async def stop(self) -> None:
         """Stop intake, let in-flight events finish, then release resources."""
         await asyncio.gather(*(t.stop() for t in self.triggers))
-        for store in self.stores.values():
-            store.close()
+        await self.capabilities.close()
         self.engine.close()

@@ -29,6 +29,7 @@ import structlog
 from bindings.types import Event
 from gateway.dispatch import Outcome, RetryPolicy, Verdict
 from gateway.manifest import BrokerSpec
+from gateway.redaction import redact_url
 
 log = structlog.get_logger("wasmgate.delivery")
 
@@ -205,13 +206,8 @@ class ConnectionWatch:
 
 
 def redact(url: str) -> str:
-    """``url`` without a password (``amqp://guest:***@host``) for logs and errors."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    userinfo, _, host = rest.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in userinfo else f"{scheme}://{user}@{host}"
+    """``url`` without a password, for logs and errors."""
+    return redact_url(url)
 
 
 def describe(error: BaseException) -> str:
