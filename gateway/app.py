@@ -8,6 +8,7 @@ manifest fails at start with a message that names the file and field.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import structlog
@@ -31,7 +32,10 @@ class App:
         self.manifest = manifest
         self.listen = listen
         consume_fuel = any(c.fuel for c in manifest.components.values())
-        self.engine = WasmEngine(manifest.root / ".wasmgate" / "cache", consume_fuel=consume_fuel)
+        # WASMGATE_CACHE_DIR shares compiled artifacts between apps (tests, CI, several
+        # apps on one host); by default each app keeps its own next to its manifest.
+        cache = os.environ.get("WASMGATE_CACHE_DIR") or manifest.root / ".wasmgate" / "cache"
+        self.engine = WasmEngine(Path(cache), consume_fuel=consume_fuel)
         self.capabilities = Capabilities(manifest)
         self.pools: dict[str, InstancePool] = {}
         self.dispatcher = Dispatcher(self.invoke)
