@@ -13,6 +13,7 @@ from pathlib import Path
 
 import structlog
 
+from bindings.host.kv import KeyValueStore
 from bindings.types import Event, Response
 from gateway.capabilities import Capabilities
 from gateway.dispatch import NO_RETRY, Dispatcher, Outcome, RetryPolicy
@@ -62,8 +63,18 @@ class App:
                 context = TriggerContext(manifest_path=str(self.manifest.path),
                                          field=f"trigger.{kind}[{i}]", listen=self.listen,
                                          brokers=dict(self.manifest.brokers),
-                                         state_dir=str(self.manifest.root / ".wasmgate"))
+                                         state_dir=str(self.manifest.root / ".wasmgate"),
+                                         application=self.manifest.application.name,
+                                         key_value=self._claim_store)
                 self.triggers.append(factory(dict(table), context=context))
+
+    def _claim_store(self, name: str) -> KeyValueStore:
+        if name not in self.manifest.key_value_stores:
+            known = ", ".join(sorted(self.manifest.key_value_stores))
+            raise ConfigError(f"no key-value store named {name!r} (known stores: {known}); "
+                              f"declare it with [key-value.{name}]",
+                              path=str(self.manifest.path))
+        return self.capabilities.store(name)
 
     async def invoke(self, component: str, event: Event) -> Response:
         """Run one event through ``component`` (no retry policy)."""

@@ -20,6 +20,7 @@ from gateway.errors import ConfigError
 from gateway.manifest import BrokerSpec
 
 if TYPE_CHECKING:
+    from bindings.host.kv import KeyValueStore
     from bindings.types import Event
     from gateway.dispatch import Outcome
 
@@ -59,6 +60,9 @@ class TriggerContext(msgspec.Struct, kw_only=True):
     brokers: dict[str, BrokerSpec] = msgspec.field(default_factory=dict)
     # Where adapters keep local state (e.g. a Redis Streams consumer name): <app>/.wasmgate
     state_dir: str = ".wasmgate"
+    application: str = "app"
+    # The app's key-value stores by name (cron's claim store); None outside an app.
+    key_value: Callable[[str], KeyValueStore] | None = None
 
     def broker(self, name: str) -> BrokerSpec:
         """The ``[brokers.<name>]`` table (the manifest already checked that it exists)."""

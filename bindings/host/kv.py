@@ -165,6 +165,31 @@ class SqliteKeyValue:
             db.execute("COMMIT")
         return new
 
+    def claim(self, key: str, value: bytes, ttl_ms: int) -> bool:
+        """Set ``key`` only if it holds no live value; True if this call set it.
+
+        The building block of a lease: of several processes claiming the same key, exactly
+        one wins until the TTL expires.
+        """
+        data = check_write(self.name, key, value, ttl_ms, self.max_value_bytes)
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                now = self._now_ms()
+                taken = db.execute(f"SELECT 1 FROM kv WHERE key = ? AND {_LIVE}",
+                                   (key, now)).fetchone()
+                if taken is None:
+                    db.execute(
+                        "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+                        "expires_at = excluded.expires_at", (key, data, now + ttl_ms))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        return taken is None
+
     def purge_expired(self) -> int:
         """Physically delete expired rows; returns how many were removed."""
         with self._lock:
@@ -265,6 +290,7 @@ class KeyValueStore(Protocol):
     def exists(self, key: str) -> bool: ...
     def list_keys(self, prefix: str = "") -> list[str]: ...
     def increment(self, key: str, delta: int = 1) -> int: ...
+    def claim(self, key: str, value: bytes, ttl_ms: int) -> bool: ...
     def close(self) -> None: ...
 
 

@@ -94,6 +94,12 @@ class RedisKeyValue:
                 raise not_an_integer(self.name, key, bytes(current)) from None
             raise
 
+    def claim(self, key: str, value: bytes, ttl_ms: int) -> bool:
+        """SET NX PX: True if this call set ``key`` (see SqliteKeyValue.claim)."""
+        data = check_write(self.name, key, value, ttl_ms, self.max_value_bytes)
+        with self._errors("claim", key):
+            return bool(self._redis.set(self.prefix + key, data, nx=True, px=ttl_ms))
+
     def close(self) -> None:
         self._redis.close()
 
