@@ -21,12 +21,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
 import structlog
 
 from bindings.types import Event, Response
+from gateway import metrics
 from gateway.errors import (
     HandlerError,
     HandlerReturnedError,
@@ -115,6 +117,13 @@ class Dispatcher:
         nak(delay)) one attempt runs and a RETRY comes back with ``retry_delay_s`` set.
         Either way the last allowed attempt turns RETRY into DEAD_LETTER.
         """
+        started = time.perf_counter()
+        outcome = await self._dispatch(component, event, policy, in_process)
+        _record(component, outcome, time.perf_counter() - started)
+        return outcome
+
+    async def _dispatch(self, component: str, event: Event, policy: RetryPolicy,
+                        in_process: bool) -> Outcome:
         attempt = _attempt_of(event)
         while True:
             outcome = await self._run_once(component, event, attempt)
@@ -145,6 +154,18 @@ class Dispatcher:
                            attempts=attempt)
         return Outcome(verdict=verdict_for_status(response.status), response=response,
                        attempts=attempt)
+
+
+def _record(component: str, outcome: Outcome, seconds: float) -> None:
+    metrics.counter("wasmgate_events_total", "Events dispatched, by final verdict.",
+                    component=component, verdict=outcome.verdict.value,
+                    error_kind=outcome.error_kind or "")
+    if outcome.attempts > 1:
+        metrics.counter("wasmgate_retries_total", "Extra attempts made in process.",
+                        outcome.attempts - 1, component=component)
+    metrics.observe("wasmgate_event_duration_seconds",
+                    "Time from dispatch to outcome, retries included.", seconds,
+                    component=component)
 
 
 _ERROR_KINDS: Mapping[type[HandlerError], str] = {

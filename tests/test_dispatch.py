@@ -85,3 +85,19 @@ async def test_without_retry_policy_a_failure_stays_retryable_for_the_source() -
 def test_backoff_is_capped() -> None:
     policy = RetryPolicy(initial_backoff_ms=100, max_backoff_ms=1000, multiplier=10)
     assert policy.backoff_seconds(10, random.Random(1)) <= 1.0
+
+
+async def test_outcomes_are_counted_in_metrics() -> None:
+    from gateway import metrics
+
+    async def answer(component: str, event: Event) -> Response:
+        return Response(status=404)
+
+    before = metrics.render()
+    await Dispatcher(answer).dispatch("metered", Event(id="1", source="s", type="t"))
+    after = metrics.render()
+    line = ('wasmgate_events_total{component="metered",error_kind="",'
+            'verdict="dead-letter"} 1')
+    assert line not in before and line in after
+    assert 'wasmgate_event_duration_seconds_count{component="metered"} 1' in after
+    assert 'wasmgate_event_duration_seconds_bucket{component="metered",le="+Inf"} 1' in after
