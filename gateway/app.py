@@ -55,7 +55,7 @@ class App:
         for name, spec in self.manifest.components.items():
             stores = {s: self._store(s) for s in spec.key_value_stores}
             host = HostImports(name, stores, resolve_variables(self.manifest, name))
-            compiled = self.engine.load_component(self.manifest.source_path(name))
+            compiled = self.engine.load_component(self.manifest.source_path(name), name=name)
             self.pools[name] = InstancePool(name, spec, self.engine, compiled, host.link)
 
     def _load_triggers(self) -> None:
