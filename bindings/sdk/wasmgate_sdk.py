@@ -25,8 +25,9 @@ any other exception            ``err("KeyError: 'x'")``, logged    retry with ba
 =============================  ==================================  ==========================
 
 Host capabilities are thin wrappers: :class:`KeyValue` (``kv`` is the ``default`` store),
-:mod:`config` via :func:`variable`, and :data:`log`. A store or variable the manifest does
-not grant raises :class:`HostError` naming it.
+manifest variables via :func:`variable`, and :data:`log`. A store the manifest does not grant
+raises :class:`HostError` naming the fix (except ``get``, which traps for now: wasmtime-py
+cannot return that error value yet).
 """
 
 from __future__ import annotations
