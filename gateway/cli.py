@@ -105,14 +105,34 @@ a first project:
 """
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    # Wide enough that `componentize` and `-o FILE, --output FILE` keep their help on one line.
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=28)
+
+
+class _TopHelpFormatter(_HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Keeps the line breaks of the top-level description and example epilog."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        # argparse measures subcommand names at the group's indent, but prints them one level
+        # deeper, so `componentize` would push its help onto a line of its own.
+        if isinstance(action, argparse._SubParsersAction):
+            longest = max((len(name) for name in action.choices), default=0)
+            self._action_max_length = max(self._action_max_length,
+                                          longest + self._current_indent + self._indent_increment)
+
+
 def _parser() -> argparse.ArgumentParser:
-    fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="wasmgate", description=_DESCRIPTION, epilog=_EPILOG,
-                                     formatter_class=fmt)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+                                     formatter_class=_TopHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, title="commands",
+                                metavar="<command>")
 
     up = sub.add_parser(
-        "up", help="run an app: compile its components, start its triggers",
+        "up", formatter_class=_HelpFormatter,
+        help="run an app: compile its components, start its triggers",
         description="Load the manifest, compile its components (cached in .wasmgate/cache "
                     "after the first start) and serve its triggers until Ctrl-C. A first "
                     "Ctrl-C stops intake and finishes events in flight; a second exits at once.")
@@ -122,7 +142,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="address of the HTTP trigger (default: 127.0.0.1:3000)")
 
     build = sub.add_parser(
-        "build", help="run the build command of every component",
+        "build", formatter_class=_HelpFormatter,
+        help="run the build command of every component",
         description="Run each [component.<name>.build] command of the manifest, in its "
                     "workdir, with this installation's wasmgate and componentize-py first "
                     "on PATH.")
@@ -130,8 +151,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="path to wasmgate.toml or its directory (default: ./wasmgate.toml)")
 
     invoke = sub.add_parser(
-        "invoke", help="run one CloudEvents JSON event through a component and print the "
-                       "response",
+        "invoke", formatter_class=_HelpFormatter,
+        help="send one CloudEvents event to a component, print the reply",
         description="Send one event to a component without starting triggers, and print the "
                     "status, headers and body. The event is CloudEvents 1.0 JSON: `data` as "
                     "JSON or `data_base64`, plus wasmgate's `subject`, `headers`, `metadata` "
@@ -143,7 +164,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="path to wasmgate.toml or its directory (default: ./wasmgate.toml)")
 
     componentize = sub.add_parser(
-        "componentize", help="build a Python handler into a component (wraps componentize-py)",
+        "componentize", formatter_class=_HelpFormatter,
+        help="build a Python handler into a component (componentize-py)",
         description="Run componentize-py against the wasmgate:handler WIT world with the "
                     "current directory and the wasmgate_sdk module on the module path. Use it "
                     "as a component's build command: "
@@ -157,7 +179,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "(repeatable; e.g. a vendored dependency)")
 
     new = sub.add_parser(
-        "new", help="create a handler project from a template (no arguments: list them)",
+        "new", formatter_class=_HelpFormatter,
+        help="create a handler project from a template; alone, list them",
         description="Create ./<name>/ with a handler, a wasmgate.toml and a sample event.json, "
                     "ready for `wasmgate build`. Without arguments, list the templates.")
     new.add_argument("template", nargs="?", help="template name, e.g. python-http")
