@@ -279,11 +279,11 @@ def handler(fn: Handler) -> Handler:
     ``wasmgate componentize`` (``app.py`` by default).
     """
     module = sys.modules[fn.__module__]
-    existing = getattr(module, "WitWorld", None)
-    if getattr(existing, "_wasmgate_handler", None) is not None:
+    previous = getattr(getattr(module, "WitWorld", None), "_wasmgate_handler", None)
+    if previous is not None:
         raise RuntimeError(
-            f"{fn.__module__} already has a @handler ({existing._wasmgate_handler.__name__});"
-            f" a component exports one handle function, so remove @handler from {fn.__name__}")
+            f"{fn.__module__} already has a @handler ({previous.__name__}); a component "
+            f"exports one handle function, so remove @handler from {fn.__name__}")
 
     class WitWorld(_WitWorldProtocol):
         _wasmgate_handler = fn
