@@ -53,7 +53,7 @@ class App:
     def _load_components(self) -> None:
         for name, spec in self.manifest.components.items():
             host = self.capabilities.host_imports(name)
-            compiled = self.engine.load_component(self.manifest.source_path(name))
+            compiled = self.engine.load_component(self.manifest.source_path(name), name=name)
             self.pools[name] = InstancePool(name, spec, self.engine, compiled, host.link)
 
     def _load_triggers(self) -> None:

@@ -1,11 +1,10 @@
-"""The `wasmgate` command line: up, build, invoke."""
+"""The `wasmgate` command line: up, build, invoke, componentize, new."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,8 +13,9 @@ import structlog
 
 from bindings.types import event_from_cloudevent_json
 from gateway.app import App
-from gateway.errors import BuildError, ConfigError, WasmgateError
-from gateway.manifest import load_manifest
+from gateway.build import build_all, componentize
+from gateway.errors import ConfigError, WasmgateError
+from gateway.templates import create_project, list_templates
 
 
 def _configure_logging() -> None:
@@ -49,19 +49,6 @@ async def _up(manifest: str, listen: str) -> None:
     await app.stop()
 
 
-def _build(manifest: str) -> None:
-    loaded = load_manifest(manifest)
-    for name, spec in loaded.components.items():
-        if spec.build is None:
-            continue
-        workdir = loaded.build_workdir(name)
-        print(f"building {name}: {spec.build.command}", file=sys.stderr)
-        result = subprocess.run(spec.build.command, shell=True, cwd=workdir, check=False)
-        if result.returncode != 0:
-            raise BuildError(f"build of component `{name}` failed (exit {result.returncode}); "
-                             f"command: {spec.build.command} in {workdir}")
-
-
 async def _invoke(manifest: str, component: str, event_file: str) -> int:
     app = App.load(manifest)
     raw = sys.stdin.buffer.read() if event_file == "-" else Path(event_file).read_bytes()
@@ -82,28 +69,139 @@ async def _invoke(manifest: str, component: str, event_file: str) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="wasmgate",
-        description="Run WebAssembly components on events from HTTP, cron and message brokers.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="run the app described by a manifest")
+def _new(template: str | None, name: str | None) -> int:
+    templates = list_templates()
+    if template is None:
+        width = max((len(t.name) for t in templates), default=0)
+        print("templates (wasmgate new <template> <name>):")
+        for t in templates:
+            print(f"  {t.name:<{width}}  {t.description}")
+        return 0
+    if name is None:
+        raise ConfigError(f"missing the project name: wasmgate new {template} <name>")
+    dest = Path(name)
+    written = create_project(template, name, dest)
+    for path in written:
+        print(f"created {path}")
+    print(f"\nnext: cd {dest} && wasmgate build && wasmgate invoke {name} --event event.json")
+    return 0
+
+
+_DESCRIPTION = """\
+Run WebAssembly components on events from HTTP, cron and message brokers.
+
+Every event becomes one typed call, handle(event) -> result<response, string>, into a
+sandboxed component described by a wasmgate.toml manifest.
+"""
+
+_EPILOG = """\
+a first project:
+  wasmgate new python-http hello      # a handler, its manifest and a sample event
+  cd hello && wasmgate build          # app.py -> build/hello.wasm
+  wasmgate invoke hello --event event.json
+  wasmgate up                         # then: curl 127.0.0.1:3000/hello?name=Ada
+
+`wasmgate <command> --help` describes each command.
+"""
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    # Wide enough that `componentize` and `-o FILE, --output FILE` keep their help on one line.
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=28)
+
+
+class _TopHelpFormatter(_HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Keeps the line breaks of the top-level description and example epilog."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        # argparse measures subcommand names at the group's indent, but prints them one level
+        # deeper, so `componentize` would push its help onto a line of its own.
+        if isinstance(action, argparse._SubParsersAction):
+            longest = max((len(name) for name in action.choices), default=0)
+            self._action_max_length = max(self._action_max_length,
+                                          longest + self._current_indent + self._indent_increment)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wasmgate", description=_DESCRIPTION, epilog=_EPILOG,
+                                     formatter_class=_TopHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, title="commands",
+                                metavar="<command>")
+
+    up = sub.add_parser(
+        "up", formatter_class=_HelpFormatter,
+        help="run an app: compile its components, start its triggers",
+        description="Load the manifest, compile its components (cached in .wasmgate/cache "
+                    "after the first start) and serve its triggers until Ctrl-C. A first "
+                    "Ctrl-C stops intake and finishes events in flight; a second exits at once.")
     up.add_argument("manifest", nargs="?", default="wasmgate.toml",
                     help="path to wasmgate.toml or its directory (default: ./wasmgate.toml)")
-    up.add_argument("--listen", default="127.0.0.1:3000", help="HTTP address, HOST:PORT")
-    build = sub.add_parser("build", help="run every component's build command")
-    build.add_argument("manifest", nargs="?", default="wasmgate.toml")
-    invoke = sub.add_parser("invoke", help="run one CloudEvents JSON event through a component")
+    up.add_argument("--listen", default="127.0.0.1:3000", metavar="HOST:PORT",
+                    help="address of the HTTP trigger (default: 127.0.0.1:3000)")
+
+    build = sub.add_parser(
+        "build", formatter_class=_HelpFormatter,
+        help="run the build command of every component",
+        description="Run each [component.<name>.build] command of the manifest, in its "
+                    "workdir, with this installation's wasmgate and componentize-py first "
+                    "on PATH.")
+    build.add_argument("manifest", nargs="?", default="wasmgate.toml",
+                       help="path to wasmgate.toml or its directory (default: ./wasmgate.toml)")
+
+    invoke = sub.add_parser(
+        "invoke", formatter_class=_HelpFormatter,
+        help="send one CloudEvents event to a component, print the reply",
+        description="Send one event to a component without starting triggers, and print the "
+                    "status, headers and body. The event is CloudEvents 1.0 JSON: `data` as "
+                    "JSON or `data_base64`, plus wasmgate's `subject`, `headers`, `metadata` "
+                    "and `key`. Exits 1 when the handler fails.")
     invoke.add_argument("component", help="component name from the manifest")
-    invoke.add_argument("--event", required=True, help="CloudEvents JSON file, or - for stdin")
-    invoke.add_argument("--manifest", default="wasmgate.toml")
-    args = parser.parse_args(argv)
+    invoke.add_argument("--event", required=True, metavar="FILE",
+                        help="CloudEvents JSON file, or - for stdin")
+    invoke.add_argument("--manifest", default="wasmgate.toml",
+                        help="path to wasmgate.toml or its directory (default: ./wasmgate.toml)")
+
+    componentize = sub.add_parser(
+        "componentize", formatter_class=_HelpFormatter,
+        help="build a Python handler into a component (componentize-py)",
+        description="Run componentize-py against the wasmgate:handler WIT world with the "
+                    "current directory and the wasmgate_sdk module on the module path. Use it "
+                    "as a component's build command: "
+                    "command = \"wasmgate componentize app -o build/hello.wasm\".")
+    componentize.add_argument("app", nargs="?", default="app",
+                              help="the handler's Python module (default: app, i.e. app.py)")
+    componentize.add_argument("-o", "--output", required=True, metavar="FILE",
+                              help="where to write the component, e.g. build/hello.wasm")
+    componentize.add_argument("-p", "--path", action="append", default=[], metavar="DIR",
+                              help="one more directory of Python modules to bundle "
+                                   "(repeatable; e.g. a vendored dependency)")
+
+    new = sub.add_parser(
+        "new", formatter_class=_HelpFormatter,
+        help="create a handler project from a template; alone, list them",
+        description="Create ./<name>/ with a handler, a wasmgate.toml and a sample event.json, "
+                    "ready for `wasmgate build`. Without arguments, list the templates.")
+    new.add_argument("template", nargs="?", help="template name, e.g. python-http")
+    new.add_argument("name", nargs="?",
+                     help="project name: the directory, the component and the HTTP route")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     _configure_logging()
     try:
         if args.command == "up":
             asyncio.run(_up(args.manifest, args.listen))
         elif args.command == "build":
-            _build(args.manifest)
+            build_all(args.manifest)
+        elif args.command == "componentize":
+            componentize(args.app, Path(args.output), cwd=Path.cwd(),
+                         paths=[Path(p).resolve() for p in args.path])
+        elif args.command == "new":
+            return _new(args.template, args.name)
         else:
             return asyncio.run(_invoke(args.manifest, args.component, args.event))
     except WasmgateError as exc:

@@ -19,6 +19,7 @@ from wasmtime import component as wc
 
 from gateway import bulk_bytes
 from gateway.errors import ComponentError, ComponentNotFound
+from gateway.progress import progress
 
 bulk_bytes.install()
 
@@ -51,8 +52,11 @@ class WasmEngine:
         """Stop the epoch ticker."""
         self._stop.set()
 
-    def load_component(self, source: Path) -> wc.Component:
-        """Return the compiled component for ``source``, compiling at most once per digest."""
+    def load_component(self, source: Path, *, name: str | None = None) -> wc.Component:
+        """Return the compiled component for ``source``, compiling at most once per digest.
+
+        ``name`` (the manifest's component name) labels the progress shown while compiling.
+        """
         try:
             wasm = source.read_bytes()
         except FileNotFoundError:
@@ -66,9 +70,10 @@ class WasmEngine:
                 return wc.Component.deserialize_file(self.engine, str(artifact))
             except wasmtime.WasmtimeError:
                 log.warning("discarding unreadable compile cache entry", path=str(artifact))
-        log.info("compiling component", source=str(source), bytes=len(wasm))
+        label = f"compiling component {name or source.name}"
         try:
-            compiled = wc.Component(self.engine, wasm)
+            with progress(label, source=str(source), bytes=len(wasm)):
+                compiled = wc.Component(self.engine, wasm)
         except wasmtime.WasmtimeError as exc:
             raise ComponentError(f"{source} is not a valid WebAssembly component: {exc}") from exc
         self.cache_dir.mkdir(parents=True, exist_ok=True)

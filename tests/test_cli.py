@@ -65,3 +65,48 @@ def test_bad_event_file_names_the_file(tmp_path: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert str(event) in err
     assert "$.subject" in err
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("up", "build", "invoke", "componentize", "new"):
+        assert f"\n    {command} " in out, command
+    for command in ("up", "build", "invoke", "componentize", "new"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert f"usage: wasmgate {command}" in capsys.readouterr().out
+
+
+def test_failed_build_names_component_command_and_fix(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = _manifest(tmp_path, 'source = "build/echo.wasm"\n[component.echo.build]\n'
+                                   'command = "echo compiler says no >&2; exit 3"')
+    assert main(["build", str(manifest)]) == 2
+    err = capsys.readouterr().err
+    assert "build of component `echo`" in err
+    assert "exit 3" in err
+    assert "echo compiler says no >&2; exit 3" in err
+
+
+def test_build_logs_start_and_end_with_duration_off_a_terminal(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = _manifest(tmp_path, 'source = "build/echo.wasm"\n[component.echo.build]\n'
+                                   'command = "true"')
+    assert main(["build", str(manifest)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [line["event"] for line in lines] == ["building component echo",
+                                                 "building component echo: done"]
+    assert isinstance(lines[1]["seconds"], float)
+
+
+def test_componentize_without_the_module_says_where_it_looked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["componentize", "-o", "build/x.wasm"]) == 2
+    err = capsys.readouterr().err
+    assert f"no module `app` (app.py or app/__init__.py) in {tmp_path}" in err
+    assert "wasmgate componentize handler -o" in err

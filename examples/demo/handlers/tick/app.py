@@ -1,11 +1,10 @@
 """Every few seconds: add one to the `ticks` counter in key-value."""
 
-from wit_world import WitWorld
-from wit_world.imports import kv, log, types
+from wasmgate_sdk import Request, Response, handler, kv, log
 
 
-class WitWorld(WitWorld):
-    def handle(self, e: types.Event) -> types.Response:
-        n = kv.increment("default", "ticks", 1)
-        log.emit(log.Level.INFO, f"tick {n}")
-        return types.Response(200, [], b"")
+@handler
+def handle(req: Request) -> Response:
+    n = kv.increment("ticks")
+    log.info(f"tick {n} (scheduled {req.meta('scheduled-time')})")
+    return Response.empty()
