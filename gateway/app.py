@@ -8,18 +8,19 @@ manifest fails at start with a message that names the file and field.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import structlog
 
-from bindings.host.imports import HostImports
-from bindings.host.kv import SqliteKeyValue
+from bindings.host.kv import KeyValueStore
 from bindings.types import Event, Response
+from gateway.capabilities import Capabilities
 from gateway.dispatch import NO_RETRY, Dispatcher, Outcome, RetryPolicy
 from gateway.engine import WasmEngine
 from gateway.errors import ConfigError
 from gateway.executor import InstancePool
-from gateway.manifest import LoadedManifest, load_manifest, resolve_variables
+from gateway.manifest import LoadedManifest, load_manifest
 from triggers.base import Dispatch, Trigger, TriggerContext, factory_for
 
 log = structlog.get_logger("wasmgate.app")
@@ -32,8 +33,11 @@ class App:
         self.manifest = manifest
         self.listen = listen
         consume_fuel = any(c.fuel for c in manifest.components.values())
-        self.engine = WasmEngine(manifest.root / ".wasmgate" / "cache", consume_fuel=consume_fuel)
-        self.stores: dict[str, SqliteKeyValue] = {}
+        # WASMGATE_CACHE_DIR shares compiled artifacts between apps (tests, CI, several
+        # apps on one host); by default each app keeps its own next to its manifest.
+        cache = os.environ.get("WASMGATE_CACHE_DIR") or manifest.root / ".wasmgate" / "cache"
+        self.engine = WasmEngine(Path(cache), consume_fuel=consume_fuel)
+        self.capabilities = Capabilities(manifest)
         self.pools: dict[str, InstancePool] = {}
         self.dispatcher = Dispatcher(self.invoke)
         self.triggers: list[Trigger] = []
@@ -46,15 +50,9 @@ class App:
         app._load_triggers()
         return app
 
-    def _store(self, name: str) -> SqliteKeyValue:
-        if name not in self.stores:
-            self.stores[name] = SqliteKeyValue(self.manifest.kv_path(name), name=name)
-        return self.stores[name]
-
     def _load_components(self) -> None:
         for name, spec in self.manifest.components.items():
-            stores = {s: self._store(s) for s in spec.key_value_stores}
-            host = HostImports(name, stores, resolve_variables(self.manifest, name))
+            host = self.capabilities.host_imports(name)
             compiled = self.engine.load_component(self.manifest.source_path(name))
             self.pools[name] = InstancePool(name, spec, self.engine, compiled, host.link)
 
@@ -63,8 +61,20 @@ class App:
             factory = factory_for(kind, manifest_path=str(self.manifest.path))
             for i, table in enumerate(tables):
                 context = TriggerContext(manifest_path=str(self.manifest.path),
-                                         field=f"trigger.{kind}[{i}]", listen=self.listen)
+                                         field=f"trigger.{kind}[{i}]", listen=self.listen,
+                                         brokers=dict(self.manifest.brokers),
+                                         state_dir=str(self.manifest.root / ".wasmgate"),
+                                         application=self.manifest.application.name,
+                                         key_value=self._claim_store)
                 self.triggers.append(factory(dict(table), context=context))
+
+    def _claim_store(self, name: str) -> KeyValueStore:
+        if name not in self.manifest.key_value_stores:
+            known = ", ".join(sorted(self.manifest.key_value_stores))
+            raise ConfigError(f"no key-value store named {name!r} (known stores: {known}); "
+                              f"declare it with [key-value.{name}]",
+                              path=str(self.manifest.path))
+        return self.capabilities.store(name)
 
     async def invoke(self, component: str, event: Event) -> Response:
         """Run one event through ``component`` (no retry policy)."""
@@ -73,13 +83,19 @@ class App:
         except KeyError:
             raise ConfigError(f"no component named `{component}`",
                               path=str(self.manifest.path)) from None
-        return await pool.call(event)
+        # Bound here so that guest log lines and host-call refusals carry the event id (the
+        # worker thread running the call inherits this context).
+        self.capabilities.start()  # idempotent; `wasmgate invoke` never calls start()
+        with structlog.contextvars.bound_contextvars(event_id=event.id):
+            return await pool.call(event)
 
     def _dispatch_for(self, trigger: Trigger) -> Dispatch:
         policy: RetryPolicy = getattr(trigger, "retry_policy", NO_RETRY)
+        in_process: bool = getattr(trigger, "retry_in_process", True)
 
         async def dispatch(component: str, event: Event) -> Outcome:
-            return await self.dispatcher.dispatch(component, event, policy)
+            return await self.dispatcher.dispatch(component, event, policy,
+                                                  in_process=in_process)
         return dispatch
 
     async def start(self) -> None:
@@ -92,6 +108,5 @@ class App:
     async def stop(self) -> None:
         """Stop intake, let in-flight events finish, then release resources."""
         await asyncio.gather(*(t.stop() for t in self.triggers))
-        for store in self.stores.values():
-            store.close()
+        await self.capabilities.close()
         self.engine.close()

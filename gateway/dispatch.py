@@ -52,6 +52,9 @@ class Outcome(msgspec.Struct, kw_only=True):
     error: str | None = None
     error_kind: str | None = None  # "trap", "timeout", "returned-error", "admission", ...
     attempts: int = 1
+    # Set on RETRY when the broker does the redelivery (``in_process=False``): how long the
+    # adapter should ask the broker to wait (JetStream nak(delay), a delayed requeue).
+    retry_delay_s: float | None = None
 
     @property
     def status(self) -> int:
@@ -102,11 +105,17 @@ class Dispatcher:
         self._sleep = sleep
 
     async def dispatch(self, component: str, event: Event,
-                       policy: RetryPolicy = NO_RETRY) -> Outcome:
+                       policy: RetryPolicy = NO_RETRY, *, in_process: bool = True) -> Outcome:
         """Run ``event`` through ``component``; retry per ``policy``; never raise for handler
-        failures (they come back as an Outcome)."""
-        first_attempt = _attempt_of(event)
-        attempt = first_attempt
+        failures (they come back as an Outcome).
+
+        The attempt number starts from the event's ``attempt`` metadata (an adapter sets it
+        from the broker's delivery count on a redelivery). With ``in_process`` the retries
+        happen here, holding the message. Without it (the broker redelivers: JetStream
+        nak(delay)) one attempt runs and a RETRY comes back with ``retry_delay_s`` set.
+        Either way the last allowed attempt turns RETRY into DEAD_LETTER.
+        """
+        attempt = _attempt_of(event)
         while True:
             outcome = await self._run_once(component, event, attempt)
             if outcome.verdict is not Verdict.RETRY:
@@ -114,6 +123,9 @@ class Dispatcher:
             if attempt >= policy.max_attempts:
                 if policy.max_attempts > 1:
                     outcome.verdict = Verdict.DEAD_LETTER
+                return outcome
+            if not in_process:
+                outcome.retry_delay_s = policy.backoff_seconds(attempt)
                 return outcome
             delay = policy.backoff_seconds(attempt)
             log.info("retrying event", component=component, event_id=event.id, attempt=attempt,

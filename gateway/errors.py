@@ -13,6 +13,7 @@ at the edge with ``raise ... from exc``.
     │   ├── HandlerTimeout          the call ran past its deadline (epoch interruption)
     │   └── HandlerReturnedError    the guest returned `err(message)`
     ├── AdmissionTimeout            no instance slot became free within the admission wait
+    ├── BrokerError                 a broker refused or lost a connection, publish or settle
     └── BuildError                  a component's build command failed
 
 Every message a user can cause names the file, field or address and says what to do.
@@ -78,12 +79,17 @@ class AdmissionTimeout(WasmgateError):
     """Every instance slot stayed busy for the whole admission wait."""
 
 
+class BrokerError(WasmgateError):
+    """A broker connection, publish or settle failed (names the broker and address)."""
+
+
 class BuildError(WasmgateError):
     """A component build command failed."""
 
 
 __all__ = [
     "AdmissionTimeout",
+    "BrokerError",
     "BuildError",
     "ComponentContractError",
     "ComponentError",

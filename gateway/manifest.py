@@ -81,6 +81,9 @@ class Application(_Table):
     name: str
     version: str | None = None
     description: str = ""
+    # A TOML file of `name = "value"` pairs for variables marked `secret = true`, so secrets
+    # need not sit in the environment. Relative to the manifest's directory.
+    secrets_file: str | None = None
 
 
 class VariableSpec(_Table):
@@ -92,10 +95,53 @@ class VariableSpec(_Table):
 
 
 class KeyValueStoreSpec(_Table):
-    """``[key-value.<store>]``. ``path`` is relative to the manifest's directory."""
+    """``[key-value.<store>]``: SQLite (``path``, relative to the manifest's directory) or
+    Redis (``url``; keys live under ``prefix``, default ``wasmgate:<app>:<store>:``)."""
 
-    backend: Literal["sqlite"] = "sqlite"
-    path: str | None = None  # default: .wasmgate/<store>.sqlite
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    path: str | None = None  # sqlite; default: .wasmgate/<store>.sqlite
+    url: str | None = None  # redis, e.g. redis://127.0.0.1:6379/0
+    prefix: str | None = None  # redis
+
+
+class SqlDatabaseSpec(_Table):
+    """``[sql.<name>]``: SQLite (``path``) or PostgreSQL (``url``)."""
+
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    path: str | None = None  # sqlite; default: .wasmgate/<name>.db
+    url: str | None = None  # postgres, e.g. postgresql://user:${PGPASSWORD}@127.0.0.1/app
+    max_connections: Positive = 4
+
+
+BrokerKind = Literal["kafka", "nats", "amqp", "redis"]
+
+
+class TlsSpec(_Table):
+    """``[brokers.<name>.tls]``: verify the broker with ``ca-file``; present a client cert."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure_skip_verify: bool = False
+
+
+class BrokerSpec(_Table):
+    """``[brokers.<name>]``: one broker connection, declared once and referenced by triggers
+    (``broker = "<name>"``). Credentials come from the environment through ``${VAR}``.
+
+    ``url`` is the client's own URL form: ``kafka://host:9092[,host2:9092]``,
+    ``nats://host:4222``, ``amqp://host:5672/vhost``, ``redis://host:6379/0``.
+    """
+
+    kind: BrokerKind
+    url: str
+    username: str | None = None
+    password: str | None = None
+    tls: TlsSpec | None = None
+    connect_timeout_ms: Positive = 5000
+    # Reconnect backoff after a connection loss: exponential from min to max, forever.
+    reconnect_min_ms: Positive = 100
+    reconnect_max_ms: Positive = 5000
 
 
 class BuildSpec(_Table):
@@ -119,6 +165,15 @@ class ComponentSpec(_Table):
     admission_timeout_ms: NonNegative = 30_000
     key_value_stores: list[str] = msgspec.field(default_factory=list)
     variables: dict[str, str] = msgspec.field(default_factory=dict)
+    # Deny by default, as in Spin: only what is listed here is reachable.
+    sql_databases: list[str] = msgspec.field(default_factory=list)
+    # "https://api.example.com", "http://127.0.0.1:8080", "https://*.example.com"; a missing
+    # port means the scheme's default; "*://*:*" allows everything (say so in review).
+    allowed_outbound_hosts: list[str] = msgspec.field(default_factory=list)
+    outbound_timeout_ms: Positive = 10_000
+    outbound_max_response_bytes: Positive = 10 * 1024 * 1024
+    # "<broker>:<destination pattern>", e.g. "events:orders.*" (fnmatch-style wildcards).
+    publish: list[str] = msgspec.field(default_factory=list)
     build: BuildSpec | None = None
 
 
@@ -128,6 +183,8 @@ class Manifest(_Table):
     application: Application
     variables: dict[str, VariableSpec] = msgspec.field(default_factory=dict)
     key_value: dict[str, KeyValueStoreSpec] = msgspec.field(default_factory=dict)
+    brokers: dict[str, BrokerSpec] = msgspec.field(default_factory=dict)
+    sql: dict[str, SqlDatabaseSpec] = msgspec.field(default_factory=dict)
     component: dict[str, ComponentSpec] = msgspec.field(default_factory=dict)
     trigger: dict[str, list[dict[str, Any]]] = msgspec.field(default_factory=dict)
 
@@ -177,6 +234,10 @@ class LoadedManifest:
         return None if build is None else self.resolve(build.workdir)
 
     @property
+    def brokers(self) -> dict[str, BrokerSpec]:
+        return self.spec.brokers
+
+    @property
     def key_value_stores(self) -> dict[str, KeyValueStoreSpec]:
         """Declared stores plus the implicit ``default`` sqlite store when not declared."""
         stores = dict(self.spec.key_value)
@@ -194,6 +255,14 @@ class LoadedManifest:
                 path=str(self.path),
             ) from None
         return self.resolve(spec.path or f".wasmgate/{store}.sqlite")
+
+    @property
+    def sql_databases(self) -> dict[str, SqlDatabaseSpec]:
+        return self.spec.sql
+
+    def sql_path(self, name: str) -> Path:
+        """Absolute path of SQLite database ``name``."""
+        return self.resolve(self.spec.sql[name].path or f".wasmgate/{name}.db")
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,12 +319,14 @@ def resolve_variables(
 ) -> dict[str, str]:
     """The variable values component ``component_name`` sees.
 
-    Precedence, lowest first: the app variable's ``default``, ``WASMGATE_VAR_<NAME>`` from
-    ``env`` (default ``os.environ``), the component's own ``variables`` table. A required
+    Precedence, lowest first: the app variable's ``default``, the application's
+    ``secrets-file``, ``WASMGATE_VAR_<NAME>`` from ``env`` (default ``os.environ``), the
+    component's own ``variables`` table. A required
     variable left without a value is a ConfigError naming the env var to set.
     """
     environ = os.environ if env is None else env
     component = manifest.component(component_name)
+    from_file = read_secrets_file(manifest)
     values: dict[str, str] = {}
     for name, spec in manifest.spec.variables.items():
         env_name = variable_env_name(name)
@@ -264,6 +335,8 @@ def resolve_variables(
             value = component.variables[name]
         elif env_name in environ:
             value = environ[env_name]
+        elif name in from_file:
+            value = from_file[name]
         else:
             value = spec.default
         if value is None:
@@ -284,6 +357,49 @@ def resolve_variables(
 def secret_names(manifest: LoadedManifest) -> set[str]:
     """Names of app variables marked ``secret = true`` (never logged)."""
     return {name for name, spec in manifest.spec.variables.items() if spec.secret}
+
+
+def read_secrets_file(manifest: LoadedManifest) -> dict[str, str]:
+    """``name = "value"`` pairs from the application's ``secrets-file`` (none: empty).
+
+    Only declared variables may appear there, so a typo is caught rather than ignored.
+    """
+    relative = manifest.application.secrets_file
+    if relative is None:
+        return {}
+    path = manifest.resolve(relative)
+    field = "application.secrets-file"
+    try:
+        document = tomllib.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"secrets file {str(path)!r} does not exist; create it or remove "
+                          "`secrets-file`", path=str(manifest.path), field=field) from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read secrets file {str(path)!r}: {exc}",
+                          path=str(manifest.path), field=field) from None
+    values: dict[str, str] = {}
+    for name, value in document.items():
+        if name not in manifest.spec.variables:
+            raise ConfigError(f"{name!r} is not a declared variable; declare it in "
+                              "[variables] (with secret = true)", path=str(path), field=name)
+        if not isinstance(value, str):
+            raise ConfigError("secret values are strings", path=str(path), field=name)
+        values[name] = value
+    return values
+
+
+def secret_values(manifest: LoadedManifest, env: Mapping[str, str] | None = None) -> list[str]:
+    """The values of every ``secret = true`` variable, as any component could see them, so
+    they can be masked in logs."""
+    environ = os.environ if env is None else env
+    from_file = read_secrets_file(manifest)
+    names = secret_names(manifest)
+    values = [from_file[n] for n in names if n in from_file]
+    values += [environ[variable_env_name(n)] for n in names if variable_env_name(n) in environ]
+    values += [v for n in names if (v := manifest.spec.variables[n].default) is not None]
+    for component in manifest.components.values():
+        values += [v for n, v in component.variables.items() if n in names]
+    return values
 
 
 # --------------------------------------------------------------------------------------------
@@ -467,6 +583,16 @@ def _names(mapping: Mapping[str, Any]) -> str:
 
 
 def _cross_check(spec: Manifest, where: str) -> None:
+    for store, kv in spec.key_value.items():
+        if kv.backend == "redis" and not kv.url:
+            raise ConfigError('a redis key-value store needs `url`, e.g. '
+                              '"redis://127.0.0.1:6379/0"', path=where,
+                              field=_join(_join("key-value", store), "url"))
+    for db, sql in spec.sql.items():
+        if sql.backend == "postgres" and not sql.url:
+            raise ConfigError('a postgres database needs `url`, e.g. '
+                              '"postgresql://app@127.0.0.1:5432/app"', path=where,
+                              field=_join(_join("sql", db), "url"))
     for name, component in spec.component.items():
         if not _COMPONENT_NAME.match(name):
             raise ConfigError(
@@ -487,8 +613,11 @@ def _cross_check(spec: Manifest, where: str) -> None:
                     field=_join(_join("component", name), "key-value-stores"),
                 )
 
+        _check_grants(spec, name, component, where)
+
     for kind, tables in spec.trigger.items():
         for index, table in enumerate(tables):
+            _check_broker_reference(spec, kind, index, table, where)
             field = f"{_join('trigger', kind)}[{index}].component"
             target = table.get("component")
             if target is None:
@@ -513,18 +642,79 @@ def _cross_check(spec: Manifest, where: str) -> None:
                 )
 
 
+def _check_grants(spec: Manifest, name: str, component: ComponentSpec, where: str) -> None:
+    """sql, publish and outbound grants must name declared things in a valid form."""
+    base = _join("component", name)
+    for db in component.sql_databases:
+        if db not in spec.sql:
+            raise ConfigError(
+                f"sql database {db!r} is not declared; declare it with [sql.{db}] "
+                f"(known databases: {_names(spec.sql)})",
+                path=where, field=_join(base, "sql-databases"))
+    for grant in component.publish:
+        broker, sep, pattern = grant.partition(":")
+        if not sep or not pattern:
+            raise ConfigError(
+                f"publish grant {grant!r} must read `<broker>:<destination pattern>`, "
+                'e.g. "events:orders.*"', path=where, field=_join(base, "publish"))
+        if broker not in spec.brokers:
+            raise ConfigError(
+                f"publish grant {grant!r} names undeclared broker {broker!r}; declare it with "
+                f"[brokers.{broker}] (known brokers: {_names(spec.brokers)})",
+                path=where, field=_join(base, "publish"))
+    from bindings.host.outbound_http import parse_allowed_host
+
+    for allowed in component.allowed_outbound_hosts:
+        try:
+            parse_allowed_host(allowed)
+        except ValueError as exc:
+            raise ConfigError(str(exc), path=where,
+                              field=_join(base, "allowed-outbound-hosts")) from None
+
+
+def _check_broker_reference(spec: Manifest, kind: str, index: int, table: dict[str, Any],
+                            where: str) -> None:
+    """A trigger's ``broker = "<name>"`` must name a declared broker of a fitting kind."""
+    if "broker" not in table:
+        return
+    field = f"{_join('trigger', kind)}[{index}].broker"
+    name = table["broker"]
+    if not isinstance(name, str) or name not in spec.brokers:
+        hint = (difflib.get_close_matches(name, sorted(spec.brokers), n=1)
+                if isinstance(name, str) else [])
+        did_you_mean = f"did you mean `{hint[0]}`? " if hint else ""
+        raise ConfigError(
+            f"unknown broker {name!r}; {did_you_mean}declare it with [brokers.{name}] "
+            f"(known brokers: {_names(spec.brokers)})",
+            path=where, field=field,
+        )
+    broker_kind = spec.brokers[name].kind
+    # `nats-jetstream` and `redis-streams` triggers use `nats` / `redis` brokers.
+    if kind.split("-", 1)[0] != broker_kind:
+        raise ConfigError(
+            f"broker `{name}` is a {broker_kind} broker; a [[trigger.{kind}]] needs a "
+            f"{kind.split('-', 1)[0]} broker",
+            path=where, field=field,
+        )
+
+
 __all__ = [
     "DEFAULT_STORE",
     "MANIFEST_FILENAME",
     "Application",
+    "BrokerSpec",
     "BuildSpec",
     "ComponentSpec",
     "KeyValueStoreSpec",
     "LoadedManifest",
     "Manifest",
+    "SqlDatabaseSpec",
+    "TlsSpec",
     "VariableSpec",
     "load_manifest",
+    "read_secrets_file",
     "resolve_variables",
     "secret_names",
+    "secret_values",
     "variable_env_name",
 ]

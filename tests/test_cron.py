@@ -303,3 +303,106 @@ def test_unknown_config_key_is_a_config_error() -> None:
 def test_missing_schedule_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="schedule"):
         build_cron_trigger({"component": "c"}, context=CONTEXT)
+
+
+# -- one run per tick among replicas ---------------------------------------------------------
+
+
+def _replica(clock: FakeClock, store: Any, app: str = "shop") -> CronTrigger:
+    context = TriggerContext(manifest_path=MANIFEST, field="trigger.cron[0]", application=app,
+                             key_value=lambda name: store)
+    return CronTrigger(CronConfig(component="report", schedule="*/5 * * * * *",
+                                  claim_store="shared"), context, clock=clock)
+
+
+async def test_replicas_sharing_a_claim_store_run_each_tick_once(tmp_path: Any) -> None:
+    from bindings.host.kv import SqliteKeyValue
+
+    clock = FakeClock(utc(2025, 1, 15, 12, 0, 1))
+    # Two stores on one file: two processes on one host, each with its own connection.
+    first_store = SqliteKeyValue(tmp_path / "claims.sqlite", name="shared")
+    second_store = SqliteKeyValue(tmp_path / "claims.sqlite", name="shared")
+    replicas = [_replica(clock, first_store), _replica(clock, second_store)]
+    calls, dispatch = recorder()
+    for replica in replicas:
+        await replica.start(dispatch)
+    await clock.advance(timedelta(seconds=20))
+    for replica in replicas:
+        await replica.stop()
+
+    ticks = [e.meta("scheduled-time") for _, e in calls]
+    assert sorted(ticks) == [utc(2025, 1, 15, 12, 0, s).isoformat() for s in (5, 10, 15, 20)]
+    assert sum(r.claimed_elsewhere for r in replicas) == 4
+    first_store.close()
+    second_store.close()
+
+
+async def test_without_a_claim_store_every_replica_runs_every_tick() -> None:
+    clock = FakeClock(utc(2025, 1, 15, 12, 0, 1))
+    replicas = [make_trigger(clock, component="report", schedule="*/5 * * * * *")
+                for _ in range(2)]
+    calls, dispatch = recorder()
+    for replica in replicas:
+        await replica.start(dispatch)
+    await clock.advance(timedelta(seconds=10))
+    for replica in replicas:
+        await replica.stop()
+    assert len(calls) == 4
+
+
+async def test_an_unavailable_claim_store_skips_the_tick_and_says_why() -> None:
+    from bindings.host.kv import KeyValueError
+
+    class DownStore:
+        def claim(self, key: str, value: bytes, ttl_ms: int) -> bool:
+            raise KeyValueError("key-value store 'shared': Redis at redis://h:6379 is down")
+
+    clock = FakeClock(utc(2025, 1, 15, 12, 0, 1))
+    trigger = _replica(clock, DownStore())
+    calls, dispatch = recorder()
+    await trigger.start(dispatch)
+    with capture_logs() as logs:
+        await clock.advance(timedelta(seconds=5))
+    await trigger.stop()
+    assert calls == []
+    assert trigger.skipped_ticks == 1
+    assert any(e["event"] == "cron tick skipped: claim store unavailable" for e in logs)
+
+
+@pytest.mark.wasm
+def test_claim_store_must_be_declared(tmp_path: Any) -> None:
+    from gateway.app import App
+    from tests.fixtures.build import build_handler
+
+    (tmp_path / "wasmgate.toml").write_text(f"""
+[application]
+name = "x"
+[component.report]
+source = "{build_handler('echo')}"
+[[trigger.cron]]
+component = "report"
+schedule = "* * * * *"
+claim-store = "shraed"
+""")
+    with pytest.raises(ConfigError) as info:
+        App.load(tmp_path / "wasmgate.toml")
+    assert info.value.field == "trigger.cron[0].claim-store"
+    assert "no key-value store named 'shraed'" in str(info.value)
+
+
+def test_redis_claim_is_set_if_absent() -> None:
+    import uuid
+
+    from bindings.host.kv_redis import RedisKeyValue
+
+    store = RedisKeyValue("redis://127.0.0.1:6379/0", name="shared",
+                          prefix=f"test-claims-{uuid.uuid4().hex[:8]}:")
+    try:
+        assert store.claim("tick-1", b"replica-a", 5000) is True
+        assert store.claim("tick-1", b"replica-b", 5000) is False
+        assert store.get("tick-1") == b"replica-a"
+        assert store.claim("tick-2", b"replica-b", 5000) is True
+    finally:
+        for key in store.list_keys():
+            store.delete(key)
+        store.close()

@@ -172,8 +172,17 @@ def test_wrong_type_and_range_name_the_field(tmp_path: Path) -> None:
     assert info.value.field == "component.hello.isolation"
 
     with pytest.raises(ConfigError) as info:
-        load(tmp_path, MINIMAL + '[key-value.cache]\nbackend = "redis"\n')
+        load(tmp_path, MINIMAL + '[key-value.cache]\nbackend = "memcached"\n')
     assert info.value.field == "key-value.cache.backend"
+
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, MINIMAL + '[key-value.cache]\nbackend = "redis"\n')
+    assert info.value.field == "key-value.cache.url"
+    assert "redis://" in str(info.value)
+
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, MINIMAL + '[sql.main]\nbackend = "postgres"\n')
+    assert info.value.field == "sql.main.url"
 
 
 def test_missing_required_field(tmp_path: Path) -> None:

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 import msgspec
 
 from gateway.errors import ConfigError
+from gateway.manifest import BrokerSpec
 
 if TYPE_CHECKING:
+    from bindings.host.kv import KeyValueStore
     from bindings.types import Event
     from gateway.dispatch import Outcome
 
@@ -39,6 +41,12 @@ class Trigger(Protocol):
         """Stop intake, let in-flight events finish and settle, release the connection."""
 
 
+# Optional attributes a trigger may define, read by the app when it builds its dispatch:
+#   retry_policy: gateway.dispatch.RetryPolicy   (default: no retries)
+#   retry_in_process: bool                       (default True; False when the broker
+#                                                 redelivers, e.g. JetStream nak(delay))
+
+
 class TriggerFactory(Protocol):
     def __call__(self, config: dict[str, Any], *, context: TriggerContext) -> Trigger: ...
 
@@ -49,6 +57,20 @@ class TriggerContext(msgspec.Struct, kw_only=True):
     manifest_path: str
     field: str  # e.g. "trigger.http[0]" for error messages
     listen: str = "127.0.0.1:3000"
+    brokers: dict[str, BrokerSpec] = msgspec.field(default_factory=dict)
+    # Where adapters keep local state (e.g. a Redis Streams consumer name): <app>/.wasmgate
+    state_dir: str = ".wasmgate"
+    application: str = "app"
+    # The app's key-value stores by name (cron's claim store); None outside an app.
+    key_value: Callable[[str], KeyValueStore] | None = None
+
+    def broker(self, name: str) -> BrokerSpec:
+        """The ``[brokers.<name>]`` table (the manifest already checked that it exists)."""
+        try:
+            return self.brokers[name]
+        except KeyError:
+            raise ConfigError(f"unknown broker {name!r}; declare it with [brokers.{name}]",
+                              path=self.manifest_path, field=f"{self.field}.broker") from None
 
 
 _REGISTRY: dict[str, TriggerFactory] = {}
@@ -67,8 +89,11 @@ def factory_for(kind: str, *, manifest_path: str) -> TriggerFactory:
         return _REGISTRY[kind]
     except KeyError:
         known = ", ".join(sorted(_REGISTRY))
+        missing = "".join(f"; {m} could not be imported ({why}), install the broker "
+                          "clients with: pip install 'wasmgate[brokers]'"
+                          for m, why in _MISSING.items())
         raise ConfigError(
-            f"unknown trigger kind {kind!r}; known kinds: {known}", path=manifest_path,
+            f"unknown trigger kind {kind!r}; known kinds: {known}{missing}", path=manifest_path,
             field=f"trigger.{kind}",
         ) from None
 
@@ -87,5 +112,18 @@ def decode_config(raw: dict[str, Any], schema: type[T], context: TriggerContext)
 
 def _load_builtin_triggers() -> None:
     # Imported lazily so `import triggers.base` stays cheap and cycle-free.
-    import triggers.cron
-    import triggers.http  # noqa: F401
+    import importlib
+
+    for module in _BUILTIN_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            # A broker adapter whose client library is not installed: its kind stays
+            # unknown and the error says which extra to install.
+            _MISSING[module] = str(exc)
+
+
+_BUILTIN_MODULES = ("triggers.cron", "triggers.http", "triggers.kafka", "triggers.nats",
+                    "triggers.jetstream", "triggers.amqp", "triggers.redis_pubsub",
+                    "triggers.redis_streams")
+_MISSING: dict[str, str] = {}

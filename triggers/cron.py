@@ -36,9 +36,10 @@ import msgspec
 import structlog
 from croniter import CroniterBadDateError, CroniterError, croniter
 
+from bindings.host.kv import KeyValueStore
 from bindings.types import Event, new_event_id
 from gateway.dispatch import RetryPolicy, Verdict
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, WasmgateError
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 
 log = structlog.get_logger("wasmgate.cron")
@@ -60,6 +61,9 @@ class CronConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, renam
     timezone: str = "UTC"
     data: str = ""
     retry: RetryPolicy = RetryPolicy()
+    # With replicas: each tick runs on exactly one of them, the first to claim it in this
+    # key-value store (Redis for replicas on several hosts, SQLite for processes on one).
+    claim_store: str | None = None
 
 
 class Clock(Protocol):
@@ -105,6 +109,11 @@ class CronTrigger:
         self.tz = _load_timezone(config.timezone, context)
         self._clock: Clock = clock or SystemClock()
         _validate_schedule(config.schedule, self.tz, self._clock.now(), context)
+        self._claims = _claim_store(config, context)
+        self._claim_prefix = (f"wasmgate-cron:{context.application}:{config.component}:"
+                              f"{config.schedule}:")
+        self._replica = new_event_id()
+        self.claimed_elsewhere = 0
         self.skipped_ticks = 0
         self.failed_runs = 0
         self.runs = 0
@@ -165,7 +174,32 @@ class CronTrigger:
             # loop was not running are dropped rather than fired in a burst.
             cursor = max(fire, self._clock.now().astimezone(self.tz))
 
+    def _claimed_here(self, scheduled: datetime) -> bool:
+        """With a claim store: whether this replica won the tick. Called on the loop: one
+        short write per tick is cheaper than a thread hop, and keeps ticks in order."""
+        if self._claims is None:
+            return True
+        key = self._claim_prefix + scheduled.isoformat()
+        try:
+            # The claim outlives any clock skew between replicas, then expires by itself.
+            won = self._claims.claim(key, self._replica.encode(), _CLAIM_TTL_MS)
+        except WasmgateError as exc:
+            # Skipping is the safe side: a job that must run once per tick must not run
+            # on every replica because the claim store is down.
+            self.skipped_ticks += 1
+            log.error("cron tick skipped: claim store unavailable", component=self.component,
+                      schedule=self.schedule, scheduled_time=scheduled.isoformat(),
+                      error=str(exc))
+            return False
+        if not won:
+            self.claimed_elsewhere += 1
+            log.debug("cron tick claimed by another replica", component=self.component,
+                      schedule=self.schedule, scheduled_time=scheduled.isoformat())
+        return won
+
     def _fire(self, scheduled: datetime) -> None:
+        if not self._claimed_here(scheduled):
+            return
         if self._inflight is not None and not self._inflight.done():
             self.skipped_ticks += 1
             log.warning("cron tick skipped: previous run still in flight",
@@ -213,6 +247,22 @@ class CronTrigger:
             log.error("cron run failed", component=self.component, event_id=event.id,
                       schedule=self.schedule, verdict=outcome.verdict.value,
                       status=outcome.status, error=outcome.error, attempts=outcome.attempts)
+
+
+_CLAIM_TTL_MS = 24 * 3600 * 1000
+
+
+def _claim_store(config: CronConfig, context: TriggerContext) -> KeyValueStore | None:
+    if config.claim_store is None:
+        return None
+    if context.key_value is None:
+        raise ConfigError("`claim-store` needs the app's key-value stores",
+                          path=context.manifest_path, field=f"{context.field}.claim-store")
+    try:
+        return context.key_value(config.claim_store)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).split(": ", 1)[-1], path=context.manifest_path,
+                          field=f"{context.field}.claim-store") from None
 
 
 def _load_timezone(name: str, context: TriggerContext) -> ZoneInfo:

@@ -1,47 +1,65 @@
-"""The host side of the WIT imports (`kv`, `config`, `log`), bound per component.
+"""The host side of the WIT imports, bound per component.
 
-Deny by default: every import is linked so any component instantiates, but a store the
-manifest did not grant answers with an error value naming the grant to add.
+Deny by default: every import is linked so any component instantiates, but a store,
+database, broker destination or outbound host the manifest did not grant answers with an
+error value that names the grant to add. Every refusal and failure is logged with the
+component and the event id (bound by the app around each call) and never reaches past the
+guest: the gateway keeps serving.
+
+Secrets (variables marked ``secret = true``) are masked in everything a guest logs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
 from wasmtime import component as wc
 
 from bindings import WIT_PACKAGE
-from bindings.host.kv import KeyValueError, SqliteKeyValue
+from bindings.host import lowering
+from bindings.host.kv import KeyValueError, KeyValueStore
+from bindings.host.outbound_http import OutboundHttp, OutboundHttpError, OutboundRequest
+from bindings.host.publish import OutboundMessage, Publisher, PublishError
+from bindings.host.sql import SqlDatabase, SqlError
+from gateway.errors import WasmgateError
+from gateway.redaction import SecretRedactor
 
 _PKG, _VERSION = WIT_PACKAGE.split("@")
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
+lowering.install()
+
+
+@dataclasses.dataclass
+class Grants:
+    """What one component may reach beyond its key-value stores and variables."""
+
+    databases: Mapping[str, SqlDatabase] = dataclasses.field(default_factory=dict)
+    outbound: OutboundHttp | None = None
+    publisher: Publisher | None = None
+
 
 class HostImports:
-    """What one component may reach: its granted kv stores, its variables, its logger."""
+    """The imports of one component: kv, config, log, publish, sql, outbound-http."""
 
-    def __init__(self, component: str, stores: Mapping[str, SqliteKeyValue],
-                 variables: Mapping[str, str]) -> None:
+    def __init__(self, component: str, stores: Mapping[str, KeyValueStore],
+                 variables: Mapping[str, str], *, grants: Grants | None = None,
+                 redactor: SecretRedactor | None = None) -> None:
         self.component = component
+        self.grants = grants or Grants()
         self.stores = dict(stores)
         self.variables = dict(variables)
+        self.redact = redactor or SecretRedactor()
         self.log = structlog.get_logger("wasmgate.guest").bind(component=component)
 
-    def _store(self, name: str) -> SqliteKeyValue:
-        try:
-            return self.stores[name]
-        except KeyError:
-            raise KeyValueError(
-                f"component `{self.component}` has no grant for key-value store `{name}`; "
-                f"add it to `key-value-stores` of [component.{self.component}]") from None
-
     def link(self, linker: wc.Linker) -> None:
-        """Define the kv, config and log imports in ``linker``."""
+        """Define every import of the wasmgate:handler world in ``linker``."""
         with linker.root() as root:
             with root.add_instance(f"{_PKG}/kv@{_VERSION}") as kv:
-                kv.add_func("get", self._kv_get)
+                kv.add_func("get", self._guard(lambda s, k: self._store(s).get(k)))
                 kv.add_func("set", self._guard(lambda s, k, v, ttl: self._store(s).set(k, v, ttl)))
                 kv.add_func("delete", self._guard(lambda s, k: self._store(s).delete(k)))
                 kv.add_func("exists", self._guard(lambda s, k: self._store(s).exists(k)))
@@ -52,27 +70,40 @@ class HostImports:
                 config.add_func("get", self._config_get)
             with root.add_instance(f"{_PKG}/log@{_VERSION}") as log:
                 log.add_func("emit", self._log_emit)
+            with root.add_instance(f"{_PKG}/publish@{_VERSION}") as publish:
+                publish.add_func("send", self._guard(self._publish))
+            with root.add_instance(f"{_PKG}/sql@{_VERSION}") as sql:
+                sql.add_func("query", self._guard(self._sql_query))
+                sql.add_func("execute", self._guard(self._sql_execute))
+            with root.add_instance(f"{_PKG}/outbound-http@{_VERSION}") as http:
+                http.add_func("send", self._guard(self._http_send))
 
-    def _guard(self, op: Any) -> Any:
-        # `result<T, string>` whose ok type cannot be mistaken for a string: returning the
-        # message lowers it as `err`.
-        def call(_store: Any, *args: Any) -> Any:
+    def _guard(self, op: Callable[..., Any]) -> Callable[..., wc.Variant]:
+        """Run a host op; its value becomes ``ok``, a refusal or failure ``err``.
+
+        The result is always an explicit Variant: wasmtime-py cannot tell ``ok`` from
+        ``err`` by Python type for every result shape (see bindings/host/lowering.py).
+        """
+        def call(_store: Any, *args: Any) -> wc.Variant:
             try:
-                return op(*args)
-            except KeyValueError as exc:
-                self.log.warning("host call refused", error=str(exc))
-                return str(exc)
+                return wc.Variant("ok", op(*args))
+            except WasmgateError as exc:
+                message = self.redact(str(exc))
+                self.log.warning("host call refused or failed", error=message)
+                return wc.Variant("err", message)
         return call
 
-    def _kv_get(self, _store: Any, store: str, key: str) -> bytes | None:
+    # -- kv ------------------------------------------------------------------------------
+
+    def _store(self, name: str) -> KeyValueStore:
         try:
-            return self._store(store).get(key)
-        except KeyValueError as exc:
-            # wasmtime-py cannot lower `err` for result<option<list<u8>>, string> (its
-            # untagged matching takes any value as `ok`), so a refused get traps the guest
-            # with the message instead. Tracked in the issue note.
-            self.log.warning("host call refused", error=str(exc))
-            raise
+            return self.stores[name]
+        except KeyError:
+            raise KeyValueError(
+                f"component `{self.component}` has no grant for key-value store `{name}`; "
+                f"add it to `key-value-stores` of [component.{self.component}]") from None
+
+    # -- config and log ------------------------------------------------------------------
 
     def _config_get(self, _store: Any, name: str) -> wc.Variant:
         return wc.Variant("ok", self.variables.get(name))
@@ -80,4 +111,50 @@ class HostImports:
     def _log_emit(self, _store: Any, level: str, message: str) -> None:
         name = level if isinstance(level, str) else getattr(level, "tag", "info")
         method = {"warn": "warning"}.get(name, name if name in LOG_LEVELS else "info")
-        getattr(self.log, method)(message)
+        getattr(self.log, method)(self.redact(message))
+
+    # -- publish -------------------------------------------------------------------------
+
+    def _publish(self, m: Any) -> str:
+        if self.grants.publisher is None:
+            raise PublishError(
+                f"component `{self.component}` has no `publish` grants; add "
+                f"\"<broker>:<destination>\" to `publish` of [component.{self.component}]")
+        message = OutboundMessage(broker=m.broker, destination=m.destination,
+                                  key=None if m.key is None else bytes(m.key),
+                                  headers=list(m.headers), body=bytes(m.body))
+        return self.grants.publisher.send(message)
+
+    # -- sql -----------------------------------------------------------------------------
+
+    def _database(self, name: str) -> SqlDatabase:
+        try:
+            return self.grants.databases[name]
+        except KeyError:
+            raise SqlError(
+                f"component `{self.component}` has no grant for sql database `{name}`; "
+                f"add it to `sql-databases` of [component.{self.component}]") from None
+
+    def _sql_query(self, database: str, statement: str, params: list[Any]) -> wc.Record:
+        rows = self._database(database).query(statement, list(params))
+        record = wc.Record()
+        record.__dict__.update(columns=rows.columns, rows=rows.rows)
+        return record
+
+    def _sql_execute(self, database: str, statement: str, params: list[Any]) -> int:
+        return self._database(database).execute(statement, list(params))
+
+    # -- outbound http -------------------------------------------------------------------
+
+    def _http_send(self, req: Any) -> wc.Record:
+        outbound = self.grants.outbound
+        if outbound is None or not outbound.allowed:
+            raise OutboundHttpError(
+                f"component `{self.component}` may not make outbound requests; list the "
+                f"hosts in `allowed-outbound-hosts` of [component.{self.component}]")
+        reply = outbound.send(OutboundRequest(
+            method=req.method, url=req.url, headers=list(req.headers), body=bytes(req.body),
+            timeout_ms=req.__dict__.get("timeout-ms")))
+        record = wc.Record()
+        record.__dict__.update(status=reply.status, headers=reply.headers, body=reply.body)
+        return record

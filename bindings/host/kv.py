@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 from gateway.errors import WasmgateError
 
@@ -94,18 +95,7 @@ class SqliteKeyValue:
 
     def set(self, key: str, value: bytes, ttl_ms: int | None = None) -> None:
         """Store ``value`` under ``key``; with ``ttl_ms`` it expires that many ms from now."""
-        self._check_key(key)
-        data = bytes(value)
-        if len(data) > self.max_value_bytes:
-            raise KeyValueError(
-                f"key-value store {self.name!r}: value for key {key!r} is {len(data)} bytes, "
-                f"over the limit of {self.max_value_bytes} bytes"
-            )
-        if ttl_ms is not None and ttl_ms <= 0:
-            raise KeyValueError(
-                f"key-value store {self.name!r}: ttl for key {key!r} must be a positive number "
-                f"of milliseconds, got {ttl_ms}"
-            )
+        data = check_write(self.name, key, value, ttl_ms, self.max_value_bytes)
         with self._lock:
             expires_at = None if ttl_ms is None else self._now_ms() + ttl_ms
             self._db().execute(
@@ -175,6 +165,31 @@ class SqliteKeyValue:
             db.execute("COMMIT")
         return new
 
+    def claim(self, key: str, value: bytes, ttl_ms: int) -> bool:
+        """Set ``key`` only if it holds no live value; True if this call set it.
+
+        The building block of a lease: of several processes claiming the same key, exactly
+        one wins until the TTL expires.
+        """
+        data = check_write(self.name, key, value, ttl_ms, self.max_value_bytes)
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                now = self._now_ms()
+                taken = db.execute(f"SELECT 1 FROM kv WHERE key = ? AND {_LIVE}",
+                                   (key, now)).fetchone()
+                if taken is None:
+                    db.execute(
+                        "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+                        "expires_at = excluded.expires_at", (key, data, now + ttl_ms))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        return taken is None
+
     def purge_expired(self) -> int:
         """Physically delete expired rows; returns how many were removed."""
         with self._lock:
@@ -213,25 +228,78 @@ class SqliteKeyValue:
         return self._conn
 
     def _check_key(self, key: str) -> None:
-        if not isinstance(key, str):
-            raise KeyValueError(
-                f"key-value store {self.name!r}: keys are strings, got {type(key).__name__}"
-            )
-        size = len(key.encode("utf-8", errors="surrogatepass"))
-        if size > MAX_KEY_BYTES:
-            raise KeyValueError(
-                f"key-value store {self.name!r}: key {key[:64]!r}... is {size} bytes of UTF-8, "
-                f"over the limit of {MAX_KEY_BYTES} bytes"
-            )
+        check_key(self.name, key)
 
     def _parse_int(self, key: str, value: bytes) -> int:
         if not _DECIMAL.match(value):
-            shown = value[:32] + (b"..." if len(value) > 32 else b"")
-            raise KeyValueError(
-                f"key-value store {self.name!r}: cannot increment key {key!r}: its value "
-                f"{shown!r} is not an ASCII decimal integer"
-            )
+            raise not_an_integer(self.name, key, value)
         return int(value)
 
 
-__all__ = ["DEFAULT_MAX_VALUE_BYTES", "MAX_KEY_BYTES", "KeyValueError", "SqliteKeyValue"]
+# -- checks shared by every backend ----------------------------------------------------------
+
+
+def check_key(store: str, key: str) -> None:
+    """Keys are strings of at most MAX_KEY_BYTES of UTF-8."""
+    if not isinstance(key, str):
+        raise KeyValueError(
+            f"key-value store {store!r}: keys are strings, got {type(key).__name__}"
+        )
+    size = len(key.encode("utf-8", errors="surrogatepass"))
+    if size > MAX_KEY_BYTES:
+        raise KeyValueError(
+            f"key-value store {store!r}: key {key[:64]!r}... is {size} bytes of UTF-8, "
+            f"over the limit of {MAX_KEY_BYTES} bytes"
+        )
+
+
+def check_write(store: str, key: str, value: bytes, ttl_ms: int | None,
+                max_value_bytes: int) -> bytes:
+    """Validate a set: key, value size and TTL. Returns the value as bytes."""
+    check_key(store, key)
+    data = bytes(value)
+    if len(data) > max_value_bytes:
+        raise KeyValueError(
+            f"key-value store {store!r}: value for key {key!r} is {len(data)} bytes, "
+            f"over the limit of {max_value_bytes} bytes"
+        )
+    if ttl_ms is not None and ttl_ms <= 0:
+        raise KeyValueError(
+            f"key-value store {store!r}: ttl for key {key!r} must be a positive number "
+            f"of milliseconds, got {ttl_ms}"
+        )
+    return data
+
+
+def not_an_integer(store: str, key: str, value: bytes) -> KeyValueError:
+    shown = value[:32] + (b"..." if len(value) > 32 else b"")
+    return KeyValueError(
+        f"key-value store {store!r}: cannot increment key {key!r}: its value "
+        f"{shown!r} is not an ASCII decimal integer"
+    )
+
+
+class KeyValueStore(Protocol):
+    """What the kv import needs from a backend (SQLite here, Redis in kv_redis)."""
+
+    name: str
+
+    def get(self, key: str) -> bytes | None: ...
+    def set(self, key: str, value: bytes, ttl_ms: int | None = None) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def exists(self, key: str) -> bool: ...
+    def list_keys(self, prefix: str = "") -> list[str]: ...
+    def increment(self, key: str, delta: int = 1) -> int: ...
+    def claim(self, key: str, value: bytes, ttl_ms: int) -> bool: ...
+    def close(self) -> None: ...
+
+
+__all__ = [
+    "DEFAULT_MAX_VALUE_BYTES",
+    "MAX_KEY_BYTES",
+    "KeyValueError",
+    "KeyValueStore",
+    "SqliteKeyValue",
+    "check_key",
+    "check_write",
+]

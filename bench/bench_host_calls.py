@@ -1,0 +1,123 @@
+"""Cost of one host call from a componentize-py handler, against the same operation from
+plain Python, side by side: kv get, kv increment (SQLite), publish to NATS core.
+
+Method: one event runs the host call `times` times inside the guest (the caps fixture's
+`times` field); the per-call cost is the difference between a run with N calls and a run
+with 1 call, divided by N - 1, so the event's own overhead cancels out. The plain-Python
+baseline calls the same backend object (or the same NATS client) N times in a loop.
+
+Run: .venv/bin/python bench/bench_host_calls.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import structlog
+
+from bindings.types import Event, new_event_id
+from gateway.app import App
+from tests.fixtures.build import build_handler
+
+N = 200
+ROUNDS = 15
+NATS_URL = "nats://127.0.0.1:4222"
+
+
+def manifest(directory: Path, subject: str) -> Path:
+    path = directory / "wasmgate.toml"
+    path.write_text(f"""
+[application]
+name = "bench-host-calls"
+
+[brokers.nats]
+kind = "nats"
+url = "{NATS_URL}"
+
+[component.caps]
+source = "{build_handler('caps')}"
+key-value-stores = ["default"]
+publish = ["nats:{subject}"]
+""")
+    return path
+
+
+async def guest_per_call_us(app: App, msg: dict[str, Any]) -> float:
+    async def run(times: int) -> float:
+        event = Event(id=new_event_id(), source="bench", type="bench",
+                      data=json.dumps({**msg, "times": times}).encode())
+        t = time.perf_counter()
+        response = await app.invoke("caps", event)
+        elapsed = time.perf_counter() - t
+        assert "ok" in json.loads(response.body), response.body
+        return elapsed
+
+    await run(N)  # warm up
+    samples = [(await run(N) - await run(1)) / (N - 1) for _ in range(ROUNDS)]
+    return statistics.median(samples) * 1e6
+
+
+async def plain_per_call_us(op: Any) -> float:
+    samples = []
+    for _ in range(ROUNDS):
+        t = time.perf_counter()
+        for _ in range(N):
+            await op()
+        samples.append((time.perf_counter() - t) / N)
+    return statistics.median(samples) * 1e6
+
+
+async def main() -> None:
+    import nats
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    subject = f"bench.{uuid.uuid4().hex[:8]}"
+    app = App.load(manifest(Path(tempfile.mkdtemp()), subject))
+    await app.start()
+    store = app.capabilities.store("default")
+    store.set("k", b"v" * 100)
+    nc = await nats.connect(NATS_URL)
+
+    async def kv_get() -> None:
+        store.get("k")
+
+    async def kv_incr() -> None:
+        store.increment("n", 1)
+
+    async def nats_publish() -> None:
+        # The same confirmation the host import waits for: the server has it after flush.
+        await nc.publish(subject, b"x" * 100)
+        await nc.flush()
+
+    rows = [
+        ("kv get (SQLite, 100 B)", {"op": "kv-get", "store": "default", "key": "k"}, kv_get),
+        ("kv increment (SQLite)", {"op": "kv-incr", "store": "default", "key": "n"}, kv_incr),
+        ("publish NATS core (100 B)", {"op": "publish", "broker": "nats",
+                                       "destination": subject, "body": "x" * 100},
+         nats_publish),
+    ]
+    print(f"host calls: median of {ROUNDS} rounds of {N} calls; load avg "
+          f"{os.getloadavg()[0]:.2f}")
+    print(f"{'operation':<28}{'wasm guest µs':>15}{'plain Python µs':>17}{'ratio':>8}")
+    for name, msg, op in rows:
+        guest = await guest_per_call_us(app, msg)
+        plain = await plain_per_call_us(op)
+        print(f"{name:<28}{guest:>15.1f}{plain:>17.1f}{guest / plain:>7.1f}x")
+    await nc.close()
+    await app.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,307 @@
+"""The ``publish`` import: a handler sends a message to a broker declared in the manifest.
+
+This is what turns handlers into pipelines (an HTTP webhook handler publishes to Kafka, a
+Kafka handler publishes to NATS). Deny by default: a component's ``publish`` grants list
+``"<broker>:<destination pattern>"`` (fnmatch wildcards) and anything else is refused with
+an error value naming the grant to add.
+
+Every send is awaited with the broker's own confirmation before the guest gets its
+receipt: Kafka ``acks=all``, a JetStream ack, a RabbitMQ publisher confirm (with
+``mandatory`` so an unroutable message is an error, not a silent drop), the XADD id.
+
+The producers live on the app's event loop, one per broker, opened on first use and shared
+by every component. Host calls run on the executor's worker threads, so a send is handed to
+the loop with ``run_coroutine_threadsafe`` and the worker waits for the receipt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import fnmatch
+import ssl
+from typing import Any
+
+from gateway.errors import WasmgateError
+from gateway.manifest import BrokerSpec, TlsSpec
+from gateway.redaction import redact_url
+
+PUBLISH_TIMEOUT_S = 30.0
+
+
+class PublishError(WasmgateError):
+    """A refused or failed publish (the message goes back to the guest)."""
+
+
+@dataclasses.dataclass
+class OutboundMessage:
+    broker: str
+    destination: str
+    key: bytes | None
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class BrokerClients:
+    """One lazily opened producer per declared broker, on the app's event loop."""
+
+    def __init__(self, brokers: dict[str, BrokerSpec]) -> None:
+        self.brokers = brokers
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._producers: dict[str, _Producer] = {}
+        self._opening: dict[str, asyncio.Lock] = {}
+
+    @property
+    def bound(self) -> bool:
+        return self._loop is not None
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def publish_from_thread(self, message: OutboundMessage) -> str:
+        """Publish from a worker thread; blocks until the broker confirmed."""
+        if self._loop is None:
+            raise PublishError("publishing is not available before the app has started")
+        future = asyncio.run_coroutine_threadsafe(self.publish(message), self._loop)
+        try:
+            return future.result(timeout=PUBLISH_TIMEOUT_S)
+        except TimeoutError:
+            future.cancel()
+            raise PublishError(
+                f"broker `{message.broker}` did not confirm a publish to "
+                f"{message.destination!r} within {PUBLISH_TIMEOUT_S:.0f} s") from None
+
+    async def publish(self, message: OutboundMessage) -> str:
+        producer = await self._producer(message.broker)
+        try:
+            return await producer.send(message)
+        except PublishError:
+            raise
+        except Exception as exc:
+            # A failed producer may be half-closed: drop it so the next send reconnects.
+            self._producers.pop(message.broker, None)
+            await _quietly(producer.close())
+            raise PublishError(
+                f"publish to {message.destination!r} on broker `{message.broker}` "
+                f"({redact_url(producer.spec.url)}) failed: {type(exc).__name__}: {exc}"
+            ) from None
+
+    async def _producer(self, name: str) -> _Producer:
+        if name in self._producers:
+            return self._producers[name]
+        lock = self._opening.setdefault(name, asyncio.Lock())
+        async with lock:
+            if name not in self._producers:
+                spec = self.brokers[name]
+                producer = _PRODUCERS[spec.kind](name, spec)
+                try:
+                    await asyncio.wait_for(producer.open(), spec.connect_timeout_ms / 1000)
+                except Exception as exc:
+                    await _quietly(producer.close())
+                    raise PublishError(
+                        f"cannot connect to broker `{name}` at {redact_url(spec.url)}: "
+                        f"{type(exc).__name__}: {exc}") from None
+                self._producers[name] = producer
+        return self._producers[name]
+
+    async def close(self) -> None:
+        producers, self._producers = list(self._producers.values()), {}
+        for producer in producers:
+            await _quietly(producer.close())
+
+
+class Publisher:
+    """One component's view of the brokers: its grants, checked on every send."""
+
+    def __init__(self, component: str, grants: list[str], clients: BrokerClients) -> None:
+        self.component = component
+        self.clients = clients
+        self.grants = [tuple(g.split(":", 1)) for g in grants]
+
+    def check(self, broker: str, destination: str) -> None:
+        if broker not in self.clients.brokers:
+            known = ", ".join(f"`{b}`" for b in sorted(self.clients.brokers)) or "(none)"
+            raise PublishError(f"no broker named `{broker}` is declared (known brokers: "
+                               f"{known}); declare it with [brokers.{broker}]")
+        for granted_broker, pattern in self.grants:
+            if granted_broker == broker and fnmatch.fnmatchcase(destination, pattern):
+                return
+        raise PublishError(
+            f"component `{self.component}` may not publish to {destination!r} on broker "
+            f"`{broker}`; add \"{broker}:{destination}\" (or a pattern) to `publish` of "
+            f"[component.{self.component}]")
+
+    def send(self, message: OutboundMessage) -> str:
+        self.check(message.broker, message.destination)
+        return self.clients.publish_from_thread(message)
+
+
+# -- one producer per broker kind --------------------------------------------------------------
+
+
+class _Producer:
+    def __init__(self, name: str, spec: BrokerSpec) -> None:
+        self.name = name
+        self.spec = spec
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def send(self, message: OutboundMessage) -> str:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+def ssl_context(tls: TlsSpec | None) -> ssl.SSLContext | None:
+    """An SSL context from ``[brokers.x.tls]``, or None for plain connections."""
+    if tls is None:
+        return None
+    context = ssl.create_default_context(cafile=tls.ca_file)
+    if tls.cert_file:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class _KafkaProducer(_Producer):
+    async def open(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        servers = self.spec.url.split("://", 1)[-1]
+        tls = ssl_context(self.spec.tls)
+        options: dict[str, Any] = {}
+        if self.spec.username:
+            options.update(sasl_mechanism="PLAIN", sasl_plain_username=self.spec.username,
+                           sasl_plain_password=self.spec.password or "")
+        protocol = ("SASL_SSL" if tls else "SASL_PLAINTEXT") if self.spec.username else (
+            "SSL" if tls else "PLAINTEXT")
+        self._producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all",
+                                          security_protocol=protocol, ssl_context=tls,
+                                          **options)
+        await self._producer.start()
+
+    async def send(self, message: OutboundMessage) -> str:
+        headers = [(k, v.encode()) for k, v in message.headers]
+        meta = await self._producer.send_and_wait(message.destination, message.body,
+                                                  key=message.key, headers=headers or None)
+        return f"{meta.topic}/{meta.partition}/{meta.offset}"
+
+    async def close(self) -> None:
+        if hasattr(self, "_producer"):
+            await self._producer.stop()
+
+
+class _NatsProducer(_Producer):
+    async def open(self) -> None:
+        import nats
+
+        self._nc = await nats.connect(
+            self.spec.url, user=self.spec.username, password=self.spec.password,
+            tls=ssl_context(self.spec.tls),
+            connect_timeout=max(1, self.spec.connect_timeout_ms // 1000),
+            max_reconnect_attempts=-1, allow_reconnect=True)
+        self._js = self._nc.jetstream()
+
+    async def send(self, message: OutboundMessage) -> str:
+        headers = dict(message.headers)
+        if message.key is not None:
+            headers.setdefault("wasmgate-key", message.key.decode("utf-8", "replace"))
+        if message.destination.startswith("js:"):
+            ack = await self._js.publish(message.destination[3:], message.body,
+                                         headers=headers or None)
+            return f"{ack.stream}:{ack.seq}"
+        await self._nc.publish(message.destination, message.body, headers=headers or None)
+        await self._nc.flush()  # the server has it once flush returns
+        return "confirmed"
+
+    async def close(self) -> None:
+        if hasattr(self, "_nc"):
+            await self._nc.close()
+
+
+class _AmqpProducer(_Producer):
+    async def open(self) -> None:
+        import aio_pika
+
+        self._connection = await aio_pika.connect_robust(
+            self.spec.url, login=self.spec.username or "guest",
+            password=self.spec.password or "guest", ssl_context=ssl_context(self.spec.tls))
+        # Confirms: publish returns once the broker took responsibility. on_return_raises:
+        # a mandatory message no queue would take is an error, not a silent drop.
+        self._channel = await self._connection.channel(publisher_confirms=True,
+                                                       on_return_raises=True)
+
+    async def send(self, message: OutboundMessage) -> str:
+        import aio_pika
+
+        exchange_name, sep, routing_key = message.destination.partition("/")
+        if not sep:
+            raise PublishError(f"AMQP destination {message.destination!r} must read "
+                               "`<exchange>/<routing-key>` (or `/<queue>` for the default "
+                               "exchange)")
+        exchange = (self._channel.default_exchange if not exchange_name
+                    else await self._channel.get_exchange(exchange_name, ensure=True))
+        headers: dict[str, Any] = dict(message.headers)
+        if message.key is not None:
+            headers.setdefault("wasmgate-key", message.key.decode("utf-8", "replace"))
+        await exchange.publish(
+            aio_pika.Message(message.body, headers=headers,
+                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            routing_key=routing_key, mandatory=True)
+        return "confirmed"
+
+    async def close(self) -> None:
+        if hasattr(self, "_connection"):
+            await self._connection.close()
+
+
+class _RedisProducer(_Producer):
+    async def open(self) -> None:
+        import redis.asyncio as aredis
+
+        options: dict[str, Any] = {}
+        if self.spec.username:
+            options["username"] = self.spec.username
+        if self.spec.password:
+            options["password"] = self.spec.password
+        self._redis: Any = aredis.Redis.from_url(
+            self.spec.url, socket_connect_timeout=self.spec.connect_timeout_ms / 1000,
+            **options)
+        await self._redis.ping()
+
+    async def send(self, message: OutboundMessage) -> str:
+        if message.destination.startswith("stream:"):
+            # The same field layout the redis-streams trigger reads: data, key, headers.
+            fields: dict[str, bytes | str] = dict(message.headers)
+            fields["data"] = message.body
+            if message.key is not None:
+                fields["key"] = message.key
+            entry_id = await self._redis.xadd(message.destination[7:], fields)
+            return bytes(entry_id).decode() if isinstance(entry_id, bytes) else str(entry_id)
+        receivers = await self._redis.publish(message.destination, message.body)
+        return f"{receivers} receivers"
+
+    async def close(self) -> None:
+        if hasattr(self, "_redis"):
+            await self._redis.aclose()
+
+
+_PRODUCERS: dict[str, type[_Producer]] = {
+    "kafka": _KafkaProducer, "nats": _NatsProducer, "amqp": _AmqpProducer,
+    "redis": _RedisProducer,
+}
+
+
+async def _quietly(closing: Any) -> None:
+    # Closing a broken client must not mask the error that broke it.
+    with contextlib.suppress(Exception):
+        await closing
+
+
+__all__ = ["BrokerClients", "OutboundMessage", "PublishError", "Publisher",
+           "ssl_context"]

@@ -1,0 +1,1 @@
+"""One module per broker adapter, each defining ``HARNESS`` (see ../harness.py)."""

@@ -1,0 +1,200 @@
+"""The delivery contract, run against every broker adapter over real brokers on loopback.
+
+Each test uses a fresh destination (the harness creates it) and a real componentize-py
+component (tests/fixtures/handlers/contract) that records every run in key-value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests.contract.harness import (
+    BrokerHarness,
+    Gateway,
+    message,
+    wait_for_dead_letters,
+    wait_until,
+)
+from triggers.delivery import DL_ATTEMPTS, DL_COMPONENT, DL_ERROR_KIND, DL_REASON, DL_STATUS
+
+pytestmark = pytest.mark.wasm
+
+
+def _needs(harness: BrokerHarness, *, redelivers: bool = False, dead_letters: bool = False
+           ) -> None:
+    if redelivers and not harness.redelivers:
+        pytest.skip(f"{harness.name} is at most once: nothing is redelivered")
+    if dead_letters and not harness.dead_letters:
+        pytest.skip(f"{harness.name} has no dead-letter destination (at most once)")
+
+
+async def test_delivers_each_message_and_acks_after_success(
+        harness: BrokerHarness, gateway: Gateway) -> None:
+    gateway.write(concurrency=4)
+    ids = [f"m{i}" for i in range(20)]
+    async with gateway.running():
+        for mid in ids:
+            await harness.publish(message(mid), key=mid.encode())
+        await wait_until(lambda: all(gateway.count("done", m) == 1 for m in ids),
+                         what="every message handled")
+    if harness.redelivers:
+        # Acked means acked: a new consumer on the same group/durable/queue sees nothing.
+        async with gateway.running():
+            await asyncio.sleep(harness.redelivery_window_s)
+    assert [gateway.count("runs", m) for m in ids] == [1] * len(ids)
+
+
+async def test_retries_with_backoff_until_the_handler_succeeds(
+        harness: BrokerHarness, gateway: Gateway) -> None:
+    gateway.write(**{"max-attempts": 5, "initial-backoff-ms": 20})
+    async with gateway.running():
+        await harness.publish(message("flaky", "fail-until", n=3))
+        await wait_until(lambda: gateway.count("done", "flaky") == 1, what="third attempt")
+    assert gateway.count("runs", "flaky") == 3
+    # The attempt number reached the handler in the event's metadata.
+    assert gateway.kv.get("started:flaky") == b"3"
+    if harness.dead_letters:
+        assert await harness.read_dead_letters() == []
+
+
+async def test_dead_letters_after_max_attempts_with_payload_headers_and_reason(
+        harness: BrokerHarness, gateway: Gateway) -> None:
+    _needs(harness, dead_letters=True)
+    gateway.write(**{"max-attempts": 3, "initial-backoff-ms": 20})
+    payload = message("doomed", "err")
+    async with gateway.running():
+        await harness.publish(payload, key=b"k1", headers={"x-origin": "contract"})
+        letters = await wait_for_dead_letters(harness.read_dead_letters, 1)
+    assert gateway.count("runs", "doomed") == 3
+    [letter] = letters
+    assert letter.data == payload
+    assert letter.headers["x-origin"] == "contract"
+    assert letter.headers[DL_ATTEMPTS] == "3"
+    assert letter.headers[DL_COMPONENT] == "contract"
+    assert letter.headers[DL_ERROR_KIND] == "returned-error"
+    assert "failed on purpose" in letter.headers[DL_REASON]
+
+
+async def test_a_4xx_answer_dead_letters_at_once(
+        harness: BrokerHarness, gateway: Gateway) -> None:
+    _needs(harness, dead_letters=True)
+    gateway.write(**{"max-attempts": 5, "initial-backoff-ms": 20})
+    async with gateway.running():
+        await harness.publish(message("poison", "status", n=422))
+        [letter] = await wait_for_dead_letters(harness.read_dead_letters, 1)
+    assert gateway.count("runs", "poison") == 1
+    assert letter.headers[DL_STATUS] == "422"
+
+
+async def test_survives_a_trap_and_a_timeout_and_keeps_serving(
+        harness: BrokerHarness, gateway: Gateway) -> None:
+    gateway.write(timeout_ms=300, **{"max-attempts": 2, "initial-backoff-ms": 20,
+                                     "concurrency": 2})
+    async with gateway.running():
+        await harness.publish(message("trap", "trap"))
+        await harness.publish(message("loop", "loop"))
+        await harness.publish(message("after", "ok"))
+        await wait_until(lambda: gateway.count("done", "after") == 1, what="the ok message")
+        await wait_until(lambda: gateway.count("runs", "trap") == 2
+                         and gateway.count("runs", "loop") == 2, what="both retried once")
+        if harness.dead_letters:
+            letters = await wait_for_dead_letters(harness.read_dead_letters, 2)
+            kinds = sorted(letter.headers[DL_ERROR_KIND] for letter in letters)
+            assert kinds == ["timeout", "trap"]
+
+
+async def test_keeps_order_per_key_while_running_keys_in_parallel(
+        harness: BrokerHarness, gateway: Gateway) -> None:
+    gateway.write(concurrency=4, ordering="key")
+    keys = ["a", "b", "c"]
+    sent: dict[str, list[str]] = {k: [] for k in keys}
+    async with gateway.running():
+        for i in range(8):
+            for k in keys:
+                mid = f"{k}{i}"
+                sent[k].append(mid)
+                # Uneven work so that an unordered runner would reorder.
+                await harness.publish(message(mid, "slow", key=k, ms=(7 * i + 13 * ord(k)) % 40),
+                                      key=k.encode())
+        await wait_until(lambda: all(len(gateway.order(k)) == 8 for k in keys),
+                         what="every key's messages")
+    assert {k: gateway.order(k) for k in keys} == sent
+    assert gateway.max_in_flight > 1, "keys never ran in parallel"
+
+
+async def test_respects_the_concurrency_limit(
+        harness: BrokerHarness, gateway: Gateway) -> None:
+    gateway.write(concurrency=2, ordering="none")
+    ids = [f"c{i}" for i in range(6)]
+    async with gateway.running():
+        for mid in ids:
+            await harness.publish(message(mid, "slow", ms=300), key=mid.encode())
+        await wait_until(lambda: all(gateway.count("done", m) == 1 for m in ids),
+                         what="all slow messages")
+    assert gateway.max_in_flight == 2
+
+
+async def test_graceful_stop_finishes_and_settles_what_is_in_flight(
+        harness: BrokerHarness, gateway: Gateway) -> None:
+    gateway.write(concurrency=2)
+    async with gateway.running():
+        await harness.publish(message("inflight", "slow", ms=800))
+        await wait_until(lambda: gateway.started("inflight"), what="the handler to start")
+    # The context exit is app.stop(): it must have waited for the handler and settled.
+    assert gateway.count("done", "inflight") == 1
+    if harness.redelivers:
+        async with gateway.running():
+            await asyncio.sleep(harness.redelivery_window_s)
+    assert gateway.count("runs", "inflight") == 1
+
+
+async def test_redelivers_what_was_in_flight_at_a_hard_stop(
+        harness: BrokerHarness, gateway: Gateway) -> None:
+    _needs(harness, redelivers=True)
+    gateway.write(concurrency=2, ordering="none")
+    ids = [f"h{i}" for i in range(4)]
+    process = gateway.spawn()
+    try:
+        for mid in ids:
+            await harness.publish(message(mid, "slow", ms=1500), key=mid.encode())
+        await wait_until(lambda: any(gateway.started(m) for m in ids), timeout=60,
+                         what="the spawned gateway to start a handler")
+    finally:
+        Gateway.kill(process)
+    assert not all(gateway.count("done", m) for m in ids)
+    async with gateway.running():
+        await wait_until(lambda: all(gateway.count("done", m) >= 1 for m in ids),
+                         timeout=30 + harness.redelivery_window_s,
+                         what="every message after the restart")
+
+
+async def test_resumes_after_the_broker_connection_drops(
+        fault_harness: BrokerHarness, tmp_path: Path) -> None:
+    gateway = Gateway(fault_harness, tmp_path)
+    gateway.write(concurrency=2)
+    try:
+        async with gateway.running():
+            await fault_harness.publish(message("before"))
+            await wait_until(lambda: gateway.count("done", "before") == 1, what="before")
+            await fault_harness.interrupt()
+            if fault_harness.redelivers:
+                await fault_harness.publish(message("after"))
+            else:
+                # At most once: a message published before the gateway has resubscribed is
+                # gone by design, so keep publishing until one gets through.
+                async def keep_publishing() -> None:
+                    while True:
+                        await fault_harness.publish(message("after"))
+                        await asyncio.sleep(0.5)
+                publisher = asyncio.create_task(keep_publishing())
+            try:
+                await wait_until(lambda: gateway.count("done", "after") >= 1, timeout=60,
+                                 what="a message published after the broker came back")
+            finally:
+                if not fault_harness.redelivers:
+                    publisher.cancel()
+    finally:
+        gateway.close()
