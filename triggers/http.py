@@ -73,6 +73,19 @@ class _Route:
         return path == self.prefix
 
 
+def uvicorn_config(
+    app: Any, listen: str, *,
+    header_timeout: float = _CONNECTION_DEFAULTS["header-timeout-ms"] / 1000,
+    keep_alive_timeout: float = _CONNECTION_DEFAULTS["keep-alive-timeout-ms"] / 1000,
+) -> uvicorn.Config:
+    """Return the uvicorn config every gateway listen address runs with (timeouts in s)."""
+    host, _, port = listen.rpartition(":")
+    return uvicorn.Config(app, host=host or "127.0.0.1", port=int(port), log_config=None,
+                          access_log=False, lifespan="off",
+                          http=protocol_class(header_timeout=header_timeout,
+                                              keep_alive_timeout=keep_alive_timeout))
+
+
 class HttpServer:
     """One ASGI app + uvicorn server per listen address, shared by its HTTP triggers."""
 
@@ -112,12 +125,9 @@ class HttpServer:
     async def start(self) -> None:
         if self._task is not None:
             return
-        host, _, port = self.listen.rpartition(":")
-        protocol = protocol_class(
-            header_timeout=self._connection_limit("header-timeout-ms"),
+        config = uvicorn_config(
+            self, self.listen, header_timeout=self._connection_limit("header-timeout-ms"),
             keep_alive_timeout=self._connection_limit("keep-alive-timeout-ms"))
-        config = uvicorn.Config(self, host=host or "127.0.0.1", port=int(port), log_config=None,
-                                access_log=False, lifespan="off", http=protocol)
         self._server = uvicorn.Server(config)
         # `_serve`, not `serve`: the gateway owns SIGINT/SIGTERM (stop every trigger, not
         # just HTTP), and uvicorn's `serve` would take the signal handlers over.

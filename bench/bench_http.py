@@ -1,0 +1,214 @@
+"""HTTP requests/s and latency of the demo's hello route: wasmgate with the componentize-py
+handler against a plain Python ASGI app doing the same work on the same uvicorn config.
+
+Three servers, each in its own process on one core's worth of event loop, loaded in turn by
+the same generator (bench/http_load.py, another process) with N keep-alive connections:
+
+- plain ASGI: one function; reads the greeting from a dict and the tick counter from the
+  same SQLite key-value store class, formats the same body. Served by
+  ``triggers.http.uvicorn_config`` (the gateway's own protocol, timeouts, httptools).
+- gateway + Python: wasmgate's HTTP trigger and dispatcher, the handler a Python coroutine
+  doing that work; the gap to plain is the gateway's own cost (event, dispatch, routing).
+- gateway + wasm: ``wasmgate`` serving examples/demo/handlers/hello (pooled instances).
+
+Run: .venv/bin/python bench/bench_http.py   (builds the demo if needed; ~1 minute)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.http_load import Result  # noqa: E402
+from bindings.host.kv import SqliteKeyValue  # noqa: E402
+from bindings.types import Event, Response  # noqa: E402
+
+HELLO_WASM = ROOT / "examples/demo/build/hello.wasm"
+GREETING = "hello from wasm"
+TARGETS = ("plain ASGI", "gateway + Python", "gateway + wasm")
+MANIFEST = """
+[application]
+name = "bench"
+[variables]
+greeting = {{ default = "{greeting}" }}
+[component.hello]
+source = "{wasm}"
+key-value-stores = ["default"]
+max-instances = {max_instances}
+[[trigger.http]]
+route = "/hello"
+component = "hello"
+"""
+
+
+def _hello_body(kv: SqliteKeyValue, variables: dict[str, str]) -> bytes:
+    """The demo hello handler's work, in Python."""
+    greeting = variables.get("greeting") or "hello"
+    ticks = kv.get("ticks") or b"0"
+    return f"{greeting}! cron has ticked {ticks.decode()} times\n".encode()
+
+
+async def _serve_plain(listen: str, kv: SqliteKeyValue) -> None:
+    import uvicorn
+
+    from triggers.http import uvicorn_config
+
+    variables = {"greeting": GREETING}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):  # the gateway reads the body too
+            pass
+        body = b"ok\n" if scope["path"] == "/healthz" else _hello_body(kv, variables)
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    await uvicorn.Server(uvicorn_config(app, listen)).serve()
+
+
+async def _serve_gateway_python(listen: str, kv: SqliteKeyValue) -> None:
+    from gateway.dispatch import Dispatcher
+    from triggers.base import TriggerContext
+    from triggers.http import build_http_trigger
+
+    variables = {"greeting": GREETING}
+
+    async def hello(component: str, event: Event) -> Response:
+        return Response(status=200, headers=[("content-type", "text/plain")],
+                        body=_hello_body(kv, variables))
+
+    trigger = build_http_trigger({"route": "/hello", "component": "hello"}, context=TriggerContext(
+        manifest_path="bench", field="trigger.http[0]", listen=listen))
+    await trigger.start(Dispatcher(hello).dispatch)
+    await asyncio.Event().wait()
+
+
+async def _serve_gateway_wasm(listen: str, root: Path) -> None:
+    from gateway.app import App
+
+    (root / "wasmgate.toml").write_text(MANIFEST.format(
+        greeting=GREETING, wasm=HELLO_WASM, max_instances=os.environ.get("BENCH_MAX_INSTANCES", 8)))
+    app = App.load(root / "wasmgate.toml", listen=listen)
+    app.capabilities.store("default").set("ticks", b"42")
+    await app.start()
+    await asyncio.Event().wait()
+
+
+def serve(target: str, listen: str, root: Path) -> None:
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    kv = SqliteKeyValue(root / "plain-kv.sqlite")
+    kv.set("ticks", b"42")
+    if target == "plain ASGI":
+        asyncio.run(_serve_plain(listen, kv))
+    elif target == "gateway + Python":
+        asyncio.run(_serve_gateway_python(listen, kv))
+    else:
+        asyncio.run(_serve_gateway_wasm(listen, root))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(listen: str, path: str) -> bytes:
+    host, _, port = listen.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nhost: b\r\nconnection: close\r\n\r\n".encode())
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).split(b"\r\n\r\n", 1)[1]
+
+
+def measure(target: str, args: argparse.Namespace) -> tuple[Result, bytes]:
+    """Start ``target`` in its own process, load it, stop it; return the result and a body."""
+    listen = f"127.0.0.1:{_free_port()}"
+    root = Path(tempfile.mkdtemp(prefix="bench-http-"))
+    server = subprocess.Popen([sys.executable, __file__, "--serve", target, "--listen", listen,
+                               "--root", str(root)])
+    try:
+        deadline = time.monotonic() + 60  # the wasm server compiles on its first run
+        while True:
+            try:
+                body = _get(listen, "/hello")
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{target} server did not start") from None
+                time.sleep(0.1)
+        load = subprocess.run(
+            [sys.executable, str(ROOT / "bench/http_load.py"), listen, "/hello",
+             "--seconds", str(args.seconds), "--warmup", str(args.warmup),
+             "--connections", str(args.connections)],
+            check=True, capture_output=True, text=True)
+        return msgspec.json.decode(load.stdout, type=Result), body
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="HTTP: wasmgate + wasm vs plain ASGI")
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured time per run")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2, help="runs per server, interleaved")
+    parser.add_argument("--serve", choices=TARGETS, help=argparse.SUPPRESS)
+    parser.add_argument("--listen", help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.listen, args.root)
+        return
+    if not HELLO_WASM.exists():
+        subprocess.run([str(Path(sys.executable).with_name("wasmgate")), "build"],
+                       cwd=ROOT / "examples/demo", check=True,
+                       env={**os.environ, "PATH": f"{Path(sys.executable).parent}:"
+                            f"{os.environ['PATH']}"})
+    print(f"loadavg before: {os.getloadavg()}  cores: {os.cpu_count()}  "
+          f"connections: {args.connections}  {args.rounds} x {args.seconds}s per server")
+    results: dict[str, list[Result]] = {t: [] for t in TARGETS}
+    bodies = {}
+    for _ in range(args.rounds):  # interleaved, so drift in machine load hits all alike
+        for target in TARGETS:
+            result, bodies[target] = measure(target, args)
+            results[target].append(result)
+            print(f"  {target:<17} {result.rps:8.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
+                  f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}  "
+                  f"loadavg {result.loadavg[0]:.2f}", flush=True)
+    if len(set(bodies.values())) != 1:
+        raise SystemExit(f"the servers answered differently: {bodies}")
+    plain_rps = statistics.median(r.rps for r in results["plain ASGI"])
+    print(f"\n{'server':<17} | {'req/s':>7} | {'p50 ms':>6} | {'p99 ms':>6} | {'vs plain':>8}")
+    print("-" * 58)
+    for target, runs in results.items():
+        rps = statistics.median(r.rps for r in runs)
+        p50 = statistics.median(r.p50_ms for r in runs)
+        p99 = statistics.median(r.p99_ms for r in runs)
+        print(f"{target:<17} | {rps:>7.0f} | {p50:>6.2f} | {p99:>6.2f} | {rps / plain_rps:>7.0%}")
+    print(f"\nloadavg after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
