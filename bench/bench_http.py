@@ -10,6 +10,8 @@ the same generator (bench/http_load.py, another process) with N keep-alive conne
 - gateway + Python: wasmgate's HTTP trigger and dispatcher, the handler a Python coroutine
   doing that work; the gap to plain is the gateway's own cost (event, dispatch, routing).
 - gateway + wasm: ``wasmgate`` serving examples/demo/handlers/hello (pooled instances).
+- plain, stock uvicorn: the plain app on uvicorn's own httptools protocol, to show what the
+  gateway's protocol (slow-client deadlines, one send per response) costs or saves.
 
 Run: .venv/bin/python bench/bench_http.py   (builds the demo if needed; ~1 minute)
 """
@@ -40,7 +42,7 @@ from bindings.types import Event, Response  # noqa: E402
 
 HELLO_WASM = ROOT / "examples/demo/build/hello.wasm"
 GREETING = "hello from wasm"
-TARGETS = ("plain ASGI", "gateway + Python", "gateway + wasm")
+TARGETS = ("plain ASGI", "gateway + Python", "gateway + wasm", "plain, stock uvicorn")
 MANIFEST = """
 [application]
 name = "bench"
@@ -49,7 +51,6 @@ greeting = {{ default = "{greeting}" }}
 [component.hello]
 source = "{wasm}"
 key-value-stores = ["default"]
-max-instances = {max_instances}
 [[trigger.http]]
 route = "/hello"
 component = "hello"
@@ -63,7 +64,7 @@ def _hello_body(kv: SqliteKeyValue, variables: dict[str, str]) -> bytes:
     return f"{greeting}! cron has ticked {ticks.decode()} times\n".encode()
 
 
-async def _serve_plain(listen: str, kv: SqliteKeyValue) -> None:
+async def _serve_plain(listen: str, kv: SqliteKeyValue, *, stock: bool) -> None:
     import uvicorn
 
     from triggers.http import uvicorn_config
@@ -80,7 +81,13 @@ async def _serve_plain(listen: str, kv: SqliteKeyValue) -> None:
             (b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
-    await uvicorn.Server(uvicorn_config(app, listen)).serve()
+    if stock:
+        host, _, port = listen.rpartition(":")
+        config = uvicorn.Config(app, host=host, port=int(port), log_config=None,
+                                access_log=False, lifespan="off", http="httptools")
+    else:
+        config = uvicorn_config(app, listen)
+    await uvicorn.Server(config).serve()
 
 
 async def _serve_gateway_python(listen: str, kv: SqliteKeyValue) -> None:
@@ -103,8 +110,7 @@ async def _serve_gateway_python(listen: str, kv: SqliteKeyValue) -> None:
 async def _serve_gateway_wasm(listen: str, root: Path) -> None:
     from gateway.app import App
 
-    (root / "wasmgate.toml").write_text(MANIFEST.format(
-        greeting=GREETING, wasm=HELLO_WASM, max_instances=os.environ.get("BENCH_MAX_INSTANCES", 8)))
+    (root / "wasmgate.toml").write_text(MANIFEST.format(greeting=GREETING, wasm=HELLO_WASM))
     app = App.load(root / "wasmgate.toml", listen=listen)
     app.capabilities.store("default").set("ticks", b"42")
     await app.start()
@@ -117,8 +123,8 @@ def serve(target: str, listen: str, root: Path) -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     kv = SqliteKeyValue(root / "plain-kv.sqlite")
     kv.set("ticks", b"42")
-    if target == "plain ASGI":
-        asyncio.run(_serve_plain(listen, kv))
+    if target.startswith("plain"):
+        asyncio.run(_serve_plain(listen, kv, stock="stock" in target))
     elif target == "gateway + Python":
         asyncio.run(_serve_gateway_python(listen, kv))
     else:
@@ -194,19 +200,19 @@ def main() -> None:
         for target in TARGETS:
             result, bodies[target] = measure(target, args)
             results[target].append(result)
-            print(f"  {target:<17} {result.rps:8.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
+            print(f"  {target:<20} {result.rps:8.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
                   f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}  "
                   f"loadavg {result.loadavg[0]:.2f}", flush=True)
     if len(set(bodies.values())) != 1:
         raise SystemExit(f"the servers answered differently: {bodies}")
     plain_rps = statistics.median(r.rps for r in results["plain ASGI"])
-    print(f"\n{'server':<17} | {'req/s':>7} | {'p50 ms':>6} | {'p99 ms':>6} | {'vs plain':>8}")
-    print("-" * 58)
+    print(f"\n{'server':<20} | {'req/s':>7} | {'p50 ms':>6} | {'p99 ms':>6} | {'vs plain':>8}")
+    print("-" * 61)
     for target, runs in results.items():
         rps = statistics.median(r.rps for r in runs)
         p50 = statistics.median(r.p50_ms for r in runs)
         p99 = statistics.median(r.p99_ms for r in runs)
-        print(f"{target:<17} | {rps:>7.0f} | {p50:>6.2f} | {p99:>6.2f} | {rps / plain_rps:>7.0%}")
+        print(f"{target:<20} | {rps:>7.0f} | {p50:>6.2f} | {p99:>6.2f} | {rps / plain_rps:>7.0%}")
     print(f"\nloadavg after: {os.getloadavg()}")
 
 

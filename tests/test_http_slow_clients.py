@@ -126,6 +126,18 @@ async def test_client_gone_mid_body_is_not_dispatched(gateway: str) -> None:
     assert after == before + 1  # the half-sent request never reached the handler
 
 
+@on_module_loop
+async def test_pipelined_requests_are_answered_in_order(gateway: str) -> None:
+    # Responses leave through the protocol's coalesced writes: none lost, none reordered.
+    async with _connect(gateway) as (reader, writer):
+        writer.write(b"POST /echo/a HTTP/1.1\r\nhost: t\r\ncontent-length: 3\r\n\r\none"
+                     b"POST /echo/b HTTP/1.1\r\nhost: t\r\ncontent-length: 3\r\n\r\ntwo"
+                     b"GET /healthz HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+        data, _ = await _read_until_closed(reader)
+    assert data.count(b"HTTP/1.1 200 ") == 3
+    assert data.index(b"echo:one") < data.index(b"echo:two") < data.index(b"\r\n\r\nok\n")
+
+
 def _build(table: str, listen: str, **extra: object) -> HttpTrigger:
     config = {"route": "/x", "component": "c", **extra}
     return build_http_trigger(config, context=TriggerContext(
