@@ -10,7 +10,7 @@ the same generator (bench/http_load.py, another process) with N keep-alive conne
 - gateway + Python: wasmgate's HTTP trigger and dispatcher, the handler a Python coroutine
   doing that work; the gap to plain is the gateway's own cost (event, dispatch, routing).
 - gateway + wasm: ``wasmgate`` serving examples/demo/handlers/hello (pooled instances).
-- plain, stock uvicorn: the plain app on uvicorn's own httptools protocol, to show what the
+- plain stock uvicorn: the plain app on uvicorn's own httptools protocol, to show what the
   gateway's protocol (slow-client deadlines, one send per response) costs or saves.
 
 Run: .venv/bin/python bench/bench_http.py   (builds the demo if needed; ~1 minute)
@@ -42,7 +42,7 @@ from bindings.types import Event, Response  # noqa: E402
 
 HELLO_WASM = ROOT / "examples/demo/build/hello.wasm"
 GREETING = "hello from wasm"
-TARGETS = ("plain ASGI", "gateway + Python", "gateway + wasm", "plain, stock uvicorn")
+TARGETS = ("plain ASGI", "gateway + Python", "gateway + wasm", "plain stock uvicorn")
 MANIFEST = """
 [application]
 name = "bench"
@@ -147,8 +147,15 @@ def _get(listen: str, path: str) -> bytes:
     return b"".join(chunks).split(b"\r\n\r\n", 1)[1]
 
 
-def measure(target: str, args: argparse.Namespace) -> tuple[Result, bytes]:
-    """Start ``target`` in its own process, load it, stop it; return the result and a body."""
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(target: str, args: argparse.Namespace) -> tuple[Result, float, bytes]:
+    """Start ``target`` in its own process, load it, stop it; return the load result, the
+    server's CPU µs per request (steadier than req/s on a shared machine) and a body."""
     listen = f"127.0.0.1:{_free_port()}"
     root = Path(tempfile.mkdtemp(prefix="bench-http-"))
     server = subprocess.Popen([sys.executable, __file__, "--serve", target, "--listen", listen,
@@ -163,12 +170,15 @@ def measure(target: str, args: argparse.Namespace) -> tuple[Result, bytes]:
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{target} server did not start") from None
                 time.sleep(0.1)
+        cpu_before = _cpu_seconds(server.pid)
         load = subprocess.run(
             [sys.executable, str(ROOT / "bench/http_load.py"), listen, "/hello",
              "--seconds", str(args.seconds), "--warmup", str(args.warmup),
              "--connections", str(args.connections)],
             check=True, capture_output=True, text=True)
-        return msgspec.json.decode(load.stdout, type=Result), body
+        result = msgspec.json.decode(load.stdout, type=Result)
+        cpu_us = (_cpu_seconds(server.pid) - cpu_before) / result.total * 1e6
+        return result, cpu_us, body
     finally:
         server.terminate()
         server.wait()
@@ -180,6 +190,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2, help="runs per server, interleaved")
+    parser.add_argument("--targets", default=",".join(TARGETS),
+                        help="comma-separated subset of: " + ", ".join(TARGETS))
     parser.add_argument("--serve", choices=TARGETS, help=argparse.SUPPRESS)
     parser.add_argument("--listen", help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
@@ -194,25 +206,36 @@ def main() -> None:
                             f"{os.environ['PATH']}"})
     print(f"loadavg before: {os.getloadavg()}  cores: {os.cpu_count()}  "
           f"connections: {args.connections}  {args.rounds} x {args.seconds}s per server")
-    results: dict[str, list[Result]] = {t: [] for t in TARGETS}
+    targets = [t.strip() for t in args.targets.split(",")]
+    if unknown := set(targets) - set(TARGETS):
+        raise SystemExit(f"unknown targets {sorted(unknown)}; known: {', '.join(TARGETS)}")
+    results: dict[str, list[Result]] = {t: [] for t in targets}
+    cpu: dict[str, list[float]] = {t: [] for t in targets}
     bodies = {}
     for _ in range(args.rounds):  # interleaved, so drift in machine load hits all alike
-        for target in TARGETS:
-            result, bodies[target] = measure(target, args)
+        for target in targets:
+            result, cpu_us, bodies[target] = measure(target, args)
             results[target].append(result)
+            cpu[target].append(cpu_us)
             print(f"  {target:<20} {result.rps:8.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
-                  f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}  "
+                  f"p99 {result.p99_ms:6.2f} ms  cpu {cpu_us:5.0f} µs/req  errors {result.errors}  "
                   f"loadavg {result.loadavg[0]:.2f}", flush=True)
     if len(set(bodies.values())) != 1:
         raise SystemExit(f"the servers answered differently: {bodies}")
+    if "plain ASGI" not in results:
+        raise SystemExit("the table compares against `plain ASGI`: include it in --targets")
     plain_rps = statistics.median(r.rps for r in results["plain ASGI"])
-    print(f"\n{'server':<20} | {'req/s':>7} | {'p50 ms':>6} | {'p99 ms':>6} | {'vs plain':>8}")
-    print("-" * 61)
+    plain_cpu = statistics.median(cpu["plain ASGI"])
+    print(f"\n{'server':<20} | {'req/s':>7} | {'p50 ms':>6} | {'p99 ms':>6} | "
+          f"{'req/s vs plain':>14} | {'CPU µs/req':>10} | {'plain/this CPU':>14}")
+    print("-" * 99)
     for target, runs in results.items():
         rps = statistics.median(r.rps for r in runs)
         p50 = statistics.median(r.p50_ms for r in runs)
         p99 = statistics.median(r.p99_ms for r in runs)
-        print(f"{target:<20} | {rps:>7.0f} | {p50:>6.2f} | {p99:>6.2f} | {rps / plain_rps:>7.0%}")
+        cpu_us = statistics.median(cpu[target])
+        print(f"{target:<20} | {rps:>7.0f} | {p50:>6.2f} | {p99:>6.2f} | "
+              f"{rps / plain_rps:>14.0%} | {cpu_us:>10.0f} | {plain_cpu / cpu_us:>14.0%}")
     print(f"\nloadavg after: {os.getloadavg()}")
 
 

@@ -25,18 +25,26 @@ class Result(msgspec.Struct):
     p99_ms: float
     requests: int
     errors: int
+    total: int  # responses over the whole run, warm-up included (to divide server CPU by)
     loadavg: tuple[float, float, float]
+
+
+class _Tally:
+    """What all connections record: latencies of 200s inside the window, other statuses."""
+
+    def __init__(self, window: tuple[float, float]) -> None:
+        self.window = window
+        self.latencies: list[float] = []
+        self.errors: list[bytes] = []
+        self.total = 0
 
 
 class _Connection(asyncio.Protocol):
     """Sends the request, waits for the whole response, records it, sends again."""
 
-    def __init__(self, request: bytes, window: tuple[float, float], latencies: list[float],
-                 errors: list[bytes], done: asyncio.Future[None]) -> None:
+    def __init__(self, request: bytes, tally: _Tally, done: asyncio.Future[None]) -> None:
         self.request = request
-        self.window = window
-        self.latencies = latencies
-        self.errors = errors
+        self.tally = tally
         self.done = done
         self.buffer = bytearray()
         self.sent_at = 0.0
@@ -67,12 +75,14 @@ class _Connection(asyncio.Protocol):
             return
         now = time.perf_counter()
         del self.buffer[:end + 4 + length]
-        start, stop = self.window
+        tally = self.tally
+        tally.total += 1
+        start, stop = tally.window
         if start <= self.sent_at and now <= stop:
             if head.startswith(b"http/1.1 200 "):
-                self.latencies.append(now - self.sent_at)
+                tally.latencies.append(now - self.sent_at)
             else:
-                self.errors.append(head.split(b"\r\n", 1)[0])
+                tally.errors.append(head.split(b"\r\n", 1)[0])
         if now < stop:
             self._send()
         elif not self.done.done():
@@ -90,28 +100,26 @@ async def run(address: str, path: str, *, seconds: float, connections: int,
     request = f"GET {path} HTTP/1.1\r\nhost: {address}\r\n\r\n".encode()
     loop = asyncio.get_running_loop()
     start = time.perf_counter() + warmup
-    window = (start, start + seconds)
-    latencies: list[float] = []
-    errors: list[bytes] = []
+    tally = _Tally((start, start + seconds))
     done: list[asyncio.Future[None]] = []
     transports = []
     for _ in range(connections):
         finished: asyncio.Future[None] = loop.create_future()
         transport, _protocol = await loop.create_connection(
-            functools.partial(_Connection, request, window, latencies, errors, finished),
+            functools.partial(_Connection, request, tally, finished),
             host, int(port))
         done.append(finished)
         transports.append(transport)
     await asyncio.gather(*done)
     for transport in transports:
         transport.close()
+    latencies = sorted(tally.latencies)
     if not latencies:
-        raise RuntimeError(f"no successful request in the window; errors: {errors[:3]}")
-    latencies.sort()
+        raise RuntimeError(f"no successful request in the window; errors: {tally.errors[:3]}")
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     return Result(rps=len(latencies) / seconds, p50_ms=statistics.median(latencies) * 1e3,
-                  p99_ms=p99 * 1e3, requests=len(latencies), errors=len(errors),
-                  loadavg=os.getloadavg())
+                  p99_ms=p99 * 1e3, requests=len(latencies), errors=len(tally.errors),
+                  total=tally.total, loadavg=os.getloadavg())
 
 
 def main() -> None:
