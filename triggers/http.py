@@ -169,6 +169,8 @@ class HttpServer:
             await _reply(send, 408, [("connection", "close")], b"request body took too long\n")
             return
         except _BodyTooLarge:
+            # Closing too: kept alive, the connection would go on reading (and discarding)
+            # an unread body of any size at any pace, outside every deadline.
             await _reply(send, 413, [("connection", "close")], b"request body too large\n")
             return
         if body is None:
