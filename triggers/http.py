@@ -5,14 +5,22 @@ under it). Every request becomes one event; the handler's response is the HTTP r
 Oversize bodies get 413, a handler timeout 504, any other handler failure 500 with a short
 body (details go to the log). ``/healthz`` answers 200 while the gateway runs.
 
-All ``[[trigger.http]]`` tables on one listen address share one uvicorn server.
+Slow clients are bounded so they cannot hold the gateway: the request line and headers must
+arrive within ``header-timeout-ms`` of the connection opening or the request's first byte
+(see :mod:`triggers.http_protocol`), the body within the route's ``body-timeout-ms`` after
+the headers, and an idle keep-alive connection is closed after ``keep-alive-timeout-ms``.
+A late request gets 408 and the connection is closed.
+
+All ``[[trigger.http]]`` tables on one listen address share one uvicorn server, so the
+connection-level limits (header and keep-alive timeouts) are per address: tables that set
+them must agree.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 import structlog
@@ -21,6 +29,7 @@ import uvicorn
 from bindings.types import Event, new_event_id, now_micros
 from gateway.errors import ConfigError
 from triggers.base import Dispatch, TriggerContext, decode_config, register
+from triggers.http_protocol import protocol_class
 
 log = structlog.get_logger("wasmgate.http")
 
@@ -35,15 +44,26 @@ class HttpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, renam
     methods: list[str] = msgspec.field(default_factory=lambda: ["GET", "POST", "PUT", "DELETE",
                                                                  "PATCH", "HEAD"])
     max_body_bytes: int = 1 << 20
+    # 30 s lets a 1 MB body arrive at ~35 KB/s; an upload route may want longer.
+    body_timeout_ms: Annotated[int, msgspec.Meta(gt=0)] = 30_000
+    # Per listen address (None: not set by this table; see _CONNECTION_DEFAULTS).
+    header_timeout_ms: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    keep_alive_timeout_ms: Annotated[int, msgspec.Meta(gt=0)] | None = None
+
+
+# Generous for any real client on a slow link, short enough that a slowloris client holds a
+# socket for seconds, not forever. Keep-alive is uvicorn's own default.
+_CONNECTION_DEFAULTS = {"header-timeout-ms": 10_000, "keep-alive-timeout-ms": 5_000}
 
 
 class _Route:
-    __slots__ = ("component", "config", "dispatch", "prefix", "wildcard")
+    __slots__ = ("body_timeout", "component", "config", "dispatch", "prefix", "wildcard")
 
     def __init__(self, config: HttpConfig, dispatch: Dispatch) -> None:
         self.config = config
         self.component = config.component
         self.dispatch = dispatch
+        self.body_timeout = config.body_timeout_ms / 1000
         self.wildcard = config.route.endswith("/...")
         self.prefix = config.route[:-4] if self.wildcard else config.route
 
@@ -51,6 +71,19 @@ class _Route:
         if self.wildcard:
             return path == self.prefix or path.startswith(self.prefix + "/")
         return path == self.prefix
+
+
+def uvicorn_config(
+    app: Any, listen: str, *,
+    header_timeout: float = _CONNECTION_DEFAULTS["header-timeout-ms"] / 1000,
+    keep_alive_timeout: float = _CONNECTION_DEFAULTS["keep-alive-timeout-ms"] / 1000,
+) -> uvicorn.Config:
+    """Return the uvicorn config every gateway listen address runs with (timeouts in s)."""
+    host, _, port = listen.rpartition(":")
+    return uvicorn.Config(app, host=host or "127.0.0.1", port=int(port), log_config=None,
+                          access_log=False, lifespan="off",
+                          http=protocol_class(header_timeout=header_timeout,
+                                              keep_alive_timeout=keep_alive_timeout))
 
 
 class HttpServer:
@@ -61,6 +94,8 @@ class HttpServer:
     def __init__(self, listen: str) -> None:
         self.listen = listen
         self.routes: list[_Route] = []
+        # connection-level setting -> (value, the trigger field that set it)
+        self._connection_limits: dict[str, tuple[int, str]] = {}
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -70,12 +105,29 @@ class HttpServer:
             cls._servers[listen] = cls(listen)
         return cls._servers[listen]
 
+    def set_connection_limits(self, config: HttpConfig, context: TriggerContext) -> None:
+        """Record the table's header/keep-alive timeouts; raise if another table disagrees."""
+        for name, value in (("header-timeout-ms", config.header_timeout_ms),
+                            ("keep-alive-timeout-ms", config.keep_alive_timeout_ms)):
+            if value is None:
+                continue
+            first, where = self._connection_limits.setdefault(name, (value, context.field))
+            if first != value:
+                raise ConfigError(
+                    f"{name} = {value} disagrees with {name} = {first} in {where}: both "
+                    f"routes are served on {self.listen}, which has one value; set it once",
+                    path=context.manifest_path, field=f"{context.field}.{name}")
+
+    def _connection_limit(self, name: str) -> float:
+        value, _ = self._connection_limits.get(name, (_CONNECTION_DEFAULTS[name], ""))
+        return value / 1000
+
     async def start(self) -> None:
         if self._task is not None:
             return
-        host, _, port = self.listen.rpartition(":")
-        config = uvicorn.Config(self, host=host or "127.0.0.1", port=int(port), log_config=None,
-                                access_log=False, lifespan="off", http="httptools")
+        config = uvicorn_config(
+            self, self.listen, header_timeout=self._connection_limit("header-timeout-ms"),
+            keep_alive_timeout=self._connection_limit("keep-alive-timeout-ms"))
         self._server = uvicorn.Server(config)
         # `_serve`, not `serve`: the gateway owns SIGINT/SIGTERM (stop every trigger, not
         # just HTTP), and uvicorn's `serve` would take the signal handlers over.
@@ -109,10 +161,20 @@ class HttpServer:
         if scope["method"] not in route.config.methods:
             await _reply(send, 405, [("allow", ", ".join(route.config.methods))], b"")
             return
-        body = await _read_body(receive, route.config.max_body_bytes)
-        if body is None:
-            await _reply(send, 413, [], b"request body too large\n")
+        try:
+            async with asyncio.timeout(route.body_timeout):
+                body = await _read_body(receive, route.config.max_body_bytes)
+        except TimeoutError:
+            # Closing, not keeping alive: the rest of the body may still be on its way.
+            await _reply(send, 408, [("connection", "close")], b"request body took too long\n")
             return
+        except _BodyTooLarge:
+            # Closing too: kept alive, the connection would go on reading (and discarding)
+            # an unread body of any size at any pace, outside every deadline.
+            await _reply(send, 413, [("connection", "close")], b"request body too large\n")
+            return
+        if body is None:
+            return  # the client left mid-body: nobody to answer, and a partial body is no event
         event = _event_for(scope, body)
         outcome = await route.dispatch(route.component, event)
         if outcome.response is not None:  # the handler answered, whatever the status
@@ -125,15 +187,22 @@ class HttpServer:
         await _reply(send, outcome.status, [], message)
 
 
+class _BodyTooLarge(Exception):
+    pass
+
+
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """Return the whole body, or None if the client disconnected before sending it all."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            return None
+            raise _BodyTooLarge
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
@@ -153,6 +222,9 @@ def _event_for(scope: Scope, body: bytes) -> Event:
 
 async def _reply(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
     raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    # Without a length uvicorn frames the body as chunked: extra bytes and parsing per reply.
+    if not any(k.lower() == b"content-length" for k, _ in raw):
+        raw.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
 
@@ -167,6 +239,7 @@ class HttpTrigger:
         self.config = config
         self.component = config.component
         self._server = HttpServer.on(context.listen)
+        self._server.set_connection_limits(config, context)
 
     async def start(self, dispatch: Dispatch) -> None:
         self._server.routes.append(_Route(self.config, dispatch))
