@@ -58,6 +58,10 @@ async def test_request_reaches_the_handler_and_back(gateway: str) -> None:
         assert r.content == b"echo:ping"
         assert r.headers["x-subject"] == "/echo/x"
         assert (await client.get(f"{gateway}/healthz")).status_code == 200
+        metrics = await client.get(f"{gateway}/metrics")
+        assert metrics.status_code == 200
+        assert 'wasmgate_events_total{component="echo",error_kind="",verdict="ack"}' in \
+            metrics.text
         assert (await client.get(f"{gateway}/other")).status_code == 404
 
 

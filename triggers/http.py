@@ -3,7 +3,8 @@
 Routes are exact (``/hello``) or wildcard (``/api/...`` matches ``/api`` and everything
 under it). Every request becomes one event; the handler's response is the HTTP response.
 Oversize bodies get 413, a handler timeout 504, any other handler failure 500 with a short
-body (details go to the log). ``/healthz`` answers 200 while the gateway runs.
+body (details go to the log). ``/healthz`` answers 200 while the gateway runs; ``/metrics``
+serves the Prometheus metrics (unless a route claims that path).
 
 Slow clients are bounded so they cannot hold the gateway: the request line and headers must
 arrive within ``header-timeout-ms`` of the connection opening or the request's first byte
@@ -27,6 +28,7 @@ import structlog
 import uvicorn
 
 from bindings.types import Event, new_event_id, now_micros
+from gateway import metrics
 from gateway.errors import ConfigError
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.http_protocol import protocol_class
@@ -153,6 +155,10 @@ class HttpServer:
         path: str = scope["path"]
         if path == "/healthz":
             await _reply(send, 200, [], b"ok\n")
+            return
+        if path == "/metrics" and not any(r.matches(path) for r in self.routes):
+            await _reply(send, 200, [("content-type", "text/plain; version=0.0.4")],
+                         metrics.render().encode())
             return
         route = next((r for r in self.routes if r.matches(path)), None)
         if route is None:
