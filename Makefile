@@ -8,8 +8,16 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[dev,brokers]'
 	touch $@
 
+# The JavaScript handler toolchain (componentize-js, pinned by bindings/js/package-lock.json).
+# Skipped with a note where node is absent: only JS handlers need it.
+JS_TOOLCHAIN := bindings/js/node_modules/.package-lock.json
+$(JS_TOOLCHAIN): bindings/js/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix bindings/js --no-audit --no-fund && touch $@; \
+	else echo "npm not found: skipping bindings/js (JavaScript handlers will not build)"; fi
+
 .PHONY: install test demo lint
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(JS_TOOLCHAIN)
 
 test: install
 	$(PY) -m pytest -q
