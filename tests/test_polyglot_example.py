@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from bindings import WIT_DIR
+from bindings import SDK_DIR, WIT_DIR
 from bindings.js import TOOLCHAIN_DIR, toolchain_problem
 from gateway.cli import main
 from gateway.errors import ConfigError
@@ -38,6 +38,7 @@ def _built_example(monkeypatch: pytest.MonkeyPatch) -> Path:
     of the handlers, the WIT and the JS toolchain lock."""
     digest = hashlib.sha256()
     inputs = sorted([*(EXAMPLE / "handlers").rglob("app.*"), EXAMPLE / "wasmgate.toml",
+                     *SDK_DIR.glob("*.py"),
                      *WIT_DIR.glob("*.wit"), TOOLCHAIN_DIR / "package-lock.json"])
     for path in inputs:
         digest.update(str(path.relative_to(EXAMPLE.parents[1])).encode() + path.read_bytes())
@@ -48,9 +49,9 @@ def _built_example(monkeypatch: pytest.MonkeyPatch) -> Path:
             if os.environ.get("CI"):
                 pytest.fail(f"JavaScript toolchain missing in CI: {problem}")
             pytest.skip(f"the JavaScript worker cannot be built here: {problem}")
-        # Built in place: the api's build command finds the WIT by a path relative to the
-        # repository. Build commands call componentize-py and `python -m bindings.js`: this
-        # venv's. Outputs land in examples/polyglot/build/ (git-ignored).
+        # Built in place with the example's own build commands (`wasmgate componentize` and
+        # `python -m bindings.js`, from this venv). Outputs land in examples/polyglot/build/
+        # (git-ignored).
         monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}"
                                    f"{os.environ['PATH']}")
         assert main(["build", str(EXAMPLE / "wasmgate.toml")]) == 0

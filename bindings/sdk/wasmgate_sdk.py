@@ -44,6 +44,7 @@ from wit_world import WitWorld as _WitWorldProtocol
 from wit_world.imports import config as _config
 from wit_world.imports import kv as _kv
 from wit_world.imports import log as _log
+from wit_world.imports import publish as _publish
 from wit_world.imports import types as _types
 
 Pairs = list[tuple[str, str]]
@@ -375,6 +376,18 @@ def variable(name: str, default: str | None = None) -> str | None:
     return default if value is None else value
 
 
+def publish(broker: str, destination: str, body: bytes | str, *, key: bytes | str | None = None,
+            headers: Iterable[tuple[str, str]] | Mapping[str, str] = ()) -> str:
+    """Publish to ``destination`` on ``[brokers.<broker>]`` and return the broker's receipt
+    once it confirmed (see docs/capabilities.md for destination forms). Needs a grant in the
+    component's ``publish`` list; a refusal or a failure raises :class:`HostError`."""
+    data = body.encode() if isinstance(body, str) else bytes(body)
+    raw_key = key.encode() if isinstance(key, str) else key
+    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+    message = _publish.Message(broker, destination, raw_key, pairs, data)
+    return _host(lambda: _publish.send(message), f"publish {broker}:{destination}")
+
+
 class _Log:
     """Lines into the gateway's structured log, with the component and event id bound."""
 
@@ -419,5 +432,6 @@ __all__ = [
     "handler",
     "kv",
     "log",
+    "publish",
     "variable",
 ]
