@@ -46,7 +46,12 @@ from bindings.types import Event
 from gateway.dispatch import Outcome, Verdict
 from gateway.errors import BrokerError, ConfigError
 from gateway.manifest import BrokerSpec
-from triggers.amqp_messages import dead_letter_message, event_from_message, reply_message
+from triggers.amqp_messages import (
+    dead_letter_message,
+    delivery_count,
+    event_from_message,
+    reply_message,
+)
 from triggers.amqp_topology import ExchangeKind, QueueType, dead_letter_routing_key, declare
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.delivery import (
@@ -104,6 +109,7 @@ class _Session:
     confirm_timeout_s: float
     publisher: AbstractChannel | None = None
     consumer_tag: str | None = None
+    lost_reason: str | None = None
     inbox: asyncio.Queue[AbstractIncomingMessage | None] = field(
         default_factory=asyncio.Queue)
     _exchanges: dict[str, AbstractExchange] = field(default_factory=dict)
@@ -236,6 +242,7 @@ class AmqpTrigger:
     async def _intake(self, session: _Session) -> None:
         """Consume until the connection or channel closes (raises BrokerError then)."""
         def lost(_sender: Any, exc: BaseException | None = None) -> None:
+            session.lost_reason = session.lost_reason or (describe(exc) if exc else "closed")
             session.inbox.put_nowait(None)
 
         session.connection.close_callbacks.add(lost)
@@ -253,7 +260,8 @@ class AmqpTrigger:
         while True:
             message = await session.inbox.get()
             if message is None:
-                raise BrokerError(f"AMQP connection to {redact(self.spec.url)} closed")
+                raise BrokerError(f"AMQP connection to {redact(self.spec.url)} lost: "
+                                  f"{session.lost_reason}")
             event = event_from_message(message, broker=self.config.broker,
                                        queue=self.config.queue,
                                        key_header=self.config.key_header)
@@ -265,7 +273,13 @@ class AmqpTrigger:
     async def _handle(self, session: _Session, message: AbstractIncomingMessage,
                       event: Event) -> None:
         assert self._dispatch is not None
-        outcome = await self._dispatch(self.component, event)
+        count = delivery_count(message)
+        if count > self.retry_policy.max_attempts:
+            # Handed out that often and never settled: it kills or hangs the gateway
+            # (a crash, a hard stop each time). Running it again would do that again.
+            outcome = _exhausted(count)
+        else:
+            outcome = await self._dispatch(self.component, event)
         try:
             await self._settle(session, message, event, outcome)
         except Exception as exc:
@@ -351,6 +365,12 @@ class AmqpTrigger:
             except Exception as exc:
                 log.info("could not requeue a message; the broker will at close",
                          error=describe(exc))
+
+
+def _exhausted(count: int) -> Outcome:
+    return Outcome(verdict=Verdict.DEAD_LETTER, error_kind="redelivery", attempts=count - 1,
+                   error=f"delivered {count} times without an outcome (the gateway stopped "
+                         "or crashed during every attempt); max-attempts reached")
 
 
 async def _close_quietly(connection: AbstractConnection) -> None:
