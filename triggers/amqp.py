@@ -1,0 +1,447 @@
+"""The AMQP trigger: consume a RabbitMQ queue, call a component per message, settle.
+
+Each ``[[trigger.amqp]]`` table names a ``queue`` on a ``[brokers.<name>]`` of kind
+``amqp``. Delivery semantics (see docs/triggers/amqp.md):
+
+* **At least once.** Manual acks; a message is acked only after its outcome is settled
+  (handled, replied to, or dead-lettered with a publisher confirm). Whatever is unacked
+  when a connection drops or the gateway dies is requeued by the broker.
+* **Prefetch = concurrency.** The broker never hands this consumer more unacked messages
+  than ``concurrency``; a slow handler pushes back on the broker, not on memory.
+* **Retries in process.** A failed attempt is retried here after the backoff, the message
+  held unacked, so its key's lane (and the queue's order) is kept and nothing is ever in
+  a second place. The attempt number survives a redelivery through the quorum queue's
+  ``x-delivery-count``.
+* **Dead letters are published, not rejected.** After the last attempt (or at once on a
+  4xx) a copy with the original headers plus ``wasmgate-dead-letter-*`` goes to the
+  ``dead-letter`` exchange, confirmed, and only then is the original acked. Without
+  ``dead-letter`` the message is rejected (``requeue=false``), so a DLX policy on the
+  queue, if any, takes it.
+* **Reply-to.** A message with ``reply_to`` gets the handler's response (status in the
+  ``wasmgate-status`` header, same ``correlation_id``), confirmed before the ack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ssl
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import aio_pika
+import aiormq
+import msgspec
+import structlog
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
+from yarl import URL
+
+from bindings.types import Event
+from gateway.dispatch import Outcome, Verdict
+from gateway.errors import BrokerError, ConfigError
+from gateway.manifest import BrokerSpec
+from triggers.amqp_messages import (
+    dead_letter_message,
+    delivery_count,
+    event_from_message,
+    reply_message,
+)
+from triggers.amqp_topology import ExchangeKind, QueueType, dead_letter_routing_key, declare
+from triggers.base import Dispatch, TriggerContext, decode_config, register
+from triggers.delivery import (
+    BrokerTriggerConfig,
+    ConnectionWatch,
+    OrderedLanes,
+    Positive,
+    describe,
+    is_dead_letter,
+    lane_key,
+    redact,
+)
+
+log = structlog.get_logger("wasmgate.amqp")
+
+FieldValue = str | int | float | bool
+
+
+class AmqpConfig(BrokerTriggerConfig, kw_only=True, forbid_unknown_fields=True,
+                 rename="kebab"):
+    """The schema of one ``[[trigger.amqp]]`` table (plus the shared broker fields)."""
+
+    queue: str
+    # Declare queue, exchange, bindings and dead-letter exchange (idempotent). False: they
+    # must exist already (checked passively at every connect).
+    declare: bool = True
+    queue_type: QueueType = "quorum"
+    queue_arguments: dict[str, FieldValue] = msgspec.field(default_factory=dict)
+    exchange: str | None = None
+    exchange_type: ExchangeKind = "direct"
+    binding_keys: list[str] = msgspec.field(default_factory=list)
+    # Header holding the ordering key; by default the routing key is the key.
+    key_header: str | None = None
+    dead_letter_routing_key: str | None = None
+    dead_letter_exchange_type: ExchangeKind = "direct"
+    # Declared and bound to the dead-letter exchange so dead letters always have a route.
+    dead_letter_queue: str | None = None
+    confirm_timeout_ms: Positive = 10_000
+    # How long stop() lets in-flight events finish before abandoning them to redelivery.
+    drain_timeout_ms: Positive = 30_000
+
+
+@dataclass
+class _Session:
+    """One live connection: the consuming channel and the confirming publisher channel.
+
+    A message is settled through the session it arrived on: after a reconnect its delivery
+    tag means nothing, and publishing its reply or dead letter on the new connection and
+    then failing to ack it would only duplicate the publish.
+    """
+
+    connection: AbstractConnection
+    consumer: AbstractChannel
+    queue: AbstractQueue
+    confirm_timeout_s: float
+    publisher: AbstractChannel | None = None
+    consumer_tag: str | None = None
+    lost_reason: str | None = None
+    inbox: asyncio.Queue[AbstractIncomingMessage | None] = field(
+        default_factory=asyncio.Queue)
+    _exchanges: dict[str, AbstractExchange] = field(default_factory=dict)
+    _publisher_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def publish(self, exchange: str, routing_key: str, message: aio_pika.Message,
+                      *, mandatory: bool) -> None:
+        """Publish and wait for the broker's confirm; raises if it is not confirmed
+        (nack, unroutable with ``mandatory``, timeout, channel or connection gone)."""
+        channel = await self._publisher_channel()
+        target = self._exchanges.get(exchange)
+        if target is None:
+            target = (channel.default_exchange if exchange == ""
+                      else await channel.get_exchange(exchange, ensure=False))
+            self._exchanges[exchange] = target
+        await target.publish(message, routing_key, mandatory=mandatory,
+                             timeout=self.confirm_timeout_s)
+
+    async def _publisher_channel(self) -> AbstractChannel:
+        # Reopened lazily: a publish to a deleted exchange closes the channel (404), which
+        # must not end the consumer's channel or the connection.
+        async with self._publisher_lock:
+            if self.publisher is None or self.publisher.is_closed:
+                if self.connection.is_closed:
+                    raise BrokerError("the AMQP connection is closed")
+                self.publisher = await self.connection.channel(publisher_confirms=True,
+                                                               on_return_raises=True)
+                self._exchanges.clear()
+            return self.publisher
+
+
+class AmqpTrigger:
+    """One ``[[trigger.amqp]]`` table: consumes ``queue`` into ``component``."""
+
+    kind: ClassVar[str] = "amqp"
+    # The dispatcher retries while the message is held unacked (see the module docstring).
+    retry_in_process: ClassVar[bool] = True
+
+    def __init__(self, config: AmqpConfig, context: TriggerContext) -> None:
+        self.config = config
+        self.component = config.component
+        self.retry_policy = config.retry_policy
+        self.spec: BrokerSpec = context.broker(config.broker)
+        self.ready = asyncio.Event()  # set while consuming; cleared when the link is down
+        self._watch = ConnectionWatch(f"amqp:{config.queue}", config.broker, self.spec)
+        self._lanes = OrderedLanes(config.concurrency)
+        self._dispatch: Dispatch | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._session: _Session | None = None
+        self._stopping = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, dispatch: Dispatch) -> None:
+        """Spawn the connect-and-consume loop and return (a broker that is down at start
+        is retried with backoff; ``ready`` is set once consuming)."""
+        if self._task is not None:
+            raise RuntimeError(f"amqp trigger for queue {self.config.queue!r} already started")
+        self._dispatch = dispatch
+        self._task = asyncio.create_task(self._run(), name=f"amqp:{self.config.queue}")
+
+    async def stop(self) -> None:
+        """Stop deliveries, requeue what was not started, let in-flight events finish and
+        settle (bounded by ``drain-timeout-ms``), then close the connection."""
+        self._stopping = True
+        self.ready.clear()
+        session = self._session
+        if session is not None:
+            await self._cancel_consumer(session)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if session is not None:
+            await self._requeue_unstarted(session)
+        try:
+            await asyncio.wait_for(self._lanes.drain(), self.config.drain_timeout_ms / 1000)
+        except TimeoutError:
+            log.warning("in-flight events did not finish in time; the broker redelivers them",
+                        queue=self.config.queue, abandoned=self._lanes.in_flight)
+            await self._lanes.cancel()
+        if session is not None:
+            # Anything still unacked goes back to the queue when the connection closes.
+            await _close_quietly(session.connection)
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                session = await self._open()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._watch.down(exc)
+                continue
+            self._session = session
+            try:
+                await self._intake(session)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.ready.clear()
+                if self._stopping:
+                    return
+                # In-flight events of this session keep running; their settle calls fail
+                # and the broker redelivers them on the next connection.
+                await _close_quietly(session.connection)
+                await self._watch.down(exc)
+
+    async def _open(self) -> _Session:
+        connection = await aio_pika.connect(
+            connection_url(self.spec), ssl_context=ssl_context(self.spec),
+            timeout=self.spec.connect_timeout_ms / 1000,
+            client_properties={"connection_name":
+                               f"wasmgate {self.component} <- {self.config.queue}"})
+        try:
+            channel = await connection.channel(publisher_confirms=False)
+            # Prefetch is the concurrency: the broker stops delivering at that many unacked.
+            await channel.set_qos(prefetch_count=self.config.concurrency)
+            try:
+                queue = await declare(channel, self.config)
+            except aiormq.exceptions.ChannelClosed as exc:
+                raise BrokerError(_topology_hint(self.config, exc)) from exc
+            session = _Session(connection, channel, queue, self.config.confirm_timeout_ms / 1000)
+            # Fail at connect, not at the first dead letter, if the publisher cannot open.
+            await session._publisher_channel()
+        except BaseException:
+            await _close_quietly(connection)
+            raise
+        return session
+
+    async def _intake(self, session: _Session) -> None:
+        """Consume until the connection or channel closes (raises BrokerError then)."""
+        def lost(_sender: Any, exc: BaseException | None = None) -> None:
+            session.lost_reason = session.lost_reason or (describe(exc) if exc else "closed")
+            session.inbox.put_nowait(None)
+
+        session.connection.close_callbacks.add(lost)
+        session.consumer.close_callbacks.add(lost)
+
+        async def deliver(message: AbstractIncomingMessage) -> None:
+            # Called in delivery order; the queue keeps that order for the loop below.
+            session.inbox.put_nowait(message)
+
+        session.consumer_tag = await session.queue.consume(deliver, no_ack=False)
+        self._watch.up()
+        self.ready.set()
+        log.info("consuming", queue=self.config.queue, component=self.component,
+                 prefetch=self.config.concurrency)
+        while True:
+            message = await session.inbox.get()
+            if message is None:
+                raise BrokerError(f"AMQP connection to {redact(self.spec.url)} lost: "
+                                  f"{session.lost_reason}")
+            event = event_from_message(message, broker=self.config.broker,
+                                       queue=self.config.queue,
+                                       key_header=self.config.key_header)
+            key = lane_key(self.config.ordering, event.key, self.config.queue)
+            await self._lanes.submit(key, functools.partial(self._handle, session, message, event))
+
+    # -- one message --------------------------------------------------------------------
+
+    async def _handle(self, session: _Session, message: AbstractIncomingMessage,
+                      event: Event) -> None:
+        assert self._dispatch is not None
+        count = delivery_count(message)
+        if count > self.retry_policy.max_attempts:
+            # Handed out that often and never settled: it kills or hangs the gateway
+            # (a crash, a hard stop each time). Running it again would do that again.
+            outcome = _exhausted(count)
+        else:
+            outcome = await self._dispatch(self.component, event)
+        try:
+            await self._settle(session, message, event, outcome)
+        except Exception as exc:
+            # Unacked: the broker redelivers it when this connection ends.
+            log.warning("could not settle message; it will be redelivered",
+                        queue=self.config.queue, event_id=event.id, verdict=outcome.verdict.value,
+                        error=describe(exc))
+
+    async def _settle(self, session: _Session, message: AbstractIncomingMessage,
+                      event: Event, outcome: Outcome) -> None:
+        if outcome.verdict is Verdict.ACK:
+            await self._reply(session, message, outcome)
+            await message.ack()
+        elif is_dead_letter(outcome):
+            await self._reply(session, message, outcome)
+            await self._dead_letter(session, message, event, outcome)
+        else:
+            # Only reachable with a broker-side retry policy (retry_in_process = False).
+            await asyncio.sleep(outcome.retry_delay_s or 0)
+            await message.nack(requeue=True)
+
+    async def _reply(self, session: _Session, message: AbstractIncomingMessage,
+                     outcome: Outcome) -> None:
+        if not message.reply_to:
+            return
+        try:
+            await session.publish("", message.reply_to, reply_message(message, outcome),
+                                  mandatory=True)
+        except aiormq.exceptions.PublishError:
+            # The requester's queue is gone (it gave up); the work itself is done.
+            log.warning("reply-to queue does not exist; reply dropped",
+                        queue=self.config.queue, reply_to=message.reply_to,
+                        correlation_id=message.correlation_id)
+
+    async def _dead_letter(self, session: _Session, message: AbstractIncomingMessage,
+                           event: Event, outcome: Outcome) -> None:
+        fields = {"queue": self.config.queue, "event_id": event.id,
+                  "attempts": outcome.attempts, "status": outcome.status,
+                  "error": outcome.error}
+        exchange = self.config.dead_letter
+        if exchange is None:
+            log.warning("dead letter rejected to the queue's own dead-letter policy "
+                        "(no dead-letter exchange configured)", **fields)
+            await message.reject(requeue=False)
+            return
+        routing_key = dead_letter_routing_key(self.config)
+        try:
+            await session.publish(exchange, routing_key,
+                                  dead_letter_message(message, event, outcome, self.component),
+                                  mandatory=True)
+        except (aiormq.exceptions.AMQPError, BrokerError, TimeoutError) as exc:
+            # Never ack what has not safely arrived elsewhere: requeue after a pause (the
+            # next delivery counts as a later attempt, so it comes straight back here).
+            log.error("dead letter not confirmed; message requeued", exchange=exchange,
+                      routing_key=routing_key, reason=describe(exc), **fields)
+            await asyncio.sleep(min(5.0, self.config.max_backoff_ms / 1000))
+            await message.nack(requeue=True)
+            return
+        log.warning("message dead-lettered", exchange=exchange, routing_key=routing_key,
+                    **fields)
+        await message.ack()
+
+    # -- stop helpers -------------------------------------------------------------------
+
+    async def _cancel_consumer(self, session: _Session) -> None:
+        if session.consumer_tag is None or session.consumer.is_closed:
+            return
+        try:
+            await session.queue.cancel(session.consumer_tag)
+        except Exception as exc:
+            log.info("could not cancel the consumer", queue=self.config.queue,
+                     error=describe(exc))
+
+    async def _requeue_unstarted(self, session: _Session) -> None:
+        """Hand back messages received but not started, so other consumers get them now
+        rather than when the connection closes."""
+        while not session.inbox.empty():
+            message = session.inbox.get_nowait()
+            if message is None or session.consumer.is_closed:
+                continue
+            try:
+                await message.nack(requeue=True)
+            except Exception as exc:
+                log.info("could not requeue a message; the broker will at close",
+                         error=describe(exc))
+
+
+def _exhausted(count: int) -> Outcome:
+    return Outcome(verdict=Verdict.DEAD_LETTER, error_kind="redelivery", attempts=count - 1,
+                   error=f"delivered {count} times without an outcome (the gateway stopped "
+                         "or crashed during every attempt); max-attempts reached")
+
+
+async def _close_quietly(connection: AbstractConnection) -> None:
+    try:
+        await connection.close()
+    except Exception as exc:
+        log.debug("error closing AMQP connection", error=describe(exc))
+
+
+def connection_url(spec: BrokerSpec) -> str:
+    """The broker URL with the manifest's ``username`` / ``password`` applied."""
+    url = URL(spec.url)
+    if spec.username is not None:
+        url = url.with_user(spec.username)
+    if spec.password is not None:
+        url = url.with_password(spec.password)
+    return str(url)
+
+
+def ssl_context(spec: BrokerSpec) -> ssl.SSLContext | None:
+    """A TLS context from ``[brokers.<name>.tls]`` (None: plain TCP, or the URL's amqps)."""
+    tls = spec.tls
+    if tls is None:
+        return None
+    context = ssl.create_default_context(cafile=tls.ca_file)
+    if tls.cert_file:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _topology_hint(config: AmqpConfig, exc: aiormq.exceptions.ChannelClosed) -> str:
+    if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
+        return (f"{describe(exc)}: with declare = false the queue {config.queue!r} and the "
+                "dead-letter exchange must exist; create them or set declare = true")
+    if isinstance(exc, aiormq.exceptions.ChannelPreconditionFailed):
+        return (f"{describe(exc)}: an existing queue or exchange was declared with other "
+                "settings; match queue-type / queue-arguments / exchange-type to it, or set "
+                "declare = false to use it as it is")
+    return describe(exc)
+
+
+def _validate(config: AmqpConfig, context: TriggerContext) -> None:
+    def fail(field_name: str, message: str) -> ConfigError:
+        return ConfigError(message, path=context.manifest_path,
+                           field=f"{context.field}.{field_name}")
+
+    if not config.queue:
+        raise fail("queue", "queue must name a queue (the server-named empty queue would be "
+                            "lost on reconnect)")
+    if config.declare and config.queue.startswith("amq."):
+        raise fail("queue", f"queue {config.queue!r}: names starting with 'amq.' are "
+                            "reserved by the broker; choose another name or set declare = false")
+    if config.exchange == "":
+        raise fail("exchange", "the default exchange already routes by queue name; leave "
+                               "`exchange` out to consume what is published to it")
+    if config.dead_letter == "" and dead_letter_routing_key(config) == config.queue:
+        raise fail("dead-letter-routing-key",
+                   "dead-letter = \"\" (the default exchange) would route dead letters back "
+                   "into the queue itself; set dead-letter-queue or dead-letter-routing-key")
+
+
+def build(config: dict[str, Any], *, context: TriggerContext) -> AmqpTrigger:
+    """Build an :class:`AmqpTrigger` from one raw ``[[trigger.amqp]]`` table."""
+    decoded = decode_config(config, AmqpConfig, context)
+    _validate(decoded, context)
+    return AmqpTrigger(decoded, context)
+
+
+register("amqp", build)
+
+__all__ = ["AmqpConfig", "AmqpTrigger", "build", "connection_url", "ssl_context"]
