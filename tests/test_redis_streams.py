@@ -153,3 +153,20 @@ async def test_a_missing_group_is_reported_with_the_fix_and_picked_up_once_creat
                                  what="intake after the group appeared")
     finally:
         await harness.client.delete(stream)
+
+
+async def test_an_entry_deleted_during_its_backoff_is_dropped_not_retried(
+        harness: RedisStreamsHarness, gateway: Gateway) -> None:
+    gateway.write(**{"max-attempts": 5, "initial-backoff-ms": 1500, "max-backoff-ms": 1500})
+    async with gateway.running():
+        await harness.publish(message("trimmed", "err"))
+        await wait_until(lambda: gateway.count("runs", "trimmed") == 1, what="attempt 1")
+        [(entry_id, _)] = await harness.client.xrange(harness.stream)
+        await harness.client.xdel(harness.stream, entry_id)  # XTRIM / XDEL by an operator
+        for _ in range(100):
+            if await _pending(harness) == 0:
+                break
+            await asyncio.sleep(0.1)
+    assert gateway.count("runs", "trimmed") == 1
+    assert await _pending(harness) == 0
+    assert await harness.read_dead_letters() == []
