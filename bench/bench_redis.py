@@ -1,0 +1,231 @@
+"""Redis Streams end to end: the gateway with a Wasm handler against the raw redis-py loop
+and FastStream with the same (trivial) handler in plain Python.
+
+Each contender gets a fresh stream and consumer group on the shared Redis and the same
+messages (``BENCH_N`` entries of ``BENCH_SIZE`` bytes):
+
+* **throughput**: the entries are loaded first, then the consumer starts; events/s is the
+  count over the time from consumer start to the last one acked.
+* **latency**: with the consumer running, ``BENCH_LAT_N`` entries are published at
+  ``BENCH_LAT_RATE``/s; latency is publish (before XADD) to acked (raw, gateway: after
+  XACK returns) or to handler done (FastStream acks right after; that favours it slightly).
+
+Contenders, all in this one process, one at a time:
+
+* raw: XREADGROUP (COUNT 32, BLOCK 1000) and one XACK per batch; no handler.
+* FastStream 0.7: ``StreamSub`` with a group, its default ack policy (ack after the
+  handler), an ``async def`` handler that does what the Wasm one does.
+* gateway: ``[[trigger.redis-streams]]`` (concurrency 16, ordering "none") into the echo
+  component (``tests/fixtures/handlers/echo``, componentize-py, pooled instances).
+
+Run: .venv/bin/python bench/bench_redis.py   (prints the table; numbers go in BENCHMARKS.md)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from faststream.redis import RedisBroker, RedisStreamMessage, StreamSub
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gateway.app import App
+from tests.fixtures.build import build_handler
+from triggers.redis_streams import RedisStreamsTrigger
+
+URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+N = int(os.environ.get("BENCH_N", "3000"))
+SIZE = int(os.environ.get("BENCH_SIZE", "256"))
+LAT_N = int(os.environ.get("BENCH_LAT_N", "300"))
+LAT_RATE = float(os.environ.get("BENCH_LAT_RATE", "200"))
+GROUP = "bench"
+PAYLOAD = b"x" * SIZE
+
+
+class Run:
+    """What one contender reports: done times per entry id, and when to stop waiting."""
+
+    def __init__(self) -> None:
+        self.done: dict[bytes, float] = {}
+        self.finished = asyncio.Event()
+        self.expect = 0
+
+    def mark(self, entry_id: bytes) -> None:
+        self.done[entry_id] = time.perf_counter()
+        if len(self.done) >= self.expect:
+            self.finished.set()
+
+
+Step = Callable[[], Awaitable[None]]
+# consumer(stream, run) prepares (loads, compiles, connects nothing yet) and returns
+# (start, stop): the clock runs from start() on.
+Consumer = Callable[[str, Run], Awaitable[tuple[Step, Step]]]
+
+
+async def load(client: aioredis.Redis, stream: str, n: int) -> None:
+    for start in range(0, n, 500):
+        async with client.pipeline(transaction=False) as pipe:
+            for _ in range(start, min(n, start + 500)):
+                pipe.xadd(stream, {"data": PAYLOAD})
+            await pipe.execute()
+
+
+async def measure(name: str, consumer: Consumer, client: aioredis.Redis) -> dict[str, Any]:
+    stream = f"bench-{name}-{uuid.uuid4().hex[:8]}"
+    await client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    try:
+        await load(client, stream, N)
+        run = Run()
+        run.expect = N
+        start, stop = await consumer(stream, run)
+        t0 = time.perf_counter()
+        await start()
+        await asyncio.wait_for(run.finished.wait(), 600)
+        elapsed = max(run.done.values()) - t0
+        # Latency: paced publishing while the consumer runs.
+        run.done.clear()
+        run.finished.clear()
+        run.expect = LAT_N
+        published: dict[bytes, float] = {}
+        for _ in range(LAT_N):
+            t = time.perf_counter()
+            published[await client.xadd(stream, {"data": PAYLOAD})] = t
+            await asyncio.sleep(max(0.0, 1 / LAT_RATE - (time.perf_counter() - t)))
+        await asyncio.wait_for(run.finished.wait(), 120)
+        await stop()
+    finally:
+        await client.delete(stream)
+    latencies = sorted((run.done[i] - t) * 1000 for i, t in published.items())
+    return {"rate": N / elapsed, "p50": statistics.median(latencies),
+            "p99": latencies[int(0.99 * (len(latencies) - 1))]}
+
+
+async def raw_consumer(stream: str, run: Run) -> tuple[Step, Step]:
+    client = aioredis.Redis.from_url(URL)
+
+    async def loop() -> None:
+        while True:
+            reply = await client.xreadgroup(GROUP, "raw", {stream: ">"}, count=32, block=1000)
+            ids = [entry_id for _, entries in reply or [] for entry_id, _ in entries]
+            if ids:
+                await client.xack(stream, GROUP, *ids)
+                for entry_id in ids:
+                    run.mark(entry_id)
+
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
+        tasks.append(asyncio.create_task(loop()))
+
+    async def stop() -> None:
+        tasks[0].cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await client.aclose()
+    return start, stop
+
+
+async def faststream_consumer(stream: str, run: Run) -> tuple[Step, Step]:
+    broker = RedisBroker(URL, logger=None)
+
+    @broker.subscriber(stream=StreamSub(stream, group=GROUP, consumer="fs", max_records=32,
+                                        polling_interval=1000))
+    async def handle(msg: RedisStreamMessage) -> bytes:
+        # What the echo component does: read the event, answer with its data.
+        body = b"echo:" + msg.body
+        run.mark(msg.raw_message["message_ids"][0])
+        return body
+
+    async def stop() -> None:
+        await broker.stop()
+    return broker.start, stop
+
+
+async def gateway_consumer(stream: str, run: Run) -> tuple[Step, Step]:
+    directory = Path(tempfile.mkdtemp(prefix="bench-redis-"))
+    manifest = directory / "wasmgate.toml"
+    manifest.write_text(f"""
+[application]
+name = "bench-redis"
+
+[brokers.r]
+kind = "redis"
+url = "{URL}"
+
+[component.echo]
+source = "{build_handler('echo')}"
+isolation = "pooled"
+max-instances = 8
+
+[[trigger.redis-streams]]
+component = "echo"
+broker = "r"
+stream = "{stream}"
+group = "{GROUP}"
+concurrency = 16
+ordering = "none"
+batch-size = 32
+""")
+    app = App.load(manifest)
+    [trigger] = app.triggers
+    assert isinstance(trigger, RedisStreamsTrigger)
+
+    async def start() -> None:
+        await app.start()
+        # Done = after XACK returns, observed by wrapping the trigger's settle client
+        # (created by start(); the first XREADGROUP round trip is still ahead of any XACK).
+        writer = trigger._writer
+        assert writer is not None
+        xack = writer.xack
+
+        async def timed_xack(name: Any, group: Any, *ids: Any) -> Any:
+            result = await xack(name, group, *ids)
+            for entry_id in ids:
+                run.mark(entry_id)
+            return result
+
+        writer.xack = timed_xack  # type: ignore[method-assign]
+
+    async def stop() -> None:
+        await app.stop()
+    return start, stop
+
+
+async def main() -> None:
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    logging.getLogger("faststream").setLevel(logging.WARNING)
+    build_handler("echo")
+    client = aioredis.Redis.from_url(URL)
+    results: dict[str, dict[str, Any]] = {}
+    for name, consumer in (("raw", raw_consumer), ("faststream", faststream_consumer),
+                           ("gateway", gateway_consumer)):
+        results[name] = await measure(name, consumer, client)
+        print(f"{name}: {results[name]}", file=sys.stderr)
+    await client.aclose()
+    raw, fs, gw = results["raw"], results["faststream"], results["gateway"]
+    load1, load5, _ = os.getloadavg()
+    print(f"\nRedis Streams, {N} entries of {SIZE} B (latency: {LAT_N} at {LAT_RATE:.0f}/s); "
+          f"load average {load1:.2f} / {load5:.2f} (1 / 5 min), {os.cpu_count()} cores\n")
+    print("| contender | events/s | p50 ms | p99 ms |")
+    print("|---|---:|---:|---:|")
+    for label, r in (("raw redis-py loop (no handler)", raw),
+                     ("FastStream 0.7, plain Python handler", fs),
+                     ("wasmgate, Wasm handler", gw)):
+        print(f"| {label} | {r['rate']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} |")
+    print(f"\ngateway/raw: {gw['rate'] / raw['rate']:.2f}x   "
+          f"gateway/FastStream: {gw['rate'] / fs['rate']:.2f}x (aim: >= 0.50x)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

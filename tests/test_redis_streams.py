@@ -1,0 +1,172 @@
+"""Redis Streams behaviour the contract suite does not reach: dead consumers' entries
+reclaimed, attempts that survive restarts, leases on slow entries, a broker down at start,
+a missing group. Real Redis (shared 6379, or a private redis-server) and the contract
+component."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from gateway.app import App
+from tests.contract.brokers.redis_streams import GROUP, RedisStreamsHarness
+from tests.contract.harness import Gateway, message, wait_for_dead_letters, wait_until
+from tests.redis_server import RedisServer
+from triggers.delivery import DL_ERROR_KIND
+
+pytestmark = pytest.mark.wasm
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[RedisStreamsHarness]:
+    h = RedisStreamsHarness()
+    await h.setup()
+    yield h
+    await h.teardown()
+
+
+@pytest.fixture
+def gateway(harness: RedisStreamsHarness, tmp_path: Path) -> Gateway:
+    g = Gateway(harness, tmp_path)
+    yield g  # type: ignore[misc]
+    g.close()
+
+
+@asynccontextmanager
+async def _started(gateway: Gateway) -> AsyncIterator[App]:
+    """The app, started without waiting for its trigger to be ready (the broker is not)."""
+    app = App.load(gateway.manifest)
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop()
+
+
+async def _pending(harness: RedisStreamsHarness) -> int:
+    summary = await harness.client.xpending(harness.stream, GROUP)
+    return int(summary["pending"])
+
+
+async def test_a_dead_consumers_entry_is_reclaimed_after_the_visibility_timeout(
+        harness: RedisStreamsHarness, gateway: Gateway) -> None:
+    await harness.publish(message("orphan"))
+    # Another instance read it and died without acking.
+    await harness.client.xreadgroup(GROUP, "dead-instance", {harness.stream: ">"})
+    gateway.write(**{"claim-idle-ms": 1000, "claim-interval-ms": 200})
+    async with gateway.running():
+        await wait_until(lambda: gateway.count("done", "orphan") == 1, what="the reclaim")
+    # The second delivery: the attempt number came from Redis's delivery count.
+    assert gateway.kv.get("started:orphan") == b"2"
+    assert gateway.count("runs", "orphan") == 1
+    assert await _pending(harness) == 0
+
+
+async def test_an_entry_delivered_more_than_max_attempts_is_dead_lettered_unrun(
+        harness: RedisStreamsHarness, gateway: Gateway) -> None:
+    await harness.publish(message("crasher"))
+    reply = await harness.client.xreadgroup(GROUP, "crashing", {harness.stream: ">"})
+    entry_id = reply[0][1][0][0]
+    # It took the gateway down three times already (max-attempts = 3).
+    await harness.client.xclaim(harness.stream, GROUP, "crashing", 0, [entry_id],
+                                retrycount=3)
+    gateway.write(**{"max-attempts": 3, "claim-idle-ms": 1000, "claim-interval-ms": 200})
+    async with gateway.running():
+        [letter] = await wait_for_dead_letters(harness.read_dead_letters, 1)
+    assert letter.headers[DL_ERROR_KIND] == "redelivery"
+    assert gateway.count("runs", "crasher") == 0
+    assert await _pending(harness) == 0
+
+
+async def test_a_retry_waiting_at_stop_stays_pending_and_resumes_at_the_next_attempt(
+        harness: RedisStreamsHarness, gateway: Gateway) -> None:
+    gateway.write(**{"max-attempts": 5, "initial-backoff-ms": 60_000,
+                     "max-backoff-ms": 60_000})
+    async with gateway.running():
+        await harness.publish(message("patient", "fail-until", n=2))
+        await wait_until(lambda: gateway.count("runs", "patient") == 1, what="attempt 1")
+    # stop() did not wait out the minute of backoff; the entry is still pending.
+    assert await _pending(harness) == 1
+    async with gateway.running():
+        await wait_until(lambda: gateway.count("done", "patient") == 1, what="attempt 2")
+    assert gateway.kv.get("started:patient") == b"2"
+    assert await _pending(harness) == 0
+
+
+async def test_a_slow_entry_keeps_its_lease_so_no_other_consumer_takes_it(
+        harness: RedisStreamsHarness, gateway: Gateway) -> None:
+    gateway.write(timeout_ms=20_000, **{"claim-idle-ms": 1200, "claim-interval-ms": 200})
+    async with gateway.running():
+        await harness.publish(message("slow", "slow", ms=4000))
+        await wait_until(lambda: gateway.started("slow"), what="the slow handler")
+        stolen = []
+        for _ in range(6):  # a rival instance sweeping while the handler runs
+            await asyncio.sleep(0.5)
+            reply = await harness.client.xautoclaim(harness.stream, GROUP, "rival", 1200,
+                                                    count=10)
+            stolen += reply[1]
+        await wait_until(lambda: gateway.count("done", "slow") == 1, what="the slow entry")
+    assert stolen == []
+    assert gateway.count("runs", "slow") == 1
+    assert await _pending(harness) == 0
+
+
+async def test_a_broker_down_at_start_is_retried_and_logged_once(tmp_path: Path) -> None:
+    server = RedisServer()
+    harness = RedisStreamsHarness(server.url, server)
+    gateway = Gateway(harness, tmp_path)
+    gateway.write(**{"create-group": True, "start-id": "0"})
+    try:
+        with capture_logs() as logs:
+            async with _started(gateway):
+                await asyncio.sleep(2.5)  # several reconnect attempts (reconnect-max 1 s)
+                await server.start()
+                await harness.publish(message("late"))
+                await wait_until(lambda: gateway.count("done", "late") == 1, what="late")
+        unavailable = [e for e in logs if e["event"].startswith("broker unavailable")]
+        connected = [e for e in logs if e["event"] == "broker connected"]
+        assert len(unavailable) == 1
+        assert len(connected) == 1 and connected[0]["after_failures"] >= 2
+    finally:
+        await harness.teardown()
+        gateway.close()
+        server.close()
+
+
+async def test_a_missing_group_is_reported_with_the_fix_and_picked_up_once_created(
+        harness: RedisStreamsHarness, gateway: Gateway) -> None:
+    stream = harness.stream + ".nogroup"
+    gateway.write(**{"stream": stream, "create-group": False})
+    try:
+        with capture_logs() as logs:
+            async with _started(gateway):
+                await wait_until(lambda: any("XGROUP CREATE" in str(e.get("hint"))
+                                             for e in logs), what="the NOGROUP hint")
+                await harness.client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+                await harness.client.xadd(stream, {"data": message("grouped")})
+                await wait_until(lambda: gateway.count("done", "grouped") == 1,
+                                 what="intake after the group appeared")
+    finally:
+        await harness.client.delete(stream)
+
+
+async def test_an_entry_deleted_during_its_backoff_is_dropped_not_retried(
+        harness: RedisStreamsHarness, gateway: Gateway) -> None:
+    gateway.write(**{"max-attempts": 5, "initial-backoff-ms": 1500, "max-backoff-ms": 1500})
+    async with gateway.running():
+        await harness.publish(message("trimmed", "err"))
+        await wait_until(lambda: gateway.count("runs", "trimmed") == 1, what="attempt 1")
+        [(entry_id, _)] = await harness.client.xrange(harness.stream)
+        await harness.client.xdel(harness.stream, entry_id)  # XTRIM / XDEL by an operator
+        for _ in range(100):
+            if await _pending(harness) == 0:
+                break
+            await asyncio.sleep(0.1)
+    assert gateway.count("runs", "trimmed") == 1
+    assert await _pending(harness) == 0
+    assert await harness.read_dead_letters() == []

@@ -1,0 +1,432 @@
+"""The Redis Streams trigger (kind ``redis-streams``): at-least-once through a consumer group.
+
+One ``[[trigger.redis-streams]]`` table consumes one ``stream`` as consumer ``consumer`` of
+``group``. Delivery, in the order a message meets it:
+
+* **Start / reconnect.** The group is created at ``start-id`` (with MKSTREAM) when
+  ``create-group`` is set. Then this consumer's *own* pending entries are re-read first
+  (XREADGROUP from ID 0): whatever it held when it crashed or lost its connection runs
+  again before anything new. The consumer name is stable per gateway instance
+  (:mod:`triggers.redis_consumer`), which is what makes this work across restarts.
+* **Intake.** XREADGROUP ``>`` with COUNT ``batch-size`` and BLOCK ``block-ms``; each entry
+  runs in an :class:`~triggers.delivery.OrderedLanes` lane (per key, per stream, or none)
+  and the loop waits for a free slot before reading more: the backpressure.
+* **Success** (2xx): XACK.
+* **Retry** (429/5xx/err/trap/timeout): the entry stays pending; after the backoff the
+  trigger re-claims it to itself (XCLAIM), which bumps Redis's delivery count, and runs it
+  again. The attempt number the handler sees *is* the delivery count (XPENDING
+  times-delivered), so attempts survive restarts and crashes.
+* **Dead letter** (other 4xx, or ``max-attempts`` reached): XADD to the ``dead-letter``
+  stream (the original fields plus ``wasmgate-dead-letter-*``) and XACK, in one MULTI. An
+  entry delivered more than ``max-attempts`` times without an outcome (the gateway died
+  during each attempt) is dead-lettered without running it again.
+* **Dead consumers.** Every ``claim-interval-ms`` the trigger XAUTOCLAIMs entries that
+  have been pending longer than ``claim-idle-ms`` (the visibility timeout) on any consumer.
+  Entries this instance holds are kept from looking idle by re-claiming them to itself
+  (XCLAIM JUSTID, no delivery-count bump) every third of the visibility timeout.
+* **Stop.** Intake stops; handler calls in flight finish and are acked or dead-lettered;
+  entries waiting out a retry backoff, or not started, stay pending for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable
+from typing import Annotated, Any, ClassVar
+
+import msgspec
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError, ResponseError
+
+from bindings.types import Event
+from gateway.dispatch import Outcome, Verdict
+from gateway.errors import ConfigError
+from triggers.base import Dispatch, TriggerContext, decode_config, register
+from triggers.delivery import (
+    BrokerTriggerConfig,
+    ConnectionWatch,
+    OrderedLanes,
+    dead_letter_headers,
+    describe,
+    is_dead_letter,
+    lane_key,
+)
+from triggers.redis_client import CONNECTION_ERRORS, redis_client
+from triggers.redis_consumer import ConsumerName, claim_consumer_name
+from triggers.redis_entries import Fields, dead_letter_fields, entry_to_event
+
+log = structlog.get_logger("wasmgate.redis-streams")
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+_START_ID = re.compile(r"^(\$|0|\d+(-\d+)?)$")
+Entry = tuple[bytes, Fields]
+
+
+class RedisStreamsConfig(BrokerTriggerConfig, kw_only=True, forbid_unknown_fields=True,
+                         rename="kebab"):
+    """The schema of one ``[[trigger.redis-streams]]`` table."""
+
+    stream: str
+    group: str = "wasmgate"
+    # None: generated once per gateway instance and kept in .wasmgate/redis-streams/.
+    consumer: str | None = None
+    create_group: bool = True
+    # Where a group created by the trigger starts: "$" = new entries only, "0" = all.
+    start_id: str = "$"
+    batch_size: Positive = 32
+    block_ms: Positive = 1000
+    # The visibility timeout: an entry pending this long on any consumer is reclaimed.
+    claim_idle_ms: Positive = 30_000
+    claim_interval_ms: Positive = 5_000
+
+
+class RedisStreamsTrigger:
+    """One ``[[trigger.redis-streams]]`` table: a consumer of ``group`` on ``stream``."""
+
+    kind: ClassVar[str] = "redis-streams"
+    # The broker keeps the count: a retry is a re-claim that bumps the delivery count, and
+    # this trigger waits the backoff itself (see _deliver).
+    retry_in_process: ClassVar[bool] = False
+
+    def __init__(self, config: RedisStreamsConfig, context: TriggerContext) -> None:
+        self.config = config
+        self.component = config.component
+        self.stream = config.stream
+        self.group = config.group
+        self.retry_policy = config.retry_policy
+        self.spec = context.broker(config.broker)
+        self.source = f"wasmgate/redis-streams/{config.broker}"
+        self.consumer = config.consumer or ""
+        self.ready = asyncio.Event()
+        self._state_dir = context.state_dir
+        self._name: ConsumerName | None = None
+        self._watch = ConnectionWatch(f"redis-streams:{self.stream}", config.broker, self.spec)
+        self._lanes = OrderedLanes(config.concurrency)
+        # Entry ids read by this instance and not yet settled or given back.
+        self._held: set[bytes] = set()
+        self._stopping = asyncio.Event()
+        self._claim_cursor = b"0-0"
+        self._dispatch: Dispatch | None = None
+        self._reader: aioredis.Redis | None = None
+        self._writer: aioredis.Redis | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, dispatch: Dispatch) -> None:
+        """Spawn the consume loop and return; a broker that is down is retried with backoff."""
+        self._dispatch = dispatch
+        if not self.consumer:
+            self._name = claim_consumer_name(self._state_dir, self.group)
+            self.consumer = self._name.name
+        timeout_s = self.spec.connect_timeout_ms / 1000
+        self._reader = redis_client(self.spec, read_timeout_s=self.config.block_ms / 1000
+                                    + timeout_s, retries=0, name=f"wasmgate-{self.consumer}")
+        self._writer = redis_client(self.spec, read_timeout_s=timeout_s, retries=3,
+                                    name=f"wasmgate-{self.consumer}")
+        self._tasks = [
+            asyncio.create_task(self._consume(), name=f"wasmgate-redis-streams:{self.stream}"),
+            asyncio.create_task(self._renew_leases(),
+                                name=f"wasmgate-redis-streams-lease:{self.stream}"),
+        ]
+        log.info("redis streams trigger started", component=self.component,
+                 stream=self.stream, group=self.group, consumer=self.consumer,
+                 delivery="at least once", visibility_timeout_ms=self.config.claim_idle_ms)
+
+    async def stop(self) -> None:
+        """Stop reading, let running handler calls finish and settle, then disconnect."""
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        self._tasks = []
+        await self._lanes.drain()
+        for client in (self._reader, self._writer):
+            if client is not None:
+                await client.aclose()
+        self._reader = self._writer = None
+        if self._name is not None:
+            self._name.release()
+        log.info("redis streams trigger stopped", component=self.component,
+                 stream=self.stream, consumer=self.consumer, left_pending=len(self._held))
+
+    # -- the consume loop -----------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            try:
+                await self._ensure_group()
+                self._watch.up()
+                await self._recover_own_pending()
+                self.ready.set()
+                next_sweep = loop.time()
+                while not self._stopping.is_set():
+                    if loop.time() >= next_sweep:
+                        await self._reclaim_idle()
+                        next_sweep = loop.time() + self.config.claim_interval_ms / 1000
+                    reply = await self._redis.xreadgroup(
+                        self.group, self.consumer, {self.stream: ">"},
+                        count=self.config.batch_size, block=self.config.block_ms)
+                    for entry_id, fields in _entries(reply):
+                        await self._submit(entry_id, fields, delivery_count=1)
+            except CONNECTION_ERRORS as exc:
+                await self._watch.down(exc)
+            except ResponseError as exc:
+                # NOGROUP (the group or stream was deleted, or create-group = false and it
+                # was never made), a Redis without streams, ACL refusals: keep retrying,
+                # the operator may fix it while we wait.
+                hint = (f"create it with XGROUP CREATE {self.stream} {self.group} $ MKSTREAM"
+                        " or set create-group = true") if "NOGROUP" in str(exc) else None
+                if self._watch.state != "down":
+                    log.error("redis refused the consumer group read", stream=self.stream,
+                              group=self.group, error=describe(exc), hint=hint)
+                await self._watch.down(exc)
+            except RedisError as exc:
+                log.exception("unexpected redis error in the consume loop", stream=self.stream)
+                await self._watch.down(exc)
+
+    @property
+    def _redis(self) -> aioredis.Redis:
+        assert self._reader is not None, "start() first"
+        return self._reader
+
+    @property
+    def _settle(self) -> aioredis.Redis:
+        assert self._writer is not None, "start() first"
+        return self._writer
+
+    async def _ensure_group(self) -> None:
+        if not self.config.create_group:
+            return
+        try:
+            await self._redis.xgroup_create(self.stream, self.group, id=self.config.start_id,
+                                            mkstream=True)
+            log.info("consumer group created", stream=self.stream, group=self.group,
+                     start_id=self.config.start_id)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _recover_own_pending(self) -> None:
+        """Re-run what this consumer was delivered and never acked (a crash, a lost reply)."""
+        after = b"0"
+        recovered = 0
+        while not self._stopping.is_set():
+            reply = await self._redis.xreadgroup(self.group, self.consumer, {self.stream: after},
+                                                 count=self.config.batch_size)
+            entries = list(_entries(reply))
+            if not entries:
+                break
+            after = entries[-1][0]
+            fresh = [(i, f) for i, f in entries if i not in self._held]
+            counts = await self._delivery_counts([i for i, _ in fresh])
+            for entry_id, fields in fresh:
+                recovered += 1
+                await self._submit(entry_id, fields, delivery_count=counts.get(entry_id, 2))
+        if recovered:
+            log.warning("re-running entries this consumer held when it last stopped",
+                        stream=self.stream, consumer=self.consumer, entries=recovered)
+
+    async def _reclaim_idle(self) -> None:
+        """XAUTOCLAIM entries pending past the visibility timeout (their consumer is dead)."""
+        while not self._stopping.is_set():
+            reply = await self._redis.xautoclaim(
+                self.stream, self.group, self.consumer, self.config.claim_idle_ms,
+                start_id=self._claim_cursor, count=self.config.batch_size)
+            self._claim_cursor = reply[0]
+            claimed = [(i, f) for i, f in reply[1] if i not in self._held]
+            if claimed:
+                log.warning("reclaimed entries idle past the visibility timeout",
+                            stream=self.stream, consumer=self.consumer, entries=len(claimed),
+                            claim_idle_ms=self.config.claim_idle_ms)
+                counts = await self._delivery_counts([i for i, _ in claimed])
+                for entry_id, fields in claimed:
+                    await self._submit(entry_id, fields, delivery_count=counts.get(entry_id, 2))
+            if len(reply) > 2 and reply[2]:
+                log.warning("dropped pending entries deleted from the stream",
+                            stream=self.stream, entries=len(reply[2]))
+            if self._claim_cursor in (b"0-0", "0-0"):
+                return
+
+    async def _delivery_counts(self, ids: list[bytes]) -> dict[bytes, int]:
+        """XPENDING times-delivered of ``ids`` (entries this consumer owns)."""
+        if not ids:
+            return {}
+        rows = await self._redis.xpending_range(
+            self.stream, self.group, min=min(ids, key=_id_order), max=max(ids, key=_id_order),
+            count=len(ids) + len(self._held) + self.config.batch_size,
+            consumername=self.consumer)
+        return {_as_bytes(row["message_id"]): int(row["times_delivered"]) for row in rows}
+
+    async def _submit(self, entry_id: bytes, fields: Fields, *, delivery_count: int) -> None:
+        if not fields:
+            # Pending, but deleted from the stream (XDEL, XTRIM): nothing left to run.
+            log.warning("pending entry no longer in the stream; acking it", stream=self.stream,
+                        entry_id=entry_id.decode())
+            await self._settle.xack(self.stream, self.group, entry_id)
+            return
+        self._held.add(entry_id)
+        event = self._event(entry_id, fields, delivery_count)
+        lane = lane_key(self.config.ordering, event.key, self.stream)
+        try:
+            await self._lanes.submit(lane, lambda: self._deliver(entry_id, fields, event))
+        except BaseException:
+            self._held.discard(entry_id)  # never started: it stays pending in Redis
+            raise
+
+    def _event(self, entry_id: bytes, fields: Fields, delivery_count: int) -> Event:
+        return entry_to_event(self.stream, entry_id, fields, source=self.source,
+                              group=self.group, consumer=self.consumer,
+                              delivery_count=delivery_count)
+
+    # -- one entry, from dispatch to settle -----------------------------------------------
+
+    async def _deliver(self, entry_id: bytes, fields: Fields, event: Event) -> None:
+        assert self._dispatch is not None
+        try:
+            while not self._stopping.is_set():
+                count = int(event.meta("delivery-count") or 1)
+                if count > self.retry_policy.max_attempts:
+                    await self._dead_letter(entry_id, fields, event, _exhausted(count))
+                    return
+                outcome = await self._dispatch(self.component, event)
+                if outcome.verdict is Verdict.ACK:
+                    await self._settle.xack(self.stream, self.group, entry_id)
+                    return
+                if is_dead_letter(outcome):
+                    await self._dead_letter(entry_id, fields, event, outcome)
+                    return
+                delay = outcome.retry_delay_s or 0.0
+                log.info("entry failed; retrying after backoff", stream=self.stream,
+                         entry_id=entry_id.decode(), attempt=outcome.attempts,
+                         status=outcome.status, error=outcome.error, delay_s=round(delay, 3))
+                if await self._stopped_within(delay):
+                    break
+                redelivered = await self._reclaim_for_retry(entry_id)
+                if redelivered is None:
+                    return
+                event = self._event(entry_id, *redelivered)
+            log.info("stopping: entry left pending for the next start", stream=self.stream,
+                     entry_id=entry_id.decode())
+        except RedisError as exc:
+            # Connection lost (after redis-py's own retries) or refused: nothing was acked,
+            # so the entry stays pending and comes back (own-pending re-read or XAUTOCLAIM).
+            log.warning("could not settle entry; it stays pending and will be redelivered",
+                        stream=self.stream, entry_id=entry_id.decode(), error=describe(exc))
+        finally:
+            self._held.discard(entry_id)
+
+    async def _reclaim_for_retry(self, entry_id: bytes) -> tuple[Fields, int] | None:
+        """Re-claim a pending entry to this consumer (bumping its delivery count) and return
+        its fields and new count; None if it is gone from the stream."""
+        claimed: list[Any] = await self._settle.xclaim(self.stream, self.group, self.consumer,
+                                                       0, [entry_id])
+        found = [(i, f) for i, f in claimed if f]
+        if not found:
+            log.warning("entry deleted from the stream before its retry", stream=self.stream,
+                        entry_id=entry_id.decode())
+            await self._settle.xack(self.stream, self.group, entry_id)
+            return None
+        counts = await self._delivery_counts([entry_id])
+        return found[0][1], counts.get(entry_id, 1)
+
+    async def _dead_letter(self, entry_id: bytes, fields: Fields, event: Event,
+                           outcome: Outcome) -> None:
+        extra = dead_letter_headers(event, outcome, self.component)[len(event.headers):]
+        target = self.config.dead_letter
+        log.error("dead-lettering entry", stream=self.stream, entry_id=entry_id.decode(),
+                  dead_letter=target or "(none: dropped)", status=outcome.status,
+                  error=outcome.error, attempts=outcome.attempts)
+        async with self._settle.pipeline(transaction=True) as pipe:
+            if target is not None:
+                pipe.xadd(target, dead_letter_fields(fields, extra))  # type: ignore[arg-type]
+            pipe.xack(self.stream, self.group, entry_id)
+            await pipe.execute()
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    # -- keeping held entries from looking idle -------------------------------------------
+
+    async def _renew_leases(self) -> None:
+        """Every third of the visibility timeout, re-claim (JUSTID: no count bump) the
+        entries this instance still holds, so no other consumer's XAUTOCLAIM takes them
+        while a slow handler or a retry backoff is running."""
+        period_ms = max(1, self.config.claim_idle_ms // 3)
+        while True:
+            await asyncio.sleep(period_ms / 1000)
+            if not self._held:
+                continue
+            try:
+                # Only entries still owned by this consumer: one reclaimed by another
+                # consumer (we were too slow) is theirs now.
+                rows = await self._settle.xpending_range(
+                    self.stream, self.group, "-", "+", count=len(self._held) + 1000,
+                    consumername=self.consumer, idle=period_ms // 2)
+                ids: list[Any] = [row["message_id"] for row in rows
+                                  if _as_bytes(row["message_id"]) in self._held]
+                if ids:
+                    await self._settle.xclaim(self.stream, self.group, self.consumer, 0, ids,
+                                              justid=True)
+            except RedisError as exc:
+                log.debug("lease renewal failed", stream=self.stream, error=describe(exc))
+
+
+def _entries(reply: Any) -> Iterable[tuple[bytes, Fields]]:
+    """The (id, fields) pairs of an XREADGROUP reply (RESP2 list or RESP3 map)."""
+    if not reply:
+        return
+    streams = reply.items() if isinstance(reply, dict) else reply
+    for _name, entries in streams:
+        # RESP3 nests one more list level per stream.
+        for item in entries:
+            if item and isinstance(item[0], list):
+                for entry_id, fields in item:
+                    yield entry_id, fields or {}
+            else:
+                entry_id, fields = item
+                yield entry_id, fields or {}
+
+
+def _as_bytes(value: object) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _id_order(entry_id: bytes) -> tuple[int, int]:
+    millis, _, seq = entry_id.partition(b"-")
+    return int(millis), int(seq or 0)
+
+
+def _exhausted(count: int) -> Outcome:
+    return Outcome(verdict=Verdict.DEAD_LETTER, error_kind="redelivery", attempts=count - 1,
+                   error=f"delivered {count} times without an outcome (the gateway stopped "
+                         "or crashed during every attempt); max-attempts reached")
+
+
+def build_redis_streams_trigger(config: dict[str, Any], *, context: TriggerContext
+                                ) -> RedisStreamsTrigger:
+    """Decode and validate one ``[[trigger.redis-streams]]`` table (the registered factory)."""
+    decoded = decode_config(config, RedisStreamsConfig, context)
+    if not _START_ID.match(decoded.start_id):
+        raise ConfigError(f"start-id {decoded.start_id!r} is not \"$\" (new entries only), "
+                          "\"0\" (the whole stream) or an entry id like \"1700000000000-0\"",
+                          path=context.manifest_path, field=f"{context.field}.start-id")
+    if decoded.dead_letter == decoded.stream:
+        raise ConfigError("dead-letter is the consumed stream itself; name another stream, "
+                          f"e.g. \"{decoded.stream}.dead-letter\"",
+                          path=context.manifest_path, field=f"{context.field}.dead-letter")
+    context.broker(decoded.broker)
+    return RedisStreamsTrigger(decoded, context)
+
+
+register("redis-streams", build_redis_streams_trigger)
+
+__all__ = ["RedisStreamsConfig", "RedisStreamsTrigger", "build_redis_streams_trigger"]
