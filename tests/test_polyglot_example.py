@@ -8,6 +8,7 @@ every trigger table, and only the handlers are under test here.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -128,4 +129,44 @@ def test_order_is_queued_on_the_redis_stream(project: Path,
         assert json.loads(fields[b"data"]) == {"item": "tea", "qty": 2, "id": order["id"]}
         client.xdel("orders", receipt["queued"])
     finally:
+        client.close()
+
+
+async def test_http_in_python_to_queue_in_javascript_end_to_end(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole example running: POST /orders (Python) -> Redis stream -> the JavaScript
+    worker through the redis-streams trigger -> the count the Python side reports."""
+    import socket
+
+    import httpx
+    import redis
+
+    from gateway.app import App
+
+    # A database of its own, emptied first: the example's stream name is fixed.
+    url = "redis://127.0.0.1:6379/9"
+    monkeypatch.setenv("REDIS_URL", url)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        listen = f"127.0.0.1:{s.getsockname()[1]}"
+    app = App.load(project / "wasmgate.toml", listen=listen)
+    await app.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{listen}") as http:
+            created = await http.post("/orders", json={"item": "tea", "qty": 2})
+            assert created.status_code == 201, created.text
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while (await http.get("/orders/stats")).json()["processed"] != 1:
+                assert loop.time() < deadline, "the JavaScript worker never counted the order"
+                await asyncio.sleep(0.1)
+        await app.stop()
+        # Stopped gracefully, so settled: acked, nothing left pending in the worker's group.
+        pending: Any = client.xpending("orders", "order-workers")
+        assert pending["pending"] == 0
+    finally:
+        await app.stop()
+        client.flushdb()
         client.close()
