@@ -40,6 +40,7 @@ from bindings.host.kv import KeyValueStore
 from bindings.types import Event, new_event_id
 from gateway.dispatch import RetryPolicy, Verdict
 from gateway.errors import ConfigError, WasmgateError
+from gateway.workers import worker_index
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 
 log = structlog.get_logger("wasmgate.cron")
@@ -128,6 +129,11 @@ class CronTrigger:
             raise RuntimeError(f"cron trigger for {self.component!r} already started")
         self._dispatch = dispatch
         self._stopping = False
+        if self._claims is None and worker_index() != 0:
+            # `--workers N` on one host: without a claim store every worker would fire.
+            log.info("cron trigger left to worker 0", component=self.component,
+                     schedule=self.schedule, worker=worker_index())
+            return
         self._loop_task = asyncio.create_task(
             self._schedule_loop(), name=f"wasmgate-cron:{self.component}:{self.schedule}"
         )

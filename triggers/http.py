@@ -20,6 +20,8 @@ them must agree.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any, ClassVar
 
@@ -30,6 +32,7 @@ import uvicorn
 from bindings.types import Event, new_event_id, now_micros
 from gateway import metrics
 from gateway.errors import ConfigError
+from gateway.workers import REUSE_PORT_ENV, worker_index
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.http_protocol import protocol_class
 
@@ -88,6 +91,23 @@ def uvicorn_config(
                                               keep_alive_timeout=keep_alive_timeout))
 
 
+# Which process answered: with `--workers N` several share the port.
+_HEALTH = msgspec.json.encode({"status": "ok", "pid": os.getpid(), "worker": worker_index()})
+
+
+def _reuse_port_socket(listen: str) -> socket.socket:
+    """A listening socket that other worker processes may bind too (SO_REUSEPORT): the
+    kernel spreads incoming connections across them."""
+    host, _, port = listen.rpartition(":")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host or "127.0.0.1", int(port)))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
 class HttpServer:
     """One ASGI app + uvicorn server per listen address, shared by its HTTP triggers."""
 
@@ -131,9 +151,10 @@ class HttpServer:
             self, self.listen, header_timeout=self._connection_limit("header-timeout-ms"),
             keep_alive_timeout=self._connection_limit("keep-alive-timeout-ms"))
         self._server = uvicorn.Server(config)
+        sockets = [_reuse_port_socket(self.listen)] if os.environ.get(REUSE_PORT_ENV) else None
         # `_serve`, not `serve`: the gateway owns SIGINT/SIGTERM (stop every trigger, not
         # just HTTP), and uvicorn's `serve` would take the signal handlers over.
-        self._task = asyncio.create_task(self._server._serve())
+        self._task = asyncio.create_task(self._server._serve(sockets))
         while not self._server.started:
             if self._task.done():
                 self._task.result()  # surfaces "address already in use" and the like
@@ -154,7 +175,7 @@ class HttpServer:
             return
         path: str = scope["path"]
         if path == "/healthz":
-            await _reply(send, 200, [], b"ok\n")
+            await _reply(send, 200, [("content-type", "application/json")], _HEALTH)
             return
         if path == "/metrics" and not any(r.matches(path) for r in self.routes):
             await _reply(send, 200, [("content-type", "text/plain; version=0.0.4")],
