@@ -109,6 +109,11 @@ class InstancePool:
         self.instantiated += 1
         return _Instance(store, handle)
 
+    @property
+    def call_path(self) -> CallPath:
+        """The conversion this pool uses: "specialised" unless asked for or fallen back."""
+        return "specialised" if self._handle_call is not None else "stock"
+
     def _acquire(self) -> _Instance:
         if self.spec.isolation == "pooled":
             with self._idle_lock:
