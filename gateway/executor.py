@@ -26,6 +26,7 @@ from gateway.engine import EPOCH_TICK_SECONDS, WasmEngine
 from gateway.errors import (
     AdmissionTimeout,
     ComponentContractError,
+    ComponentError,
     HandlerReturnedError,
     HandlerTimeout,
     HandlerTrap,
@@ -68,6 +69,13 @@ class InstancePool:
         self._linker = wc.Linker(engine.engine)
         self._linker.add_wasip2()
         setup_linker(self._linker)
+        pooling = engine.pooling
+        if pooling is not None and spec.memory_mb > pooling.max_memory_mb:
+            # Past the pool's slot size the guest would trap on its first large allocation.
+            raise ComponentError(
+                f"component `{name}`: `memory-mb` = {spec.memory_mb} exceeds the pooling "
+                f"allocator's {pooling.max_memory_mb} MiB memory slots; lower it or raise "
+                "PoolingAllocator.max_memory_mb (or unset WASMGATE_POOLING)")
         self._slots = asyncio.Semaphore(spec.max_instances)
         self._idle: list[_Instance] = []
         self._idle_lock = threading.Lock()
@@ -98,6 +106,11 @@ class InstancePool:
         try:
             instance = self._linker.instantiate(store, self._component)
         except wasmtime.WasmtimeError as exc:
+            if self._engine.pooling is not None and "limit" in str(exc):
+                raise ComponentError(
+                    f"component `{self.name}` cannot be instantiated: {exc}. The pooling "
+                    "allocator's limits are too small for it or for this many live instances; "
+                    "raise them (PoolingAllocator) or unset WASMGATE_POOLING") from exc
             raise ComponentContractError(
                 f"component `{self.name}` cannot be instantiated: {exc}. It must target the "
                 "world `wasmgate:handler/handler` (bindings/wit/handler.wit)") from exc
