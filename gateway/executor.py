@@ -138,9 +138,24 @@ class InstancePool:
         if self.spec.isolation == "pooled" and inst.uses < self.spec.max_uses:
             with self._idle_lock:
                 self._idle.append(inst)
+            return
+        # Free the store now rather than whenever the last reference goes (an exception's
+        # traceback can hold one for long): under the pooling allocator a live store holds
+        # one of a fixed number of slots.
+        inst.store.close()
 
     def _call_blocking(self, event: Event) -> Response:
         inst = self._acquire()
+        try:
+            response = self._invoke(inst, event)
+        except BaseException:
+            # A trap, timeout, error value or host exception: never reuse this instance.
+            inst.store.close()
+            raise
+        self._release(inst)
+        return response
+
+    def _invoke(self, inst: _Instance, event: Event) -> Response:
         inst.uses += 1
         inst.store.set_epoch_deadline(self._deadline_ticks)
         if self._engine.consume_fuel and self.spec.fuel:
@@ -152,7 +167,6 @@ class InstancePool:
                 result = _from_record(inst.handle(inst.store, _to_record(event)))
                 inst.handle.post_return(inst.store)
         except wasmtime.WasmtimeError as exc:
-            # The instance is poisoned after a trap: drop it, never return it to the pool.
             text = str(exc)
             if "interrupt" in text:
                 raise HandlerTimeout(
@@ -161,7 +175,6 @@ class InstancePool:
             raise HandlerTrap(f"component `{self.name}` trapped: {_first_line(text)}") from exc
         if isinstance(result, str):
             raise HandlerReturnedError(f"component `{self.name}` returned an error: {result}")
-        self._release(inst)
         return result
 
     async def call(self, event: Event) -> Response:
