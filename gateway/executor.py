@@ -12,6 +12,7 @@ error, so a failed call never leaks state into the next event.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, Literal
@@ -42,7 +43,13 @@ LinkerSetup = Callable[[wc.Linker], None]
 
 # "specialised": gateway.convert's fixed-signature path (the default, ~5x less Python per
 # call); "stock": wasmtime-py's generic Func.__call__, kept as the reference and fallback.
+# WASMGATE_CALL_PATH=stock in the environment is the escape hatch for a whole process.
 CallPath = Literal["specialised", "stock"]
+
+
+def call_path_from_env() -> CallPath:
+    """Return the call path ``WASMGATE_CALL_PATH`` asks for (default "specialised")."""
+    return "stock" if os.environ.get("WASMGATE_CALL_PATH") == "stock" else "specialised"
 
 
 class _Instance:
@@ -61,7 +68,7 @@ class InstancePool:
 
     def __init__(self, name: str, spec: ComponentSpec, engine: WasmEngine,
                  component: wc.Component, setup_linker: LinkerSetup,
-                 *, call_path: CallPath = "specialised") -> None:
+                 *, call_path: CallPath | None = None) -> None:
         self.name = name
         self.spec = spec
         self._engine = engine
@@ -84,7 +91,7 @@ class InstancePool:
         # Fail at load, not on the first event, if the component breaks the contract.
         first = self._instantiate()
         self._handle_call: HandleCall | None = None
-        if call_path == "specialised":
+        if (call_path or call_path_from_env()) == "specialised":
             # The export's type is the same for every instance of the component: check it
             # once. A signature other than our WIT's keeps the generic path.
             self._handle_call = HandleCall.for_func(first.handle, first.store)

@@ -132,3 +132,16 @@ def test_expected_signature_matches_the_wat_fixture() -> None:
     fty = func.type(store)
     assert render_type(fty.params[0][1]) == EXPECTED_PARAMS
     assert fty.result is not None and render_type(fty.result) == EXPECTED_RESULT
+
+
+@pytest.mark.parametrize(("env", "expected"), [(None, "specialised"), ("stock", "stock")])
+def test_call_path_escape_hatch(engine: WasmEngine, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch, env: str | None,
+                                expected: CallPath) -> None:
+    if env is None:
+        monkeypatch.delenv("WASMGATE_CALL_PATH", raising=False)
+    else:
+        monkeypatch.setenv("WASMGATE_CALL_PATH", env)
+    spec = msgspec.convert({"source": str(WAT_ECHO)}, ComponentSpec)
+    pool = InstancePool("echo", spec, engine, engine.load_component(WAT_ECHO), lambda _: None)
+    assert pool.call_path == expected

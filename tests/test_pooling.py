@@ -68,3 +68,19 @@ async def test_more_live_instances_than_slots_is_a_clear_error(engine: WasmEngin
     # Pooled isolation keeps instances alive: three pools of one instance need three slots.
     with pytest.raises(ComponentError, match="pooling allocator's limits"):
         [_pool(engine, WAT_ECHO, tmp_path) for _ in range(SLOTS + 1)]
+
+
+@pytest.mark.parametrize(("env", "pooled"), [(None, False), ("1", True)])
+def test_pooling_follows_the_environment_by_default(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: str | None, pooled: bool) -> None:
+    if env is None:
+        monkeypatch.delenv("WASMGATE_POOLING", raising=False)
+    else:
+        monkeypatch.setenv("WASMGATE_POOLING", env)
+    from_env, forced_off = WasmEngine(tmp_path), WasmEngine(tmp_path, pooling="off")
+    try:
+        assert (from_env.pooling is not None) is pooled
+        assert forced_off.pooling is None
+    finally:
+        from_env.close()
+        forced_off.close()
