@@ -17,7 +17,13 @@ from wasmtime import component as wc
 from bindings.host.imports import HostImports
 from bindings.host.kv import SqliteKeyValue
 from bindings.types import Event, Response
-from gateway.convert import EXPECTED_PARAMS, EXPECTED_RESULT, HandleCall, render_type
+from gateway.convert import (
+    EXPECTED_PARAMS,
+    EXPECTED_RESULT,
+    HandleCall,
+    lower_event,
+    render_type,
+)
 from gateway.engine import WasmEngine
 from gateway.errors import HandlerReturnedError, HandlerTrap
 from gateway.executor import CallPath, InstancePool
@@ -105,8 +111,6 @@ async def test_err_and_trap_are_the_same_on_both_paths(pools: dict[str, Instance
 def test_bad_strings_fail_before_the_guest_runs() -> None:
     # A lone surrogate cannot be UTF-8 encoded; Rust would abort on invalid UTF-8, so the
     # specialised path must refuse it in Python, as the stock path does.
-    from gateway.convert import lower_event
-
     with pytest.raises(UnicodeEncodeError):
         lower_event(Event(id="\ud800", source="s", type="t"))
 
