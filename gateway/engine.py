@@ -46,8 +46,8 @@ class PoolingAllocator:
 
     ``slots`` bounds how many component instances can be live at once across every
     component of the process: a fresh or pooled instance beyond it fails to instantiate.
-    The per-component limits fit a componentize-py guest (which has ~10 core instances,
-    several tables and ~20k-element funcref tables) with room to spare.
+    The per-component defaults are generous enough for a componentize-py guest (checked by
+    tests/test_pooling.py with the echo fixture); they were not tuned down to its minimum.
     """
 
     slots: int = 64
