@@ -1,19 +1,28 @@
-"""Per-event cost through the dispatcher: componentize-py handler (fresh and pooled) against
-the same logic as a plain Python function, for tiny, 1 KB and 64 KB bodies.
+"""Per-event cost through the dispatcher: the same echo logic as plain Python, as a
+componentize-py component and as a minimal hand-written WAT component, for tiny, 1 KB and
+64 KB bodies; pooled (warm instance) and fresh (new Store + instance per event); wasmtime-py's
+stock conversion against gateway/convert.py's specialised one; on-demand against the pooling
+instance allocator.
 
-Run: .venv/bin/python bench/bench_executor.py   (prints a table; numbers go in BENCHMARKS.md)
+Run: .venv/bin/python bench/bench_executor.py [--quick]   (prints markdown tables for
+BENCHMARKS.md). Medians of one run; the machine's load average is printed before and after.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import msgspec
+import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -21,60 +30,124 @@ from bindings.host.imports import HostImports
 from bindings.host.kv import SqliteKeyValue
 from bindings.types import Event, Response
 from gateway.dispatch import Dispatcher
-from gateway.engine import WasmEngine
-from gateway.executor import InstancePool
+from gateway.engine import PoolingAllocator, WasmEngine
+from gateway.executor import CallPath, InstancePool
 from gateway.manifest import ComponentSpec
-from tests.fixtures.build import build_handler
+from tests.fixtures.build import WAT_ECHO, build_handler
 
 SIZES = {"tiny": 0, "1 KB": 1024, "64 KB": 65536}
+QUICK = "--quick" in sys.argv
 
 
 async def plain_python(component: str, event: Event) -> Response:
     return Response(status=200, headers=[("x-subject", event.subject)], body=b"echo:" + event.data)
 
 
-async def per_call_us(dispatcher: Dispatcher, event: Event, n: int) -> float:
-    samples = []
+async def plain_python_on_a_thread(component: str, event: Event) -> Response:
+    # The executor's floor: the same hop to a worker thread that every wasm call takes.
+    return await asyncio.to_thread(
+        lambda: Response(status=200, headers=[("x-subject", event.subject)],
+                         body=b"echo:" + event.data))
+
+
+def samples(size: int, fresh: bool) -> int:
+    n = 30 if size >= 65536 else 300
+    if fresh:
+        n = max(10, n // 5)
+    return max(5, n // 5) if QUICK else n
+
+
+async def per_call_us(invoke: Callable[[str, Event], Coroutine[Any, Any, Response]],
+                      event: Event, n: int) -> float:
+    dispatcher = Dispatcher(invoke)
+    for _ in range(3):  # warm: first-call paths, allocator, caches
+        await dispatcher.dispatch("echo", event)
+    times = []
     for _ in range(n):
         t = time.perf_counter()
         outcome = await dispatcher.dispatch("echo", event)
-        samples.append(time.perf_counter() - t)
-        assert outcome.response is not None and outcome.response.status == 200
-    return statistics.median(samples) * 1e6
+        times.append(time.perf_counter() - t)
+        assert outcome.response is not None and outcome.response.status == 200, outcome
+        assert outcome.response.body == b"echo:" + event.data
+    return statistics.median(times) * 1e6
+
+
+def fmt(us: float) -> str:
+    return f"{us:,.0f} µs" if us >= 100 else f"{us:.1f} µs"
 
 
 async def main() -> None:
-    import logging
-
-    import structlog
-
     # Guest log lines would dominate the output; the bench measures calls, not logging.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    wasm = build_handler("echo")
+    print(f"load average before: {os.getloadavg()}")
     tmp = Path(tempfile.mkdtemp())
-    engine = WasmEngine(tmp / "cache")
-    compiled = engine.load_component(wasm)
+    engines = {"on-demand": WasmEngine(tmp / "cache", pooling="off"),
+               "pooling": WasmEngine(tmp / "cache", pooling=PoolingAllocator())}
     host = HostImports("echo", {"default": SqliteKeyValue(tmp / "kv.sqlite")}, {})
-    pools = {
-        iso: InstancePool("echo", msgspec.convert({"source": str(wasm), "isolation": iso},
-                                                  ComponentSpec), engine, compiled, host.link)
-        for iso in ("pooled", "fresh")
-    }
-    print(f"{'body':>6} | {'plain Python':>12} | {'wasm pooled':>11} | {'wasm fresh':>10} | "
-          f"{'pooled/plain':>12} | {'fresh/plain':>11}")
-    print("-" * 80)
+    sources = {"componentize-py": build_handler("echo"), "WAT": WAT_ECHO}
+
+    def pool(guest: str, isolation: str, path: CallPath, allocator: str) -> InstancePool:
+        engine = engines[allocator]
+        wasm = sources[guest]
+        spec = msgspec.convert({"source": str(wasm), "isolation": isolation}, ComponentSpec)
+        return InstancePool("echo", spec, engine, engine.load_component(wasm), host.link,
+                            call_path=path)
+
+    rows: dict[tuple[str, str, str, str, str], float] = {}
+    plain: dict[str, float] = {}
+    hop: dict[str, float] = {}
     for label, size in SIZES.items():
         event = Event(id="b", source="bench", type="t", subject="hi", data=b"x" * size)
-        n = 30 if size >= 65536 else 300
-        plain = await per_call_us(Dispatcher(plain_python), event, n)
-        pooled_d = Dispatcher(lambda c, e: pools["pooled"].call(e))
-        fresh_d = Dispatcher(lambda c, e: pools["fresh"].call(e))
-        await per_call_us(pooled_d, event, 5)  # warm
-        pooled = await per_call_us(pooled_d, event, n)
-        fresh = await per_call_us(fresh_d, event, max(10, n // 5))
-        print(f"{label:>6} | {plain:>9.1f} µs | {pooled:>8.1f} µs | {fresh:>7.1f} µs | "
-              f"{pooled / plain:>11.0f}x | {fresh / plain:>10.0f}x")
-    engine.close()
+        plain[label] = await per_call_us(plain_python, event, samples(size, False))
+        hop[label] = await per_call_us(plain_python_on_a_thread, event, samples(size, False))
+        for guest in sources:
+            for path in ("stock", "specialised"):
+                for isolation in ("pooled", "fresh"):
+                    allocators = ["on-demand"]
+                    if isolation == "fresh" and path == "specialised":
+                        allocators.append("pooling")
+                    for allocator in allocators:
+                        p = pool(guest, isolation, path, allocator)
+                        rows[(label, guest, path, isolation, allocator)] = await per_call_us(
+                            lambda c, e, p=p: p.call(e), event,
+                            samples(size, isolation == "fresh"))
+    for engine in engines.values():
+        engine.close()
+
+    print()
+    print("Specialised conversion, on-demand allocator (the default configuration):")
+    print()
+    print("| body | plain Python | plain Python on a worker thread | componentize-py pooled "
+          "| componentize-py fresh | WAT pooled | WAT fresh |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for label in SIZES:
+        cells = [fmt(rows[(label, g, "specialised", i, "on-demand")])
+                 for g in sources for i in ("pooled", "fresh")]
+        print(f"| {label} | {fmt(plain[label])} | {fmt(hop[label])} | " + " | ".join(cells)
+              + " |")
+    print()
+    print("Stock wasmtime-py conversion -> specialised (same run, on-demand allocator):")
+    print()
+    print("| body | guest | pooled stock | pooled specialised | fresh stock "
+          "| fresh specialised |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for label in SIZES:
+        for g in sources:
+            cells = [fmt(rows[(label, g, path, i, "on-demand")])
+                     for i in ("pooled", "fresh") for path in ("stock", "specialised")]
+            print(f"| {label} | {g} | " + " | ".join(cells) + " |")
+    print()
+    print("Fresh instance + call, on-demand -> pooling allocator (specialised conversion):")
+    print()
+    print("| body | guest | on-demand | pooling |")
+    print("|---:|---|---:|---:|")
+    for label in SIZES:
+        for g in sources:
+            print(f"| {label} | {g} | "
+                  f"{fmt(rows[(label, g, 'specialised', 'fresh', 'on-demand')])} | "
+                  f"{fmt(rows[(label, g, 'specialised', 'fresh', 'pooling')])} |")
+    print()
+    print(f"load average after: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

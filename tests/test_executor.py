@@ -14,6 +14,7 @@ from bindings.host.kv import SqliteKeyValue
 from bindings.types import Event
 from gateway.engine import WasmEngine
 from gateway.errors import (
+    AdmissionTimeout,
     ComponentNotFound,
     HandlerReturnedError,
     HandlerTimeout,
@@ -120,3 +121,15 @@ async def test_large_binary_bodies_cross_the_boundary_intact(
     response = await _pool(engine, echo_wasm, tmp_path).call(_ev("hi", payload))
     assert response.body == b"echo:" + payload
     assert (await _pool(engine, echo_wasm, tmp_path).call(_ev("hi", b""))).body == b"echo:"
+
+
+async def test_admission_waits_then_times_out_when_every_slot_stays_busy(
+        engine: WasmEngine, echo_wasm: Path, tmp_path: Path) -> None:
+    # The `slow` handler holds the only slot for 0.5 s; admission gives up after 50 ms.
+    pool = _pool(engine, echo_wasm, tmp_path, max_instances=1, admission_timeout_ms=50)
+    slow = asyncio.ensure_future(pool.call(_ev("slow")))
+    await asyncio.sleep(0)  # let it take the slot
+    with pytest.raises(AdmissionTimeout, match="all 1 instances stayed busy for 50 ms"):
+        await pool.call(_ev("hi"))
+    assert (await slow).body == b"finished"
+    assert (await pool.call(_ev("hi", b"after"))).body == b"echo:after"
