@@ -39,6 +39,7 @@ class NatsConnection:
         self.client = Client()
         self._tls = _tls_context(spec, manifest_path=manifest_path, field=field)
         self._connecting: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def connect(self) -> Client:
         """The connected client; waits (forever, retrying) until the broker answers."""
@@ -84,7 +85,7 @@ class NatsConnection:
             log.warning("nats client error", trigger=self.watch.trigger, error=describe(error))
 
     async def _on_disconnected(self) -> None:
-        if self.watch.state == "up":
+        if self.watch.state == "up" and not self._closing:
             self.watch.lost(ConnectionError(f"disconnected from {self.address}"))
 
     async def _on_reconnected(self) -> None:
@@ -92,6 +93,7 @@ class NatsConnection:
 
     async def close(self) -> None:
         """Flush what is buffered (acks, replies) when connected, then close."""
+        self._closing = True  # our own close is not an outage worth a warning
         if self._connecting is not None and not self._connecting.done():
             self._connecting.cancel()
             await asyncio.gather(self._connecting, return_exceptions=True)
