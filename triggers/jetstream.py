@@ -248,7 +248,7 @@ class JetStreamTrigger:
         while not self._stopping:
             try:
                 msgs = await psub.fetch(self._batch, timeout=wait_s)
-            except asyncio.TimeoutError:  # nats-py raises both its own and asyncio's
+            except TimeoutError:  # nats-py raises both its own and asyncio's
                 continue  # nothing to fetch (or the broker is reconnecting)
             except nats.errors.ConnectionClosedError:
                 return

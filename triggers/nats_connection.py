@@ -73,7 +73,7 @@ class NatsConnection:
         self.watch.up()
 
     async def _on_error(self, error: Exception) -> None:
-        if isinstance(error, OSError | asyncio.TimeoutError | nats.errors.NoServersError
+        if isinstance(error, OSError | TimeoutError | nats.errors.NoServersError
                       | nats.errors.StaleConnectionError | nats.errors.UnexpectedEOF):
             self.watch.lost(error)
         elif isinstance(error, nats.errors.SlowConsumerError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any, ClassVar
 
 import nats
@@ -53,10 +53,8 @@ class NatsJetStreamHarness:
     async def teardown(self) -> None:
         if self.js is not None:
             for name in (self.stream, f"{self.stream}-dead-letter"):
-                try:
+                with suppress(nats.js.errors.NotFoundError):
                     await self.js.delete_stream(name)
-                except nats.js.errors.NotFoundError:
-                    pass
         if self.nc is not None:
             await self.nc.close()
 
