@@ -127,6 +127,7 @@ class JetStreamTrigger:
         self._stopping = False
         self._intake = asyncio.create_task(self._run(), name=f"wasmgate-jetstream:"
                                            f"{self.config.stream}/{self.config.consumer}")
+        self._intake.add_done_callback(_log_crash)
         ready = asyncio.create_task(self.ready.wait())
         await asyncio.wait([ready, self._intake],
                            timeout=self._connection.spec.connect_timeout_ms / 1000,
@@ -348,6 +349,12 @@ class JetStreamTrigger:
                 return
         await msg.term()
         self.dead_lettered += 1
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    # Intake must never end silently: a crash here means the trigger stopped consuming.
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("intake stopped by an unexpected error", error=describe(exc), exc_info=exc)
 
 
 def _validate(config: JetStreamConfig, context: TriggerContext) -> None:

@@ -97,6 +97,7 @@ class NatsTrigger:
         timeout with the connection still retrying in the background."""
         self._dispatch = dispatch
         self._intake = asyncio.create_task(self._run(), name=f"wasmgate-nats:{self.config.subject}")
+        self._intake.add_done_callback(_log_crash)
         timeout = self._connection.spec.connect_timeout_ms / 1000
         ready = asyncio.create_task(self.ready.wait())
         await asyncio.wait([ready, self._intake], timeout=timeout,
@@ -198,6 +199,12 @@ class NatsTrigger:
         self.ready.clear()
         log.info("nats trigger stopped", subject=self.config.subject, handled=self.handled,
                  dead_lettered=self.dead_lettered)
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    # Intake must never end silently: a crash here means the trigger stopped consuming.
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("intake stopped by an unexpected error", error=describe(exc), exc_info=exc)
 
 
 def _validate(config: NatsConfig, context: TriggerContext) -> None:
