@@ -42,7 +42,7 @@ from gateway.app import App
 URL = "nats://127.0.0.1:4222"
 HERE = Path(__file__).resolve().parent
 STAMP = struct.Struct(">q")
-INSTANCES = 2  # --instances
+INSTANCES = 8  # --instances (the manifest default)
 
 
 def build_noop() -> Path:
@@ -143,7 +143,13 @@ async def faststream(subject: str, stream: str | None, rec: Recorder
     return stop
 
 
-def gateway(wasm: Path) -> Start:
+def gateway(wasm: Path, *, skip_wasm: bool = False) -> Start:
+    """The gateway; with ``skip_wasm`` the component call is replaced by a Python no-op, to
+    show what the adapter and dispatcher cost without the executor."""
+
+    async def python_noop(component: str, event: Event) -> Response:
+        return Response(status=200)
+
     async def start(subject: str, stream: str | None, rec: Recorder
                     ) -> Callable[[], Awaitable[None]]:
         # A fixed directory, so the compiled component is cached across runs (.wasmgate/).
@@ -173,7 +179,7 @@ concurrency = 16
 ordering = "none"
 """)
         app = App.load(tmp / "wasmgate.toml")
-        invoke = app.dispatcher._invoke
+        invoke = python_noop if skip_wasm else app.dispatcher._invoke
 
         async def timed(component: str, event: Event) -> Response:
             response = await invoke(component, event)
@@ -197,6 +203,8 @@ async def run_phase(start: Start, *, count: int, size: int, rate: float | None,
         await js.add_stream(name=stream, subjects=[subject])
     rec = Recorder(count)
     stop = await start(subject, stream, rec)
+    # Core NATS is at most once: let every subscription reach the server before publishing.
+    await asyncio.sleep(0.5)
     padding = b"x" * max(0, size - STAMP.size)
     try:
         first = time.perf_counter()
@@ -242,7 +250,8 @@ async def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     logging.getLogger("faststream").setLevel(logging.WARNING)
     systems: dict[str, Start] = {"raw nats-py": raw, "FastStream": faststream,
-                                 "gateway (wasm)": gateway(build_noop())}
+                                 "gateway (wasm)": gateway(build_noop()),
+                                 "gateway, no wasm": gateway(build_noop(), skip_wasm=True)}
     print(f"{args.count} msgs of {args.size} B burst, {args.paced} paced at {args.rate:.0f}/s; "
           f"loadavg before {os.getloadavg()}")
     for label, jetstream in (("NATS core", False), ("JetStream", True)):
@@ -262,7 +271,9 @@ async def main() -> None:
             print(f"| {name} | {burst.rate:,.0f} | {paced.p50:.2f} | {paced.p99:.2f} "
                   f"| {burst.p50:.0f} |")
         print(f"\ngateway/raw = {gw / results['raw nats-py'][0].rate:.2f}, "
-              f"gateway/FastStream = {gw / results['FastStream'][0].rate:.2f}")
+              f"gateway/FastStream = {gw / results['FastStream'][0].rate:.2f}, "
+              "gateway no wasm/FastStream = "
+              f"{results['gateway, no wasm'][0].rate / results['FastStream'][0].rate:.2f}")
     print(f"\nloadavg after {os.getloadavg()}")
 
 
