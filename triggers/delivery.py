@@ -196,13 +196,18 @@ class ConnectionWatch:
 
     async def down(self, error: BaseException) -> None:
         """Record a failure and wait the backoff before the next try."""
+        self.lost(error)
+        ceiling = min(self._max, self._min * 2 ** min(self._failures - 1, 30))
+        await self._sleep(random.uniform(0.5, 1.0) * ceiling)
+
+    def lost(self, error: BaseException) -> None:
+        """Record a failure without waiting: for clients that reconnect by themselves
+        (nats-py) and only report state changes through callbacks."""
         if self.state != "down":
             log.warning("broker unavailable; retrying with backoff", trigger=self.trigger,
                         broker=self.broker, address=self.address, error=describe(error))
         self.state = "down"
         self._failures += 1
-        ceiling = min(self._max, self._min * 2 ** min(self._failures - 1, 30))
-        await self._sleep(random.uniform(0.5, 1.0) * ceiling)
 
 
 def redact(url: str) -> str:

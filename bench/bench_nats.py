@@ -1,0 +1,281 @@
+"""NATS core and JetStream through the gateway (a no-op componentize-py handler) against the
+raw nats-py loop (consume + ack, no handler) and FastStream with a no-op Python handler.
+
+Two phases per system, same message count and size for all:
+
+* **burst**: publish ``--count`` messages as fast as possible; events/s = count / (last
+  handled - first published). Latency here is mostly queueing.
+* **paced**: publish ``--paced`` messages at ``--rate``/s, well under every system's
+  capacity; p50/p99 of publish -> handler done (gateway, FastStream) or -> acked (raw).
+
+One process, one event loop, the shared broker on 127.0.0.1:4222. Run:
+    .venv/bin/python bench/bench_nats.py [--count 5000] [--size 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import statistics
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nats
+import nats.js.errors
+import structlog
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bindings import WIT_DIR, WIT_WORLD
+from bindings.types import Event, Response
+from gateway.app import App
+
+URL = "nats://127.0.0.1:4222"
+HERE = Path(__file__).resolve().parent
+STAMP = struct.Struct(">q")
+INSTANCES = 8  # --instances (the manifest default)
+
+
+def build_noop() -> Path:
+    out = HERE / "build" / "noop.wasm"
+    src = HERE / "handlers" / "noop"
+    if not out.exists() or out.stat().st_mtime < (src / "app.py").stat().st_mtime:
+        out.parent.mkdir(exist_ok=True)
+        tool = Path(sys.executable).with_name("componentize-py")
+        subprocess.run([str(tool), "-d", str(WIT_DIR), "-w", WIT_WORLD, "componentize", "app",
+                        "-p", str(src), "-o", str(out)], check=True, capture_output=True)
+    return out
+
+
+@dataclass
+class Recorder:
+    """Collects publish -> done latencies; ``done`` fires after ``expected`` messages."""
+
+    expected: int
+    latencies: list[float] = field(default_factory=list)
+    last: float = 0.0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def record(self, data: bytes) -> None:
+        now = time.perf_counter_ns()
+        self.latencies.append((now - STAMP.unpack_from(data)[0]) / 1e6)
+        self.last = now / 1e9
+        if len(self.latencies) >= self.expected:
+            self.done.set()
+
+
+@dataclass
+class Result:
+    rate: float
+    p50: float
+    p99: float
+
+
+# A system under test: given (subject, stream or None, recorder) start consuming and return
+# a stop coroutine.
+Start = Callable[[str, str | None, Recorder], Awaitable[Callable[[], Awaitable[None]]]]
+
+
+async def raw(subject: str, stream: str | None, rec: Recorder
+              ) -> Callable[[], Awaitable[None]]:
+    nc = await nats.connect(URL)
+    if stream is None:
+        async def on_msg(msg: nats.aio.msg.Msg) -> None:
+            rec.record(msg.data)
+
+        await nc.subscribe(subject, cb=on_msg, pending_msgs_limit=1_000_000)
+        await nc.flush()
+
+        async def stop_core() -> None:
+            await nc.close()
+        return stop_core
+    js = nc.jetstream()
+    psub = await js.pull_subscribe(subject, durable="raw", stream=stream)
+    running = True
+
+    async def loop() -> None:
+        while running:
+            try:
+                msgs = await psub.fetch(64, timeout=0.5)
+            except TimeoutError:
+                continue
+            for msg in msgs:
+                await msg.ack()
+                rec.record(msg.data)
+
+    task = asyncio.create_task(loop())
+
+    async def stop_js() -> None:
+        nonlocal running
+        running = False
+        await task
+        await nc.close()
+    return stop_js
+
+
+async def faststream(subject: str, stream: str | None, rec: Recorder
+                     ) -> Callable[[], Awaitable[None]]:
+    from faststream.nats import JStream, NatsBroker, PullSub
+
+    broker = NatsBroker(URL, logger=None)
+    if stream is None:
+        @broker.subscriber(subject)
+        async def handler(body: bytes) -> None:
+            rec.record(body)
+    else:
+        @broker.subscriber(subject, stream=JStream(stream, declare=False), durable="fs",
+                           pull_sub=PullSub(batch_size=64, timeout=0.5))
+        async def js_handler(body: bytes) -> None:
+            rec.record(body)
+    await broker.start()
+
+    async def stop() -> None:
+        await broker.stop()
+    return stop
+
+
+def gateway(wasm: Path, *, skip_wasm: bool = False) -> Start:
+    """The gateway; with ``skip_wasm`` the component call is replaced by a Python no-op, to
+    show what the adapter and dispatcher cost without the executor."""
+
+    async def python_noop(component: str, event: Event) -> Response:
+        return Response(status=200)
+
+    async def start(subject: str, stream: str | None, rec: Recorder
+                    ) -> Callable[[], Awaitable[None]]:
+        # A fixed directory, so the compiled component is cached across runs (.wasmgate/).
+        tmp = HERE / "build" / "app"
+        tmp.mkdir(parents=True, exist_ok=True)
+        if stream is None:
+            trigger = f'[[trigger.nats]]\nsubject = "{subject}"\n'
+        else:
+            trigger = (f'[[trigger.nats-jetstream]]\nstream = "{stream}"\n'
+                       'consumer = "gateway"\nbatch = 64\ncreate = true\n'
+                       f'subjects = ["{subject}"]\n')
+        (tmp / "wasmgate.toml").write_text(f"""
+[application]
+name = "bench"
+
+[brokers.b]
+kind = "nats"
+url = "{URL}"
+
+[component.noop]
+source = "{wasm}"
+max-instances = {INSTANCES}
+
+{trigger}component = "noop"
+broker = "b"
+concurrency = 16
+ordering = "none"
+""")
+        app = App.load(tmp / "wasmgate.toml")
+        invoke = python_noop if skip_wasm else app.dispatcher._invoke
+
+        async def timed(component: str, event: Event) -> Response:
+            response = await invoke(component, event)
+            rec.record(event.data)
+            return response
+
+        app.dispatcher._invoke = timed
+        await app.start()
+        return app.stop
+    return start
+
+
+async def run_phase(start: Start, *, count: int, size: int, rate: float | None,
+                    jetstream: bool) -> Result:
+    ident = uuid.uuid4().hex[:8]
+    subject = f"bench.{ident}"
+    stream = f"bench-{ident}" if jetstream else None
+    pub = await nats.connect(URL)
+    js = pub.jetstream()
+    if stream is not None:
+        await js.add_stream(name=stream, subjects=[subject])
+    rec = Recorder(count)
+    stop = await start(subject, stream, rec)
+    # Core NATS is at most once: let every subscription reach the server before publishing.
+    await asyncio.sleep(0.5)
+    padding = b"x" * max(0, size - STAMP.size)
+    try:
+        first = time.perf_counter()
+        futures = []
+        for i in range(count):
+            data = STAMP.pack(time.perf_counter_ns()) + padding
+            if stream is not None:
+                # Async publish: pipelined, acks collected at the end.
+                futures.append(await js.publish_async(subject, data))
+            else:
+                await pub.publish(subject, data)
+            if rate is not None:
+                await asyncio.sleep(max(0.0, first + (i + 1) / rate - time.perf_counter()))
+        await pub.flush()
+        if futures:
+            await asyncio.gather(*futures)
+        try:
+            await asyncio.wait_for(rec.done.wait(), timeout=60)
+        except TimeoutError:
+            raise SystemExit(f"{getattr(start, '__name__', start)}: only "
+                             f"{len(rec.latencies)} of {count} handled") from None
+    finally:
+        await stop()
+        if stream is not None:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await js.delete_stream(stream)
+        await pub.close()
+    lat = sorted(rec.latencies)
+    return Result(rate=count / (rec.last - first), p50=statistics.median(lat),
+                  p99=lat[min(len(lat) - 1, int(len(lat) * 0.99))])
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--count", type=int, default=5000)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--paced", type=int, default=400)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--instances", type=int, default=INSTANCES,
+                        help="the component's max-instances (worker threads in use)")
+    args = parser.parse_args()
+    globals()["INSTANCES"] = args.instances
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    logging.getLogger("faststream").setLevel(logging.WARNING)
+    systems: dict[str, Start] = {"raw nats-py": raw, "FastStream": faststream,
+                                 "gateway (wasm)": gateway(build_noop()),
+                                 "gateway, no wasm": gateway(build_noop(), skip_wasm=True)}
+    print(f"{args.count} msgs of {args.size} B burst, {args.paced} paced at {args.rate:.0f}/s; "
+          f"loadavg before {os.getloadavg()}")
+    for label, jetstream in (("NATS core", False), ("JetStream", True)):
+        results: dict[str, tuple[Result, Result]] = {}
+        for name, start in systems.items():
+            burst = await run_phase(start, count=args.count, size=args.size, rate=None,
+                                    jetstream=jetstream)
+            paced = await run_phase(start, count=args.paced, size=args.size, rate=args.rate,
+                                    jetstream=jetstream)
+            results[name] = (burst, paced)
+        gw = results["gateway (wasm)"][0].rate
+        print(f"\n### {label}\n")
+        print("| system | events/s (burst) | p50 ms (paced) | p99 ms (paced) "
+              "| p50 ms (burst) |")
+        print("|---|---:|---:|---:|---:|")
+        for name, (burst, paced) in results.items():
+            print(f"| {name} | {burst.rate:,.0f} | {paced.p50:.2f} | {paced.p99:.2f} "
+                  f"| {burst.p50:.0f} |")
+        print(f"\ngateway/raw = {gw / results['raw nats-py'][0].rate:.2f}, "
+              f"gateway/FastStream = {gw / results['FastStream'][0].rate:.2f}, "
+              "gateway no wasm/FastStream = "
+              f"{results['gateway, no wasm'][0].rate / results['FastStream'][0].rate:.2f}")
+    print(f"\nloadavg after {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,392 @@
+"""The NATS JetStream trigger: a durable pull consumer feeding a component, at least once.
+
+Delivery semantics:
+
+* **Ack after success.** A message is acked only after its handler answered 2xx; until it is
+  settled the trigger sends ``in-progress`` (+WPI) every third of ``ack-wait-ms``, also while
+  it waits for a free slot or for the message before it on its subject, so ``ack-wait`` can
+  be short (it is how fast a crashed gateway's messages come back) while handlers run long.
+* **Retries through the broker.** A failed attempt (429/5xx, err, trap, timeout) is
+  ``nak``'d with the backoff as delay; JetStream redelivers it and its delivery count is the
+  attempt number the handler sees, so retries survive a gateway restart.
+* **Dead letters.** After ``max-attempts``, or at once on another 4xx, the message is
+  published to ``dead-letter`` (payload, headers and ``wasmgate-dead-letter-*``) through
+  JetStream, and only once the stream stored it is the source message ``term``'d. If that
+  publish fails the message is nak'd and tried again later: it is never dropped silently.
+  Without ``dead-letter`` it is logged and terminated.
+* **Order.** The key is the message subject: ``ordering = "key"`` runs each subject's
+  messages one after another (subjects in parallel), ``"partition"`` the whole consumer in
+  order, ``"none"`` only bounds concurrency. A nak'd message comes back after the delay,
+  behind later messages of its subject: retries do not hold the subject's queue.
+* **Backpressure.** The trigger fetches ``batch`` messages at a time and fetches again only
+  when every fetched message has a slot; ``max-ack-pending`` bounds what the broker lets
+  out per consumer (all replicas together).
+* **Stop.** Stop fetching (at most ``fetch-wait-ms``), let every fetched message finish and
+  settle, flush the acks, close. A hard kill leaves messages unacked: JetStream redelivers
+  them after ``ack-wait-ms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+from typing import Annotated, Any, ClassVar, Literal
+
+import msgspec
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
+
+from bindings.types import Event, now_micros
+from gateway.dispatch import Outcome, RetryPolicy, Verdict
+from gateway.errors import BrokerError, ConfigError
+from triggers.base import Dispatch, TriggerContext, decode_config, register
+from triggers.delivery import (
+    BrokerTriggerConfig,
+    OrderedLanes,
+    attempt_metadata,
+    dead_letter_headers,
+    describe,
+    is_dead_letter,
+    lane_key,
+)
+from triggers.nats_connection import (
+    NatsConnection,
+    content_type,
+    header_dict,
+    header_pairs,
+    subject_matches,
+)
+
+log = structlog.get_logger("wasmgate.nats-jetstream")
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_STOP_GRACE_S = 30.0
+
+
+class JetStreamConfig(BrokerTriggerConfig, kw_only=True, forbid_unknown_fields=True,
+                      rename="kebab"):
+    """The schema of one ``[[trigger.nats-jetstream]]`` table."""
+
+    stream: str
+    consumer: str  # the durable consumer's name, shared by every replica
+    # create = true: create the stream (with `subjects`) and the consumer when missing, and
+    # update the consumer's settings; false: bind to the existing ones.
+    create: bool = False
+    subjects: list[str] = msgspec.field(default_factory=list)
+    filter_subject: str | None = None
+    storage: Literal["file", "memory"] = "file"
+    ack_wait_ms: Annotated[int, msgspec.Meta(ge=300)] = 30_000
+    max_ack_pending: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    batch: Annotated[int, msgspec.Meta(ge=1)] | None = None  # default: concurrency
+    fetch_wait_ms: Annotated[int, msgspec.Meta(ge=10)] = 1000
+
+
+class JetStreamTrigger:
+    """One ``[[trigger.nats-jetstream]]`` table: a durable pull consumer."""
+
+    kind: ClassVar[str] = "nats-jetstream"
+    # JetStream redelivers (nak with delay); the dispatcher runs one attempt per delivery.
+    retry_in_process: ClassVar[bool] = False
+
+    def __init__(self, config: JetStreamConfig, context: TriggerContext) -> None:
+        _validate(config, context)
+        self.config = config
+        self.component = config.component
+        self.retry_policy: RetryPolicy = config.retry_policy
+        self.source = f"wasmgate/nats-jetstream/{config.broker}"
+        self._connection = NatsConnection(f"nats-jetstream:{config.stream}/{config.consumer}",
+                                          config.broker, context.broker(config.broker),
+                                          manifest_path=context.manifest_path,
+                                          field=context.field)
+        self._lanes = OrderedLanes(config.concurrency)
+        self._batch = config.batch or config.concurrency
+        self._dispatch: Dispatch | None = None
+        self._js: JetStreamContext | None = None
+        self._psub: JetStreamContext.PullSubscription | None = None
+        self._intake: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._stopping = False
+        # Fetched and not yet settled, by id(msg): what the in-progress heartbeat keeps alive.
+        self._unsettled: dict[int, Msg] = {}
+        self.ready = asyncio.Event()
+        self.acked = 0
+        self.nakked = 0
+        self.dead_lettered = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, dispatch: Dispatch) -> None:
+        """Connect and bind the consumer; returns once fetching, or after the broker's
+        connect timeout with the connection still retrying in the background."""
+        self._dispatch = dispatch
+        self._stopping = False
+        self._intake = asyncio.create_task(self._run(), name=f"wasmgate-jetstream:"
+                                           f"{self.config.stream}/{self.config.consumer}")
+        self._intake.add_done_callback(_log_crash)
+        ready = asyncio.create_task(self.ready.wait())
+        await asyncio.wait([ready, self._intake],
+                           timeout=self._connection.spec.connect_timeout_ms / 1000,
+                           return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if self._intake.done():
+            self._intake.result()
+        if not self.ready.is_set():
+            log.warning("jetstream trigger waiting for its broker; intake starts when it "
+                        "answers", stream=self.config.stream, consumer=self.config.consumer,
+                        address=self._connection.address)
+
+    async def stop(self) -> None:
+        """Stop fetching, let fetched messages finish and settle, flush, close."""
+        self._stopping = True
+        intake = self._intake
+        if intake is not None:
+            if not self.ready.is_set():
+                intake.cancel()  # still connecting or binding: nothing fetched yet
+            # The loop notices the flag when its current fetch returns (fetch-wait-ms).
+            await asyncio.wait([intake], timeout=self.config.fetch_wait_ms / 1000
+                               + _STOP_GRACE_S)
+            if not intake.done():
+                intake.cancel()
+            await asyncio.gather(intake, return_exceptions=True)
+        await self._lanes.drain()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        if self._psub is not None and self._connection.client.is_connected:
+            try:
+                await self._psub.unsubscribe()
+            except Exception as exc:
+                log.debug("unsubscribe failed", error=describe(exc))
+        await self._connection.close()
+        self.ready.clear()
+        log.info("jetstream trigger stopped", stream=self.config.stream,
+                 consumer=self.config.consumer, acked=self.acked, nakked=self.nakked,
+                 dead_lettered=self.dead_lettered)
+
+    # -- binding --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        client = await self._connection.connect()
+        self._js = client.jetstream()
+        while True:
+            try:
+                self._psub = await self._bind(self._js)
+                break
+            except (nats.errors.Error, BrokerError, OSError) as exc:
+                # A missing stream or a broker mid-restart: wait and try again, logged once.
+                await self._connection.watch.down(exc)
+        self._connection.watch.up()
+        self.ready.set()
+        log.info("jetstream trigger consuming", stream=self.config.stream,
+                 consumer=self.config.consumer, component=self.component)
+        self._heartbeat = asyncio.create_task(self._keep_alive())
+        await self._fetch_loop(self._psub)
+
+    async def _bind(self, js: JetStreamContext) -> JetStreamContext.PullSubscription:
+        cfg = self.config
+        if cfg.create:
+            await self._ensure_stream(js, cfg.stream, cfg.subjects)
+            await js.add_consumer(cfg.stream, config=self._consumer_config())
+        else:
+            await self._require_stream(js)
+            try:
+                await js.consumer_info(cfg.stream, cfg.consumer)
+            except nats.js.errors.NotFoundError:
+                raise BrokerError(f"consumer {cfg.consumer!r} does not exist on stream "
+                                  f"{cfg.stream!r}; create it, or set create = true") from None
+        if cfg.dead_letter is not None:
+            await self._ensure_dead_letter_stream(js, cfg.dead_letter)
+        return await js.pull_subscribe_bind(durable=cfg.consumer, stream=cfg.stream,
+                                            pending_msgs_limit=4 * self._batch + 64,
+                                            pending_bytes_limit=0)
+
+    def _consumer_config(self) -> ConsumerConfig:
+        cfg = self.config
+        return ConsumerConfig(
+            name=cfg.consumer, durable_name=cfg.consumer, ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=cfg.ack_wait_ms / 1000,
+            # The dispatcher decides when to give up (max-attempts), not the broker.
+            max_deliver=-1, max_ack_pending=cfg.max_ack_pending,
+            filter_subject=cfg.filter_subject,
+        )
+
+    async def _ensure_stream(self, js: JetStreamContext, name: str, subjects: list[str]) -> None:
+        try:
+            await js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            storage = StorageType.FILE if self.config.storage == "file" else StorageType.MEMORY
+            await js.add_stream(StreamConfig(name=name, subjects=subjects, storage=storage))
+            log.info("jetstream stream created", stream=name, subjects=subjects)
+
+    async def _require_stream(self, js: JetStreamContext) -> None:
+        try:
+            await js.stream_info(self.config.stream)
+        except nats.js.errors.NotFoundError:
+            raise BrokerError(f"stream {self.config.stream!r} does not exist; create it, or "
+                              "set create = true with subjects = [...]") from None
+
+    async def _ensure_dead_letter_stream(self, js: JetStreamContext, subject: str) -> None:
+        try:
+            await js.find_stream_name_by_subject(subject)
+        except nats.js.errors.NotFoundError:
+            if not self.config.create:
+                # Not fatal: dead letters are nak'd (kept) until a stream stores them.
+                log.warning("no stream stores the dead-letter subject; dead letters stay in "
+                            "the source stream until one does", dead_letter=subject)
+                return
+            name = f"{self.config.stream}-dead-letter"
+            await self._ensure_stream(js, name, [subject])
+
+    # -- intake ---------------------------------------------------------------------------
+
+    async def _fetch_loop(self, psub: JetStreamContext.PullSubscription) -> None:
+        wait_s = self.config.fetch_wait_ms / 1000
+        while not self._stopping:
+            try:
+                msgs = await psub.fetch(self._batch, timeout=wait_s)
+            except TimeoutError:  # nats-py raises both its own and asyncio's
+                continue  # nothing to fetch (or the broker is reconnecting)
+            except nats.errors.ConnectionClosedError:
+                return
+            except Exception as exc:
+                log.warning("fetch failed; retrying", stream=self.config.stream,
+                            consumer=self.config.consumer, error=describe(exc))
+                await asyncio.sleep(wait_s)
+                continue
+            for msg in msgs:
+                # Tracked from the moment it is ours, so a message waiting for a slot is
+                # kept alive too.
+                self._unsettled[id(msg)] = msg
+            for msg in msgs:
+                event = self._event_for(msg)
+                key = lane_key(self.config.ordering, event.key)
+                await self._lanes.submit(key, functools.partial(self._handle, msg, event))
+
+    async def _keep_alive(self) -> None:
+        interval = self.config.ack_wait_ms / 3000
+        while True:
+            await asyncio.sleep(interval)
+            for msg in list(self._unsettled.values()):
+                try:
+                    await msg.in_progress()
+                except Exception as exc:  # a lost heartbeat means a redelivery, not a loss
+                    log.debug("in-progress failed", error=describe(exc))
+
+    def _event_for(self, msg: Msg) -> Event:
+        meta = msg.metadata
+        headers = msg.headers
+        seq = meta.sequence.stream
+        metadata = [
+            ("stream", meta.stream), ("consumer", meta.consumer), ("subject", msg.subject),
+            ("stream-seq", str(seq)), ("consumer-seq", str(meta.sequence.consumer)),
+            ("delivery-count", str(meta.num_delivered)),
+            ("redelivered", "true" if meta.num_delivered > 1 else "false"),
+            ("pending", str(meta.num_pending)),
+            *attempt_metadata(meta.num_delivered),
+        ]
+        stored = meta.timestamp
+        return Event(
+            # Stable across redeliveries, so a handler can deduplicate.
+            id=(headers or {}).get("Nats-Msg-Id") or f"{meta.stream}-{seq}",
+            source=self.source, type="wasmgate.nats-jetstream.message", subject=msg.subject,
+            time=int(stored.timestamp() * 1_000_000) if stored else now_micros(),
+            content_type=content_type(headers), key=msg.subject.encode(),
+            headers=header_pairs(headers), metadata=metadata, data=msg.data,
+        )
+
+    # -- settle ---------------------------------------------------------------------------
+
+    async def _handle(self, msg: Msg, event: Event) -> None:
+        assert self._dispatch is not None
+        try:
+            outcome = await self._dispatch(self.component, event)
+            await self._settle(msg, event, outcome)
+        except Exception as exc:
+            # Left unsettled: JetStream redelivers it after ack-wait.
+            log.error("could not settle; the broker redelivers after ack-wait",
+                      event_id=event.id, error=describe(exc))
+        finally:
+            self._unsettled.pop(id(msg), None)
+
+    async def _settle(self, msg: Msg, event: Event, outcome: Outcome) -> None:
+        if outcome.verdict is Verdict.ACK:
+            await msg.ack()
+            self.acked += 1
+        elif is_dead_letter(outcome):
+            await self._dead_letter(msg, event, outcome)
+        else:
+            delay = outcome.retry_delay_s or 0.0
+            log.info("event will be redelivered", component=self.component, event_id=event.id,
+                     attempt=outcome.attempts, status=outcome.status, error=outcome.error,
+                     delay_s=round(delay, 3))
+            await msg.nak(delay=delay)
+            self.nakked += 1
+
+    async def _dead_letter(self, msg: Msg, event: Event, outcome: Outcome) -> None:
+        target = self.config.dead_letter
+        log.error("event dead-lettered", component=self.component, event_id=event.id,
+                  subject=event.subject, status=outcome.status, error=outcome.error,
+                  error_kind=outcome.error_kind, attempts=outcome.attempts,
+                  dead_letter=target or "(none configured: terminated)")
+        if target is not None:
+            assert self._js is not None
+            headers = header_dict(dead_letter_headers(event, outcome, self.component))
+            # The broker drops a second copy if the term below is lost and this runs again.
+            headers["Nats-Msg-Id"] = f"dead-letter:{event.id}"
+            try:
+                await self._js.publish(target, event.data, headers=headers)
+            except Exception as exc:
+                delay = self.config.max_backoff_ms / 1000
+                log.error("could not store the dead letter; keeping the message",
+                          dead_letter=target, event_id=event.id, error=describe(exc),
+                          retry_in_s=delay)
+                await msg.nak(delay=delay)
+                return
+        await msg.term()
+        self.dead_lettered += 1
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    # Intake must never end silently: a crash here means the trigger stopped consuming.
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("intake stopped by an unexpected error", error=describe(exc), exc_info=exc)
+
+
+def _validate(config: JetStreamConfig, context: TriggerContext) -> None:
+    def fail(field: str, message: str) -> ConfigError:
+        return ConfigError(message, path=context.manifest_path, field=f"{context.field}.{field}")
+
+    for field, name in (("stream", config.stream), ("consumer", config.consumer)):
+        if not _NAME.match(name):
+            raise fail(field, f"{field} name {name!r} may only hold letters, digits, `-` and "
+                       "`_` (no dots, spaces or wildcards)")
+    if config.create and not config.subjects:
+        raise fail("subjects", "create = true needs the stream's subjects, e.g. "
+                   'subjects = ["orders.>"]')
+    if config.subjects and not config.create:
+        raise fail("subjects", "subjects is only used to create the stream; set create = true "
+                   "or remove it (an existing stream keeps its own subjects)")
+    target = config.dead_letter
+    if target is not None:
+        inputs = [*config.subjects, *([config.filter_subject] if config.filter_subject else [])]
+        for pattern in inputs:
+            if subject_matches(pattern, target):
+                raise fail("dead-letter", f"dead-letter subject {target!r} matches the input "
+                           f"subject {pattern!r}: dead letters would be consumed again; pick a "
+                           "subject outside the stream")
+
+
+def build_jetstream_trigger(config: dict[str, Any], *, context: TriggerContext
+                            ) -> JetStreamTrigger:
+    """Decode and validate one ``[[trigger.nats-jetstream]]`` table (the registered factory)."""
+    return JetStreamTrigger(decode_config(config, JetStreamConfig, context), context)
+
+
+register("nats-jetstream", build_jetstream_trigger)
+
+__all__ = ["JetStreamConfig", "JetStreamTrigger", "build_jetstream_trigger"]

@@ -1,0 +1,230 @@
+"""The NATS core trigger: subscribe to a subject (wildcards allowed), optionally in a queue
+group, and call a component for every message; answer requests with the handler's response.
+
+Delivery semantics (NATS core has no acknowledgements and no persistence):
+
+* **At most once.** A message published while the gateway is disconnected, or dropped by a
+  slow consumer, is gone. Retries happen in process (``max-attempts``, backoff) while the
+  message is held; a gateway killed mid-flight loses what it held.
+* **Request/reply.** A message with a reply subject gets one reply after the last attempt:
+  the handler's body and headers, with ``wasmgate-status``; a failure (5xx, trap, timeout,
+  or any status >= 400) also carries ``Nats-Service-Error-Code`` and ``Nats-Service-Error``
+  (the convention of NATS micro services), so a requester never waits for its timeout.
+* **Dead letters** (optional ``dead-letter`` subject): a message that failed its last
+  attempt, or got a 4xx, is published there with the ``wasmgate-dead-letter-*`` headers;
+  that publish is core NATS too, so it is at most once as well.
+* **Order.** The message key is its subject: ``ordering = "key"`` keeps messages of one
+  subject in order while subjects run in parallel, ``"partition"`` runs the whole
+  subscription in order, ``"none"`` only bounds concurrency.
+* **Queue groups** (``queue``) spread messages over the gateway's replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Annotated, Any, ClassVar
+
+import msgspec
+import structlog
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from bindings.types import Event, new_event_id, now_micros
+from gateway.dispatch import Outcome, RetryPolicy, Verdict
+from gateway.errors import ConfigError
+from triggers.base import Dispatch, TriggerContext, decode_config, register
+from triggers.delivery import (
+    BrokerTriggerConfig,
+    OrderedLanes,
+    dead_letter_headers,
+    describe,
+    is_dead_letter,
+    lane_key,
+)
+from triggers.nats_connection import (
+    NatsConnection,
+    content_type,
+    header_dict,
+    header_pairs,
+    subject_matches,
+)
+
+log = structlog.get_logger("wasmgate.nats")
+
+STATUS_HEADER = "wasmgate-status"
+SERVICE_ERROR_CODE = "Nats-Service-Error-Code"
+SERVICE_ERROR = "Nats-Service-Error"
+_DRAIN_TIMEOUT_S = 30.0
+
+
+class NatsConfig(BrokerTriggerConfig, kw_only=True, forbid_unknown_fields=True,
+                 rename="kebab"):
+    """The schema of one ``[[trigger.nats]]`` table."""
+
+    subject: str
+    queue: str | None = None
+    # Messages nats-py buffers for this subscription before it drops (slow consumer).
+    pending_msgs_limit: Annotated[int, msgspec.Meta(ge=1)] = 65_536
+
+
+class NatsTrigger:
+    """One ``[[trigger.nats]]`` table: a core NATS subscription feeding a component."""
+
+    kind: ClassVar[str] = "nats"
+
+    def __init__(self, config: NatsConfig, context: TriggerContext) -> None:
+        _validate(config, context)
+        self.config = config
+        self.component = config.component
+        self.retry_policy: RetryPolicy = config.retry_policy
+        self.source = f"wasmgate/nats/{config.broker}"
+        self._connection = NatsConnection(f"nats:{config.subject}", config.broker,
+                                          context.broker(config.broker),
+                                          manifest_path=context.manifest_path,
+                                          field=context.field)
+        self._lanes = OrderedLanes(config.concurrency)
+        self._dispatch: Dispatch | None = None
+        self._sub: Subscription | None = None
+        self._intake: asyncio.Task[None] | None = None
+        # Set once the subscription is registered at the broker (tests wait for it).
+        self.ready = asyncio.Event()
+        self.handled = 0
+        self.dead_lettered = 0
+
+    async def start(self, dispatch: Dispatch) -> None:
+        """Connect and subscribe; returns once subscribed, or after the broker's connect
+        timeout with the connection still retrying in the background."""
+        self._dispatch = dispatch
+        self._intake = asyncio.create_task(self._run(), name=f"wasmgate-nats:{self.config.subject}")
+        self._intake.add_done_callback(_log_crash)
+        timeout = self._connection.spec.connect_timeout_ms / 1000
+        ready = asyncio.create_task(self.ready.wait())
+        await asyncio.wait([ready, self._intake], timeout=timeout,
+                           return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if self._intake.done():
+            self._intake.result()  # a bug, not a broker outage: surface it at start
+        if not self.ready.is_set():
+            log.warning("nats trigger waiting for its broker; intake starts when it answers",
+                        subject=self.config.subject, address=self._connection.address)
+
+    async def _run(self) -> None:
+        client = await self._connection.connect()
+        self._sub = await client.subscribe(self.config.subject, queue=self.config.queue or "",
+                                           pending_msgs_limit=self.config.pending_msgs_limit,
+                                           pending_bytes_limit=0)
+        await client.flush()
+        self.ready.set()
+        log.info("nats trigger subscribed", subject=self.config.subject,
+                 queue=self.config.queue, component=self.component)
+        async for msg in self._sub.messages:
+            event = self._event_for(msg)
+            key = lane_key(self.config.ordering, event.key)
+            await self._lanes.submit(key, functools.partial(self._handle, msg, event))
+
+    def _event_for(self, msg: Msg) -> Event:
+        metadata = [("subject", msg.subject)]
+        if msg.reply:
+            metadata.append(("reply-to", msg.reply))
+        if self.config.queue:
+            metadata.append(("queue", self.config.queue))
+        return Event(
+            id=(msg.headers or {}).get("Nats-Msg-Id") or new_event_id(),
+            source=self.source, type="wasmgate.nats.message", subject=msg.subject,
+            time=now_micros(), content_type=content_type(msg.headers),
+            key=msg.subject.encode(), headers=header_pairs(msg.headers), metadata=metadata,
+            data=msg.data,
+        )
+
+    async def _handle(self, msg: Msg, event: Event) -> None:
+        assert self._dispatch is not None
+        outcome = await self._dispatch(self.component, event)
+        self.handled += 1
+        if msg.reply:
+            await self._reply(msg, outcome)
+        if outcome.verdict is Verdict.ACK:
+            return
+        if is_dead_letter(outcome):
+            await self._dead_letter(event, outcome)
+
+    async def _reply(self, msg: Msg, outcome: Outcome) -> None:
+        response = outcome.response
+        headers = header_dict(response.headers) if response is not None else {}
+        headers[STATUS_HEADER] = str(outcome.status)
+        if outcome.status >= 400:
+            headers[SERVICE_ERROR_CODE] = str(outcome.status)
+            headers[SERVICE_ERROR] = (outcome.error or f"handler answered status "
+                                      f"{outcome.status}")[:1000]
+        body = response.body if response is not None else b""
+        try:
+            await self._connection.client.publish(msg.reply, body, headers=headers)
+        except Exception as exc:
+            log.error("could not reply", subject=msg.subject, reply_to=msg.reply,
+                      error=describe(exc))
+
+    async def _dead_letter(self, event: Event, outcome: Outcome) -> None:
+        self.dead_lettered += 1
+        target = self.config.dead_letter
+        log.error("event dead-lettered", component=self.component, event_id=event.id,
+                  subject=event.subject, status=outcome.status, error=outcome.error,
+                  error_kind=outcome.error_kind, attempts=outcome.attempts,
+                  dead_letter=target or "(none configured: dropped)")
+        if target is None:
+            return
+        headers = header_dict(dead_letter_headers(event, outcome, self.component))
+        try:
+            await self._connection.client.publish(target, event.data, headers=headers)
+        except Exception as exc:
+            log.error("could not publish dead letter; it is lost (core NATS is at most once)",
+                      dead_letter=target, event_id=event.id, error=describe(exc))
+
+    async def stop(self) -> None:
+        """Unsubscribe (the broker stops sending), run what was already received, reply,
+        publish dead letters, then flush and close the connection."""
+        sub, client = self._sub, self._connection.client
+        if sub is not None and client.is_connected:
+            try:
+                # drain = UNSUB + a round trip + wait until our loop took every queued message.
+                await asyncio.wait_for(sub.drain(),  # type: ignore[no-untyped-call]
+                                       _DRAIN_TIMEOUT_S)  # nats-py leaves it untyped
+            except Exception as exc:
+                log.warning("could not drain the subscription; queued messages are dropped",
+                            subject=self.config.subject, error=describe(exc))
+        if self._intake is not None:
+            self._intake.cancel()
+            await asyncio.gather(self._intake, return_exceptions=True)
+        await self._lanes.drain()
+        await self._connection.close()
+        self.ready.clear()
+        log.info("nats trigger stopped", subject=self.config.subject, handled=self.handled,
+                 dead_lettered=self.dead_lettered)
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    # Intake must never end silently: a crash here means the trigger stopped consuming.
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("intake stopped by an unexpected error", error=describe(exc), exc_info=exc)
+
+
+def _validate(config: NatsConfig, context: TriggerContext) -> None:
+    if not config.subject.strip() or " " in config.subject:
+        raise ConfigError(f"subject {config.subject!r} is not a NATS subject; use tokens "
+                          'separated by dots, e.g. "orders.*" or "events.>"',
+                          path=context.manifest_path, field=f"{context.field}.subject")
+    target = config.dead_letter
+    if target is not None and subject_matches(config.subject, target):
+        raise ConfigError(f"dead-letter subject {target!r} matches the trigger's own subject "
+                          f"{config.subject!r}: dead letters would be consumed again; pick a "
+                          "subject outside it", path=context.manifest_path,
+                          field=f"{context.field}.dead-letter")
+
+
+def build_nats_trigger(config: dict[str, Any], *, context: TriggerContext) -> NatsTrigger:
+    """Decode and validate one ``[[trigger.nats]]`` table (the registered factory)."""
+    return NatsTrigger(decode_config(config, NatsConfig, context), context)
+
+
+register("nats", build_nats_trigger)
+
+__all__ = ["NatsConfig", "NatsTrigger", "build_nats_trigger"]

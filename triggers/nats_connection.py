@@ -1,0 +1,161 @@
+"""What the two NATS adapters (``nats`` and ``nats-jetstream``) share: one client connection
+built from a ``[brokers.<name>]`` table, its state changes logged once each, and the small
+helpers for NATS headers and subjects.
+
+nats-py reconnects by itself (``max_reconnect_attempts = -1``: forever, also for the first
+connection) and restores core subscriptions after a reconnect, so the adapters do not run
+their own reconnect loop; they only learn about state changes through the callbacks here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+import nats
+import structlog
+from nats.aio.client import Client
+
+from gateway.errors import ConfigError
+from gateway.manifest import BrokerSpec
+from triggers.delivery import ConnectionWatch, describe, redact
+
+log = structlog.get_logger("wasmgate.nats")
+
+# nats-py waits a fixed interval between reconnect attempts (it has no exponential
+# backoff); this is the interval when the broker table's min/max leave room for it.
+_RECONNECT_WAIT_S = 1.0
+
+
+class NatsConnection:
+    """One nats-py client for one trigger, connecting in the background until it succeeds."""
+
+    def __init__(self, trigger: str, broker: str, spec: BrokerSpec, *, manifest_path: str,
+                 field: str) -> None:
+        self.spec = spec
+        self.address = redact(spec.url)
+        self.watch = ConnectionWatch(trigger, broker, spec)
+        self.client = Client()
+        self._tls = _tls_context(spec, manifest_path=manifest_path, field=field)
+        self._connecting: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def connect(self) -> Client:
+        """The connected client; waits (forever, retrying) until the broker answers."""
+        if self._connecting is None:
+            self._connecting = asyncio.create_task(self._connect(), name=f"nats-connect:"
+                                                   f"{self.watch.trigger}")
+        await asyncio.shield(self._connecting)
+        return self.client
+
+    async def _connect(self) -> None:
+        spec = self.spec
+        options: dict[str, Any] = {}
+        if spec.username is not None:
+            options["user"] = spec.username
+            options["password"] = spec.password or ""
+        if self._tls is not None:
+            options["tls"] = self._tls
+        wait_s = min(spec.reconnect_max_ms / 1000, max(spec.reconnect_min_ms / 1000,
+                                                         _RECONNECT_WAIT_S))
+        await self.client.connect(
+            servers=[u.strip() for u in spec.url.split(",")],
+            name=f"wasmgate:{self.watch.trigger}",
+            connect_timeout=max(1, spec.connect_timeout_ms // 1000),
+            reconnect_time_wait=wait_s,  # type: ignore[arg-type]  # nats-py accepts floats
+            max_reconnect_attempts=-1,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+            **options,
+        )
+        self.watch.up()
+
+    async def _on_error(self, error: Exception) -> None:
+        if isinstance(error, OSError | TimeoutError | nats.errors.NoServersError
+                      | nats.errors.StaleConnectionError | nats.errors.UnexpectedEOF):
+            self.watch.lost(error)
+        elif isinstance(error, nats.errors.SlowConsumerError):
+            # Core NATS drops what a subscription cannot buffer: say so, loudly.
+            log.error("slow consumer: the broker or client dropped messages",
+                      trigger=self.watch.trigger, subject=error.subject,
+                      pending_limit_reached=True)
+        else:
+            log.warning("nats client error", trigger=self.watch.trigger, error=describe(error))
+
+    async def _on_disconnected(self) -> None:
+        if self.watch.state == "up" and not self._closing:
+            self.watch.lost(ConnectionError(f"disconnected from {self.address}"))
+
+    async def _on_reconnected(self) -> None:
+        self.watch.up()
+
+    async def close(self) -> None:
+        """Flush what is buffered (acks, replies) when connected, then close."""
+        self._closing = True  # our own close is not an outage worth a warning
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+            await asyncio.gather(self._connecting, return_exceptions=True)
+        if self.client.is_connected:
+            try:
+                await self.client.flush(timeout=5)
+            except Exception as exc:  # a close must not fail on a broker going away
+                log.warning("could not flush before closing", trigger=self.watch.trigger,
+                            error=describe(exc))
+        if not self.client.is_closed:
+            await self.client.close()
+
+
+def _tls_context(spec: BrokerSpec, *, manifest_path: str, field: str) -> ssl.SSLContext | None:
+    tls = spec.tls
+    if tls is None:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=tls.ca_file)
+        if tls.cert_file is not None:
+            context.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the TLS files of broker {spec.url!r}: {describe(exc)}; "
+                          "check ca-file, cert-file and key-file", path=manifest_path,
+                          field=f"{field}.tls") from exc
+    if tls.insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def header_pairs(headers: dict[str, str] | None) -> list[tuple[str, str]]:
+    """nats-py's header dict as the event's list of pairs."""
+    return list(headers.items()) if headers else []
+
+
+def header_dict(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """Pairs as NATS headers (a repeated name keeps its last value: nats-py headers are a
+    dict)."""
+    return dict(pairs)
+
+
+def content_type(headers: dict[str, str] | None) -> str | None:
+    if not headers:
+        return None
+    for name, value in headers.items():
+        if name.lower() == "content-type":
+            return value
+    return None
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """Whether a NATS subject ``pattern`` (``*`` = one token, ``>`` = the rest) matches
+    ``subject``; used to refuse a dead-letter subject that would flow back into the input."""
+    want = pattern.split(".")
+    have = subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+__all__ = ["NatsConnection", "content_type", "header_dict", "header_pairs", "subject_matches"]
