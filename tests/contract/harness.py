@@ -192,11 +192,13 @@ key-value-stores = ["default"]
     def spawn(self) -> subprocess.Popen[bytes]:
         """``wasmgate up`` as a separate process (for hard-stop tests)."""
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        return subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "up", str(self.manifest)],
-            cwd=self.directory, env=env, stdout=subprocess.DEVNULL,
-            stderr=open(self.directory / "gateway.log", "wb"),
-        )
+        # The child keeps its own copy of the descriptor; closing ours avoids a
+        # ResourceWarning (an error under filterwarnings = error).
+        with open(self.directory / "gateway.log", "wb") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "up", str(self.manifest)],
+                cwd=self.directory, env=env, stdout=subprocess.DEVNULL, stderr=log,
+            )
 
     @staticmethod
     def kill(process: subprocess.Popen[bytes]) -> None:
