@@ -351,7 +351,7 @@ class KafkaTrigger:
             if not offsets:
                 return
             try:
-                await consumer.commit(offsets)  # type: ignore[arg-type]
+                await consumer.commit(offsets)
             except (CommitFailedError, IllegalStateError) as exc:
                 # The group moved on: the new owner re-reads from the last good commit.
                 log.warning("offset commit rejected after a rebalance; records will be "
@@ -381,7 +381,7 @@ class KafkaTrigger:
         self._book.revoke(revoked)
 
 
-class _Rebalance(ConsumerRebalanceListener):
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
     """Hands rebalance callbacks to the trigger (aiokafka awaits them)."""
 
     def __init__(self, trigger: KafkaTrigger) -> None:
