@@ -95,6 +95,8 @@ class KafkaConfig(BrokerTriggerConfig, kw_only=True, forbid_unknown_fields=True,
     start_from: Literal["earliest", "latest"] = "earliest"
     commit_interval_ms: Positive = 500
     max_poll_records: Positive = 500
+    # How long the broker may hold a fetch open waiting for data (latency when idle).
+    fetch_max_wait_ms: Positive = 500
     session_timeout_ms: Positive = 10_000
     heartbeat_interval_ms: Positive = 3_000
     rebalance_timeout_ms: Positive | None = None
@@ -217,6 +219,7 @@ class KafkaTrigger:
                 heartbeat_interval_ms=config.heartbeat_interval_ms,
                 rebalance_timeout_ms=config.rebalance_timeout_ms,
                 max_poll_interval_ms=config.max_poll_interval_ms,
+                fetch_max_wait_ms=config.fetch_max_wait_ms,
             )
             consumer.subscribe(config.topics, listener=_Rebalance(self))
             try:
