@@ -201,9 +201,16 @@ class KafkaTrigger:
                 # The client reconnects by itself; this is an error it chose to surface.
                 await self._watch.down(exc)
                 continue
-            for tp, records in batches.items():
+            # Bind each partition's ledger now, before any await: if the partition is
+            # revoked (and perhaps given back) while this batch is being handed out, the
+            # rest of the batch belongs to the old ledger and is skipped, not mixed into
+            # the new one (the new owner re-reads it from the last commit).
+            ledgers = [(self._book.get(tp), tp, records) for tp, records in batches.items()]
+            for offsets, tp, records in ledgers:
                 for record in records:
-                    await self._take(tp, record)
+                    if offsets is None or offsets.revoked:
+                        break
+                    await self._take(offsets, tp, record)
 
     async def _connect(self) -> AIOKafkaConsumer:
         """A started consumer, subscribed with our rebalance listener; retried forever."""
@@ -229,6 +236,10 @@ class KafkaTrigger:
                 self._first_attempt.set()
                 await self._watch.down(exc)
                 continue
+            except BaseException:
+                # Cancelled by stop() mid-connect: close the half-started client.
+                await _quietly(consumer.stop())
+                raise
             self._consumer = consumer
             self._watch.up()
             self._first_attempt.set()
@@ -245,11 +256,8 @@ class KafkaTrigger:
             log.warning("topics do not exist yet; consuming starts when they are created",
                         topics=missing, group=self.group, broker=self.config.broker)
 
-    async def _take(self, tp: TopicPartition, record: Record) -> None:
-        offsets = self._book.get(tp)
-        if offsets is None:
-            # Fetched before its partition was revoked: the new owner reads it again.
-            return
+    async def _take(self, offsets: PartitionOffsets, tp: TopicPartition,
+                    record: Record) -> None:
         offsets.take(record.offset)
         event = self.build_event(record)
         key = lane_key(self.config.ordering, record.key, (tp.topic, tp.partition))
