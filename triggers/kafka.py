@@ -1,0 +1,489 @@
+"""The Kafka trigger: a consumer-group member that runs each record through a component.
+
+One ``[[trigger.kafka]]`` table is one member of a consumer group (``group``, default
+``wasmgate-<component>``) on ``topics``. Run more replicas or workers with the same group to
+share the partitions. Every record becomes one event (type ``wasmgate.kafka.message``,
+subject = topic, metadata topic / partition / offset / timestamp / group / attempt).
+
+Delivery (at least once):
+
+* **Commit after success.** Auto-commit is off. A record counts as settled when the
+  handler acked it or it was dead-lettered; the trigger commits, per partition, the highest
+  *contiguous* settled offset (:mod:`triggers.kafka_offsets`), every ``commit-interval-ms``,
+  on a rebalance and at stop. A crash re-delivers what was not committed: duplicates, never
+  loss. Kafka keeps no delivery count, so ``attempt`` restarts at 1 after a redelivery.
+* **Retries in process.** A failed record is re-run here with backoff (the dispatcher's
+  policy) while later records keep flowing; its offset holds the commit point back.
+* **Dead letters.** After ``max-attempts``, or at once on a 4xx, the record (same key,
+  value and headers, plus the ``wasmgate-dead-letter-*`` headers) is produced to the
+  ``dead-letter`` topic, acknowledged by the broker, before its offset is settled. Without
+  ``dead-letter`` it is logged and dropped.
+* **Order** per partition (``ordering = "partition"``), per key within a partition
+  (``"key"``, the default) or none; parallel across lanes up to ``concurrency``.
+* **Backpressure.** When ``concurrency`` records are running the consume loop waits; the
+  client then stops fetching once its buffer is full.
+* **Rebalance.** Revoked partitions get up to ``revoke-wait-ms`` to finish, then their
+  settled offsets are committed; a record still running then is re-run by the new owner.
+* **Broker down** at start or later: the client reconnects with backoff, the trigger logs
+  once per state change, intake resumes when the broker is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from collections.abc import Awaitable
+from functools import partial
+from typing import Annotated, Any, ClassVar, Literal, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+import msgspec
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.helpers import create_ssl_context
+from aiokafka.structs import OffsetAndMetadata
+
+from bindings.types import Event
+from gateway.dispatch import Outcome, RetryPolicy, Verdict
+from gateway.errors import ConfigError
+from gateway.manifest import BrokerSpec
+from triggers.base import Dispatch, TriggerContext, decode_config, register
+from triggers.delivery import (
+    BrokerTriggerConfig,
+    ConnectionWatch,
+    OrderedLanes,
+    attempt_metadata,
+    dead_letter_headers,
+    describe,
+    lane_key,
+)
+from triggers.kafka_offsets import OffsetBook, PartitionOffsets
+
+log = structlog.get_logger("wasmgate.kafka")
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+# Kafka's own rule for topic names.
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_TIMESTAMP_TYPES = {0: "create-time", 1: "log-append-time"}
+
+
+class Record(Protocol):
+    """The fields of aiokafka's ConsumerRecord that the trigger reads (aiokafka is untyped)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    timestamp_type: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+class KafkaConfig(BrokerTriggerConfig, kw_only=True, forbid_unknown_fields=True,
+                  rename="kebab"):
+    """The schema of one ``[[trigger.kafka]]`` table (plus the shared broker fields)."""
+
+    topics: list[str]
+    # Consumer group; members with the same group share the partitions.
+    group: str | None = None
+    # Where a group with no committed offset starts. "earliest" so that a first run that
+    # crashes before its first commit does not skip what it had been given.
+    start_from: Literal["earliest", "latest"] = "earliest"
+    commit_interval_ms: Positive = 500
+    max_poll_records: Positive = 500
+    # How long the broker may hold a fetch open waiting for data (latency when idle).
+    fetch_max_wait_ms: Positive = 500
+    session_timeout_ms: Positive = 10_000
+    heartbeat_interval_ms: Positive = 3_000
+    rebalance_timeout_ms: Positive | None = None
+    max_poll_interval_ms: Positive = 300_000
+    # How long a revoked partition's running records may take before it is handed over.
+    revoke_wait_ms: Positive = 5_000
+    # How long stop() waits for running records (and their retries) before leaving them
+    # uncommitted for redelivery.
+    shutdown_grace_ms: Positive = 30_000
+    client_id: str | None = None
+
+
+class KafkaTrigger:
+    """One ``[[trigger.kafka]]`` table: consumes ``topics`` in ``group`` into ``component``."""
+
+    kind: ClassVar[str] = "kafka"
+    # Kafka cannot nak one record: a failed record is retried here, holding its offset.
+    retry_in_process: ClassVar[bool] = True
+
+    def __init__(self, config: KafkaConfig, context: TriggerContext) -> None:
+        self.config = config
+        self.component = config.component
+        self.group = config.group or f"wasmgate-{config.component}"
+        self.retry_policy: RetryPolicy = config.retry_policy
+        spec = context.broker(config.broker)
+        self._client_options = client_options(spec, context, config.broker)
+        self._source = f"wasmgate/kafka/{config.broker}"
+        self._watch = ConnectionWatch(f"kafka:{self.group}", config.broker, spec)
+        self._book = OffsetBook()
+        self._lanes = OrderedLanes(config.concurrency)
+        self._dispatch: Dispatch | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._producer_lock = asyncio.Lock()
+        self._commit_lock = asyncio.Lock()
+        self._commit_wanted = asyncio.Event()
+        self._intake: asyncio.Task[None] | None = None
+        self._committer: asyncio.Task[None] | None = None
+        self._first_attempt = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, dispatch: Dispatch) -> None:
+        """Start consuming; returns after the first connection attempt (a broker that is
+        down is retried in the background)."""
+        if self._intake is not None:
+            raise RuntimeError(f"kafka trigger for group {self.group!r} already started")
+        self._dispatch = dispatch
+        self._intake = asyncio.create_task(self._run(), name=f"wasmgate-kafka:{self.group}")
+        self._committer = asyncio.create_task(self._commit_loop(),
+                                              name=f"wasmgate-kafka-commit:{self.group}")
+        attempted = asyncio.create_task(self._first_attempt.wait())
+        await asyncio.wait([self._intake, attempted], return_when=asyncio.FIRST_COMPLETED)
+        attempted.cancel()
+        log.info("kafka trigger started", component=self.component, group=self.group,
+                 topics=self.config.topics, broker=self.config.broker)
+
+    async def stop(self) -> None:
+        """Stop fetching, let running records finish (up to ``shutdown-grace-ms``), commit
+        what was settled, leave the group."""
+        intake, self._intake = self._intake, None
+        if intake is not None:
+            # Cancelling drops only records not yet handed to the handler; they were never
+            # taken, so the commit point stays before them and they are read again.
+            intake.cancel()
+            await asyncio.wait([intake])
+        try:
+            await asyncio.wait_for(self._lanes.drain(), self.config.shutdown_grace_ms / 1000)
+        except TimeoutError:
+            log.warning("records still running at the end of the shutdown grace; they stay "
+                        "uncommitted and will be redelivered", component=self.component,
+                        group=self.group, running=self._lanes.in_flight)
+            await self._lanes.cancel()
+        committer, self._committer = self._committer, None
+        if committer is not None:
+            committer.cancel()
+            await asyncio.wait([committer])
+        await self._commit()
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await _quietly(consumer.stop())
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await _quietly(producer.stop())
+        log.info("kafka trigger stopped", component=self.component, group=self.group)
+
+    @property
+    def assignment(self) -> frozenset[TopicPartition]:
+        """The partitions this member owns now (empty until the group is joined)."""
+        consumer = self._consumer
+        return frozenset(consumer.assignment()) if consumer is not None else frozenset()
+
+    # -- intake ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        consumer = await self._connect()
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=1000,
+                                                 max_records=self.config.max_poll_records)
+            except KafkaError as exc:
+                # The client reconnects by itself; this is an error it chose to surface.
+                await self._watch.down(exc)
+                continue
+            # Bind each partition's ledger now, before any await: if the partition is
+            # revoked (and perhaps given back) while this batch is being handed out, the
+            # rest of the batch belongs to the old ledger and is skipped, not mixed into
+            # the new one (the new owner re-reads it from the last commit).
+            ledgers = [(self._book.get(tp), tp, records) for tp, records in batches.items()]
+            for offsets, tp, records in ledgers:
+                for record in records:
+                    if offsets is None or offsets.revoked:
+                        break
+                    await self._take(offsets, tp, record)
+
+    async def _connect(self) -> AIOKafkaConsumer:
+        """A started consumer, subscribed with our rebalance listener; retried forever."""
+        config = self.config
+        while True:
+            consumer = AIOKafkaConsumer(
+                **self._client_options,
+                group_id=self.group,
+                client_id=config.client_id or f"wasmgate-{self.component}",
+                enable_auto_commit=False,
+                auto_offset_reset=config.start_from,
+                session_timeout_ms=config.session_timeout_ms,
+                heartbeat_interval_ms=config.heartbeat_interval_ms,
+                rebalance_timeout_ms=config.rebalance_timeout_ms,
+                max_poll_interval_ms=config.max_poll_interval_ms,
+                fetch_max_wait_ms=config.fetch_max_wait_ms,
+            )
+            consumer.subscribe(config.topics, listener=_Rebalance(self))
+            try:
+                await consumer.start()
+            except KafkaError as exc:
+                await _quietly(consumer.stop())
+                self._first_attempt.set()
+                await self._watch.down(exc)
+                continue
+            except BaseException:
+                # Cancelled by stop() mid-connect: close the half-started client.
+                await _quietly(consumer.stop())
+                raise
+            self._consumer = consumer
+            self._watch.up()
+            self._first_attempt.set()
+            await self._warn_missing_topics(consumer)
+            return consumer
+
+    async def _warn_missing_topics(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            known = await consumer.topics()
+        except KafkaError:
+            return
+        missing = sorted(set(self.config.topics) - set(known))
+        if missing:
+            log.warning("topics do not exist yet; consuming starts when they are created",
+                        topics=missing, group=self.group, broker=self.config.broker)
+
+    async def _take(self, offsets: PartitionOffsets, tp: TopicPartition,
+                    record: Record) -> None:
+        offsets.take(record.offset)
+        event = self.build_event(record)
+        key = lane_key(self.config.ordering, record.key, (tp.topic, tp.partition))
+        await self._lanes.submit(key, partial(self._handle, offsets, record, event))
+
+    def build_event(self, record: Record) -> Event:
+        """The event for one consumer record."""
+        headers = [(k, v.decode("utf-8", "replace")) for k, v in record.headers]
+        content_type = next((v for k, v in headers if k.lower() == "content-type"), None)
+        return Event(
+            # Stable across redeliveries, so a handler can de-duplicate.
+            id=f"{record.topic}-{record.partition}-{record.offset}",
+            source=self._source,
+            type="wasmgate.kafka.message",
+            subject=record.topic,
+            time=record.timestamp * 1000,
+            content_type=content_type,
+            key=record.key,
+            headers=headers,
+            metadata=[
+                ("topic", record.topic),
+                ("partition", str(record.partition)),
+                ("offset", str(record.offset)),
+                ("timestamp", str(record.timestamp)),
+                ("timestamp-type", _TIMESTAMP_TYPES.get(record.timestamp_type, "unknown")),
+                ("group", self.group),
+                ("trigger", "kafka"),
+                *attempt_metadata(1),
+            ],
+            data=record.value or b"",
+        )
+
+    # -- settle ----------------------------------------------------------------------------
+
+    async def _handle(self, offsets: PartitionOffsets, record: Record, event: Event) -> None:
+        if offsets.revoked:
+            return  # its partition moved to another member, which runs it
+        assert self._dispatch is not None
+        outcome = await self._dispatch(self.component, event)
+        if outcome.verdict is not Verdict.ACK:
+            # Retries ran in process, so anything else is final (is_dead_letter holds).
+            await self._dead_letter(record, event, outcome)
+        offsets.finish(record.offset)
+        self._commit_wanted.set()
+
+    async def _dead_letter(self, record: Record, event: Event, outcome: Outcome) -> None:
+        topic = self.config.dead_letter
+        fields: dict[str, Any] = dict(component=self.component, event_id=event.id,
+                                      status=outcome.status, error=outcome.error,
+                                      attempts=outcome.attempts)
+        if topic is None:
+            log.error("record dead-lettered and dropped (no dead-letter topic set)", **fields)
+            return
+        added = dead_letter_headers(event, outcome, self.component)[len(event.headers):]
+        # The original header bytes are kept as they were (event headers are decoded text).
+        headers = [*record.headers, *((k, v.encode()) for k, v in added)]
+        while True:
+            try:
+                producer = await self._producer_started()
+                await producer.send_and_wait(topic, record.value, key=record.key,
+                                             headers=headers)
+            except KafkaError as exc:
+                # Not settled until the broker has it: keep the offset and try again.
+                await self._watch.down(exc)
+                continue
+            self._watch.up()
+            log.warning("record dead-lettered", dead_letter=topic, **fields)
+            return
+
+    async def _producer_started(self) -> AIOKafkaProducer:
+        async with self._producer_lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(**self._client_options, acks="all",
+                                            client_id=f"wasmgate-{self.component}-dlq")
+                try:
+                    await producer.start()
+                except BaseException:
+                    await _quietly(producer.stop())
+                    raise
+                self._producer = producer
+            return self._producer
+
+    # -- commit ----------------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._commit_wanted.wait()
+            self._commit_wanted.clear()
+            await self._commit()
+            await asyncio.sleep(self.config.commit_interval_ms / 1000)
+
+    async def _commit(self, partitions: frozenset[TopicPartition] | None = None) -> None:
+        """Commit every owned partition's (or ``partitions``') contiguous settled offset."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        async with self._commit_lock:
+            points = self._book.to_commit()
+            offsets = {tp: OffsetAndMetadata(point, "") for tp, point in points.items()
+                       if isinstance(tp, TopicPartition)
+                       and (partitions is None or tp in partitions)}
+            if not offsets:
+                return
+            try:
+                await consumer.commit(offsets)
+            except (CommitFailedError, IllegalStateError) as exc:
+                # The group moved on: the new owner re-reads from the last good commit.
+                log.warning("offset commit rejected after a rebalance; records will be "
+                            "redelivered", group=self.group, error=describe(exc))
+                return
+            except KafkaError as exc:
+                log.warning("offset commit failed; retrying", group=self.group,
+                            error=describe(exc))
+                self._commit_wanted.set()
+                return
+            self._watch.up()
+            self._book.mark_committed({tp: o.offset for tp, o in offsets.items()})
+
+    async def _on_assigned(self, assigned: frozenset[TopicPartition]) -> None:
+        self._book.assign(assigned)
+        log.info("partitions assigned", group=self.group,
+                 partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+
+    async def _on_revoked(self, revoked: frozenset[TopicPartition]) -> None:
+        owned = self._book.owned(revoked)
+        waits = [asyncio.ensure_future(offsets.wait_idle()) for _, offsets in owned]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=self.config.revoke_wait_ms / 1000)
+            for task in pending:
+                task.cancel()
+        await self._commit(revoked)
+        self._book.revoke(revoked)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """Hands rebalance callbacks to the trigger (aiokafka awaits them)."""
+
+    def __init__(self, trigger: KafkaTrigger) -> None:
+        self._trigger = trigger
+
+    async def on_partitions_revoked(self, revoked: frozenset[TopicPartition]) -> None:
+        await self._trigger._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: frozenset[TopicPartition]) -> None:
+        await self._trigger._on_assigned(assigned)
+
+
+async def _quietly(closing: Awaitable[object]) -> None:
+    try:
+        await closing
+    except Exception as exc:
+        log.debug("error while closing a kafka client", error=describe(exc))
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+def client_options(spec: BrokerSpec, context: TriggerContext, name: str) -> dict[str, Any]:
+    """aiokafka client keyword arguments for ``[brokers.<name>]``: bootstrap servers from
+    ``kafka://host:port[,host:port]``, TLS, SASL (``?sasl-mechanism=SCRAM-SHA-256``)."""
+    where = f"brokers.{name}.url"
+    parts = urlsplit(spec.url)
+    if parts.scheme != "kafka" or not parts.netloc:
+        raise ConfigError(f"invalid Kafka URL {spec.url!r}; write kafka://host:9092 "
+                          "(several bootstrap servers: kafka://host1:9092,host2:9092)",
+                          path=context.manifest_path, field=where)
+    servers = [s.strip() for s in parts.netloc.rpartition("@")[2].split(",") if s.strip()]
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"bootstrap server {server!r} in {spec.url!r} needs host:port",
+                              path=context.manifest_path, field=where)
+    query = parse_qs(parts.query)
+    mechanism = query.get("sasl-mechanism", ["PLAIN"])[0].upper()
+    if mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+        raise ConfigError(f"unsupported sasl-mechanism {mechanism!r}; use PLAIN, "
+                          "SCRAM-SHA-256 or SCRAM-SHA-512", path=context.manifest_path,
+                          field=where)
+    options: dict[str, Any] = {
+        "bootstrap_servers": servers,
+        "request_timeout_ms": max(spec.connect_timeout_ms, 1000),
+        "retry_backoff_ms": spec.reconnect_min_ms,
+    }
+    context_ssl: ssl.SSLContext | None = None
+    if spec.tls is not None:
+        tls = spec.tls
+        context_ssl = create_ssl_context(cafile=tls.ca_file, certfile=tls.cert_file,
+                                         keyfile=tls.key_file)
+        if tls.insecure_skip_verify:
+            context_ssl.check_hostname = False
+            context_ssl.verify_mode = ssl.CERT_NONE
+        options["ssl_context"] = context_ssl
+    if spec.username is not None:
+        options.update(security_protocol="SASL_SSL" if context_ssl else "SASL_PLAINTEXT",
+                       sasl_mechanism=mechanism, sasl_plain_username=spec.username,
+                       sasl_plain_password=spec.password or "")
+    elif context_ssl is not None:
+        options["security_protocol"] = "SSL"
+    return options
+
+
+def _validate(config: KafkaConfig, context: TriggerContext) -> None:
+    def fail(field: str, message: str) -> ConfigError:
+        return ConfigError(message, path=context.manifest_path, field=f"{context.field}.{field}")
+
+    if not config.topics:
+        raise fail("topics", 'list at least one topic, e.g. topics = ["orders"]')
+    for topic in [*config.topics, *([config.dead_letter] if config.dead_letter else [])]:
+        if not _TOPIC.match(topic):
+            raise fail("topics" if topic in config.topics else "dead-letter",
+                       f"invalid topic name {topic!r}; use 1-249 of A-Z a-z 0-9 . _ -")
+    if config.dead_letter in config.topics:
+        raise fail("dead-letter", f"dead-letter topic {config.dead_letter!r} is also consumed "
+                   "by this trigger, so a dead letter would run again; use another topic")
+    if config.heartbeat_interval_ms >= config.session_timeout_ms:
+        raise fail("heartbeat-interval-ms",
+                   f"heartbeat-interval-ms ({config.heartbeat_interval_ms}) must be below "
+                   f"session-timeout-ms ({config.session_timeout_ms}); about a third of it")
+
+
+def build_kafka_trigger(config: dict[str, Any], *, context: TriggerContext) -> KafkaTrigger:
+    """Decode and validate one ``[[trigger.kafka]]`` table (the registered factory)."""
+    decoded = decode_config(config, KafkaConfig, context)
+    _validate(decoded, context)
+    return KafkaTrigger(decoded, context)
+
+
+register("kafka", build_kafka_trigger)
+
+__all__ = ["KafkaConfig", "KafkaTrigger", "build_kafka_trigger", "client_options"]
