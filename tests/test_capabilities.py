@@ -6,6 +6,7 @@ error value, the call is logged with the component and event id, and the gateway
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import uuid
@@ -342,3 +343,35 @@ async def test_a_secrets_file_with_an_undeclared_name_is_a_clear_error(tmp_path:
         App.load(path)
     assert "secrets.toml" in str(info.value) and "'tokn' is not a declared variable" in str(
         info.value)
+
+
+async def test_publish_to_kafka_waits_for_the_ack(tmp_path: Path) -> None:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from tests.kafka_broker import shared_broker
+
+    kafka = shared_broker()
+    topic = f"caps-{uuid.uuid4().hex[:8]}"
+    path = _manifest(tmp_path, f'publish = ["events:{topic}"]',
+                     f'\n[brokers.events]\nkind = "kafka"\nurl = "kafka://127.0.0.1:{kafka.port}"\n')
+    app = App.load(path)
+    try:
+        event = Event(id=new_event_id(), source="t", type="t", data=json.dumps({
+            "op": "publish", "broker": "events", "destination": topic, "key": "c-1",
+            "body": "order", "headers": [["x-h", "1"]]}).encode())
+        receipt = json.loads((await app.invoke("caps", event)).body)["ok"]
+        name, partition, offset = receipt.split("/")
+        assert name == topic
+        consumer = AIOKafkaConsumer(bootstrap_servers=f"127.0.0.1:{kafka.port}")
+        await consumer.start()
+        try:
+            where = TopicPartition(topic, int(partition))
+            consumer.assign([where])
+            consumer.seek(where, int(offset))
+            record = await asyncio.wait_for(consumer.getone(), 10)
+        finally:
+            await consumer.stop()
+        assert (record.key, record.value, record.headers) == (b"c-1", b"order",
+                                                              (("x-h", b"1"),))
+    finally:
+        await app.stop()
