@@ -256,7 +256,7 @@ OK_PAYLOADS: dict[str, Callable[[Any], int]] = {
 }
 
 
-def write_result(results: int, nresults: int, ok: bool, payload: int) -> None:
+def write_result(results: int, ok: bool, payload: int) -> None:
     """Store ``result`` (ok or err, its payload already boxed) in the result slot."""
     _memmove(results, _RESULT_VAL.pack(_RESULT, ok, payload), _VAL_SIZE)
 
@@ -275,7 +275,7 @@ def result_call(kinds: tuple[str, ...], ok: str,
             raise SignatureMismatch(f"host import returns 1 result, the guest expects "
                                     f"{nresults}")
         is_ok, value = op(*read_args(args, nargs, kinds))
-        write_result(results, nresults, is_ok,
+        write_result(results, is_ok,
                      lower_ok(value) if is_ok else _box_string(str(value)))
     return call
 
