@@ -2,7 +2,9 @@
 componentize-py component and as a minimal hand-written WAT component, for tiny, 1 KB and
 64 KB bodies; pooled (warm instance) and fresh (new Store + instance per event); wasmtime-py's
 stock conversion against gateway/convert.py's specialised one; on-demand against the pooling
-instance allocator.
+instance allocator; the hand-off to the worker thread (asyncio.to_thread against the pool's
+own threads, gateway/handoff.py) and the host-call path (wasmtime-py's stock trampoline
+against bindings/host/trampolines.py) for pooled instances.
 
 Run: .venv/bin/python bench/bench_executor.py [--quick]   (prints markdown tables for
 BENCHMARKS.md). Medians of one run; the machine's load average is printed before and after.
@@ -26,12 +28,13 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bindings.host.imports import HostImports
+from bindings.host.imports import HostCallPath, HostImports
 from bindings.host.kv import SqliteKeyValue
 from bindings.types import Event, Response
 from gateway.dispatch import Dispatcher
 from gateway.engine import PoolingAllocator, WasmEngine
-from gateway.executor import CallPath, InstancePool
+from gateway.executor import CallPath, Handoff, InstancePool
+from gateway.handoff import WorkerThreads
 from gateway.manifest import ComponentSpec
 from tests.fixtures.build import WAT_ECHO, build_handler
 
@@ -48,6 +51,16 @@ async def plain_python_on_a_thread(component: str, event: Event) -> Response:
     return await asyncio.to_thread(
         lambda: Response(status=200, headers=[("x-subject", event.subject)],
                          body=b"echo:" + event.data))
+
+
+_OWN_THREADS: WorkerThreads[Event, Response] = WorkerThreads(
+    lambda event: Response(status=200, headers=[("x-subject", event.subject)],
+                           body=b"echo:" + event.data), name="bench")
+
+
+async def plain_python_on_own_threads(component: str, event: Event) -> Response:
+    # The same function behind the executor's own worker threads.
+    return await _OWN_THREADS.call(event)
 
 
 def samples(size: int, fresh: bool) -> int:
@@ -83,15 +96,22 @@ async def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     engines = {"on-demand": WasmEngine(tmp / "cache", pooling="off"),
                "pooling": WasmEngine(tmp / "cache", pooling=PoolingAllocator())}
-    host = HostImports("echo", {"default": SqliteKeyValue(tmp / "kv.sqlite")}, {})
+    kv = SqliteKeyValue(tmp / "kv.sqlite")
+    hosts = {p: HostImports("echo", {"default": kv}, {}, host_calls=p)
+             for p in ("fast", "stock")}
     sources = {"componentize-py": build_handler("echo"), "WAT": WAT_ECHO}
 
-    def pool(guest: str, isolation: str, path: CallPath, allocator: str) -> InstancePool:
+    def pool(guest: str, isolation: str, path: CallPath, allocator: str, *,
+             host_calls: HostCallPath = "fast", handoff: Handoff = "threads") -> InstancePool:
         engine = engines[allocator]
         wasm = sources[guest]
         spec = msgspec.convert({"source": str(wasm), "isolation": isolation}, ComponentSpec)
-        return InstancePool("echo", spec, engine, engine.load_component(wasm), host.link,
-                            call_path=path)
+        return InstancePool("echo", spec, engine, engine.load_component(wasm),
+                            hosts[host_calls].link, call_path=path, handoff=handoff)
+
+    # (body, guest, host-call path, hand-off) -> pooled specialised µs
+    variants: dict[tuple[str, str, str, str], float] = {}
+    own: dict[str, float] = {}
 
     rows: dict[tuple[str, str, str, str, str], float] = {}
     plain: dict[str, float] = {}
@@ -100,6 +120,17 @@ async def main() -> None:
         event = Event(id="b", source="bench", type="t", subject="hi", data=b"x" * size)
         plain[label] = await per_call_us(plain_python, event, samples(size, False))
         hop[label] = await per_call_us(plain_python_on_a_thread, event, samples(size, False))
+        own[label] = await per_call_us(plain_python_on_own_threads, event, samples(size, False))
+        for guest in sources:
+            # Interleaved so that load changes hit every variant alike.
+            host_calls: HostCallPath
+            handoff: Handoff
+            for host_calls, handoff in (("stock", "to_thread"), ("fast", "to_thread"),
+                                        ("stock", "threads"), ("fast", "threads")):
+                p = pool(guest, "pooled", "specialised", "on-demand", host_calls=host_calls,
+                         handoff=handoff)
+                variants[(label, guest, host_calls, handoff)] = await per_call_us(
+                    lambda c, e, p=p: p.call(e), event, samples(size, False))
         for guest in sources:
             for path in ("stock", "specialised"):
                 for isolation in ("pooled", "fresh"):
@@ -137,17 +168,40 @@ async def main() -> None:
                      for i in ("pooled", "fresh") for path in ("stock", "specialised")]
             print(f"| {label} | {g} | " + " | ".join(cells) + " |")
     print()
+    print_allocators(rows, list(sources))
+    print_variants(variants, hop, own, list(sources))
+    print(f"load average after: {os.getloadavg()}")
+
+
+def print_allocators(rows: dict[tuple[str, str, str, str, str], float],
+                     guests: list[str]) -> None:
     print("Fresh instance + call, on-demand -> pooling allocator (specialised conversion):")
     print()
     print("| body | guest | on-demand | pooling |")
     print("|---:|---|---:|---:|")
     for label in SIZES:
-        for g in sources:
+        for g in guests:
             print(f"| {label} | {g} | "
                   f"{fmt(rows[(label, g, 'specialised', 'fresh', 'on-demand')])} | "
                   f"{fmt(rows[(label, g, 'specialised', 'fresh', 'pooling')])} |")
     print()
-    print(f"load average after: {os.getloadavg()}")
+
+
+def print_variants(variants: dict[tuple[str, str, str, str], float], hop: dict[str, float],
+                   own: dict[str, float], guests: list[str]) -> None:
+    print("Pooled, specialised conversion: host-call path x hand-off (same run):")
+    print()
+    print("| body | guest | stock host calls, to_thread | fast host calls, to_thread "
+          "| stock host calls, own threads | fast host calls, own threads |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for label in SIZES:
+        print(f"| {label} | plain Python (hop only) | {fmt(hop[label])} | {fmt(hop[label])} | "
+              f"{fmt(own[label])} | {fmt(own[label])} |")
+        for g in guests:
+            cells = [fmt(variants[(label, g, h, o)])
+                     for o in ("to_thread", "threads") for h in ("stock", "fast")]
+            print(f"| {label} | {g} | " + " | ".join(cells) + " |")
+    print()
 
 
 if __name__ == "__main__":

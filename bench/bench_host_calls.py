@@ -1,5 +1,7 @@
 """Cost of one host call from a componentize-py handler, against the same operation from
-plain Python, side by side: kv get, kv increment (SQLite), publish to NATS core.
+plain Python, side by side: kv get, kv increment (SQLite), config get, log emit, publish to
+NATS core; each through wasmtime-py's stock host-function trampoline and through the fast
+one (bindings/host/trampolines.py), in the same run.
 
 Method: one event runs the host call `times` times inside the guest (the caps fixture's
 `times` field); the per-call cost is the difference between a run with N calls and a run
@@ -41,6 +43,9 @@ def manifest(directory: Path, subject: str) -> Path:
     path.write_text(f"""
 [application]
 name = "bench-host-calls"
+
+[variables]
+greeting = {{ default = "hello" }}
 
 [brokers.nats]
 kind = "nats"
@@ -84,9 +89,15 @@ async def main() -> None:
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     subject = f"bench.{uuid.uuid4().hex[:8]}"
-    app = App.load(manifest(Path(tempfile.mkdtemp()), subject))
-    await app.start()
-    store = app.capabilities.store("default")
+    apps: dict[str, App] = {}
+    for path in ("stock", "fast"):
+        # HostImports reads the switch when the app links its component.
+        os.environ["WASMGATE_HOST_CALLS"] = path
+        apps[path] = App.load(manifest(Path(tempfile.mkdtemp()), subject))
+        await apps[path].start()
+    del os.environ["WASMGATE_HOST_CALLS"]
+    store = apps["fast"].capabilities.store("default")
+    apps["stock"].capabilities.store("default").set("k", b"v" * 100)
     store.set("k", b"v" * 100)
     nc = await nats.connect(NATS_URL)
 
@@ -101,22 +112,39 @@ async def main() -> None:
         await nc.publish(subject, b"x" * 100)
         await nc.flush()
 
+    variables = {"greeting": "hello"}
+    quiet = structlog.get_logger("bench")
+
+    async def config_get() -> None:
+        variables.get("greeting")
+
+    async def log_emit() -> None:
+        quiet.info("a line of about forty characters, filtered")
+
     rows = [
         ("kv get (SQLite, 100 B)", {"op": "kv-get", "store": "default", "key": "k"}, kv_get),
         ("kv increment (SQLite)", {"op": "kv-incr", "store": "default", "key": "n"}, kv_incr),
+        ("config get", {"op": "config", "name": "greeting"}, config_get),
+        ("log emit (filtered)", {"op": "log", "message": "a line of about forty characters, "
+                                 "filtered"}, log_emit),
         ("publish NATS core (100 B)", {"op": "publish", "broker": "nats",
                                        "destination": subject, "body": "x" * 100},
          nats_publish),
     ]
     print(f"host calls: median of {ROUNDS} rounds of {N} calls; load avg "
           f"{os.getloadavg()[0]:.2f}")
-    print(f"{'operation':<28}{'wasm guest µs':>15}{'plain Python µs':>17}{'ratio':>8}")
+    print(f"{'operation':<28}{'stock µs':>10}{'fast µs':>10}{'plain µs':>10}"
+          f"{'stock/plain':>13}{'fast/plain':>12}")
     for name, msg, op in rows:
-        guest = await guest_per_call_us(app, msg)
+        stock = await guest_per_call_us(apps["stock"], msg)
+        fast = await guest_per_call_us(apps["fast"], msg)
         plain = await plain_per_call_us(op)
-        print(f"{name:<28}{guest:>15.1f}{plain:>17.1f}{guest / plain:>7.1f}x")
+        print(f"{name:<28}{stock:>10.1f}{fast:>10.1f}{plain:>10.1f}{stock / plain:>12.1f}x"
+              f"{fast / plain:>11.1f}x")
+    print(f"load avg after {os.getloadavg()[0]:.2f}")
     await nc.close()
-    await app.stop()
+    for app in apps.values():
+        await app.stop()
 
 
 if __name__ == "__main__":

@@ -108,5 +108,7 @@ class App:
     async def stop(self) -> None:
         """Stop intake, let in-flight events finish, then release resources."""
         await asyncio.gather(*(t.stop() for t in self.triggers))
+        for pool in self.pools.values():
+            pool.close()
         await self.capabilities.close()
         self.engine.close()

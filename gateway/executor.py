@@ -32,6 +32,7 @@ from gateway.errors import (
     HandlerTimeout,
     HandlerTrap,
 )
+from gateway.handoff import WorkerThreads
 from gateway.manifest import ComponentSpec
 
 log = structlog.get_logger("wasmgate.executor")
@@ -45,6 +46,11 @@ LinkerSetup = Callable[[wc.Linker], None]
 # call); "stock": wasmtime-py's generic Func.__call__, kept as the reference and fallback.
 # WASMGATE_CALL_PATH=stock in the environment is the escape hatch for a whole process.
 CallPath = Literal["specialised", "stock"]
+
+# How a call reaches its worker thread: "threads", the pool's own long-lived threads
+# (gateway/handoff.py, the default), or "to_thread", asyncio.to_thread on the loop's default
+# executor, kept as the reference for benchmarks.
+Handoff = Literal["threads", "to_thread"]
 
 
 def call_path_from_env() -> CallPath:
@@ -68,7 +74,8 @@ class InstancePool:
 
     def __init__(self, name: str, spec: ComponentSpec, engine: WasmEngine,
                  component: wc.Component, setup_linker: LinkerSetup,
-                 *, call_path: CallPath | None = None) -> None:
+                 *, call_path: CallPath | None = None,
+                 handoff: Handoff = "threads") -> None:
         self.name = name
         self.spec = spec
         self._engine = engine
@@ -88,6 +95,9 @@ class InstancePool:
         self._idle_lock = threading.Lock()
         self._deadline_ticks = max(1, round(spec.timeout_ms / 1000 / EPOCH_TICK_SECONDS))
         self.instantiated = 0
+        self._handoff = handoff
+        self._workers: WorkerThreads[Event, Response] = WorkerThreads(
+            self._call_blocking, name=f"wasmgate-{name}")
         # Fail at load, not on the first event, if the component breaks the contract.
         first = self._instantiate()
         self._handle_call: HandleCall | None = None
@@ -200,9 +210,15 @@ class InstancePool:
                 f"for {self.spec.admission_timeout_ms} ms; raise `max-instances` or "
                 "`admission-timeout-ms`") from None
         try:
+            if self._handoff == "threads":
+                return await self._workers.call(event)
             return await asyncio.to_thread(self._call_blocking, event)
         finally:
             self._slots.release()
+
+    def close(self) -> None:
+        """Stop the pool's worker threads once their current calls end."""
+        self._workers.close()
 
 
 def _first_line(text: str) -> str:

@@ -12,14 +12,15 @@ Secrets (variables marked ``secret = true``) are masked in everything a guest lo
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from wasmtime import component as wc
 
 from bindings import WIT_PACKAGE
-from bindings.host import lowering
+from bindings.host import lowering, trampolines
 from bindings.host.kv import KeyValueError, KeyValueStore
 from bindings.host.outbound_http import OutboundHttp, OutboundHttpError, OutboundRequest
 from bindings.host.publish import OutboundMessage, Publisher, PublishError
@@ -29,6 +30,16 @@ from gateway.redaction import SecretRedactor
 
 _PKG, _VERSION = WIT_PACKAGE.split("@")
 LOG_LEVELS = ("debug", "info", "warn", "error")
+
+# "fast": kv, config and log through bindings/host/trampolines.py (the default);
+# "stock": every import through wasmtime-py's generic add_func trampoline, kept as the
+# reference. WASMGATE_HOST_CALLS=stock in the environment switches a whole process back.
+HostCallPath = Literal["fast", "stock"]
+
+
+def host_call_path_from_env() -> HostCallPath:
+    """Return the host-call path ``WASMGATE_HOST_CALLS`` asks for (default "fast")."""
+    return "stock" if os.environ.get("WASMGATE_HOST_CALLS") == "stock" else "fast"
 
 lowering.install()
 
@@ -47,8 +58,10 @@ class HostImports:
 
     def __init__(self, component: str, stores: Mapping[str, KeyValueStore],
                  variables: Mapping[str, str], *, grants: Grants | None = None,
-                 redactor: SecretRedactor | None = None) -> None:
+                 redactor: SecretRedactor | None = None,
+                 host_calls: HostCallPath | None = None) -> None:
         self.component = component
+        self.host_calls = host_calls or host_call_path_from_env()
         self.grants = grants or Grants()
         self.stores = dict(stores)
         self.variables = dict(variables)
@@ -59,17 +72,20 @@ class HostImports:
         """Define every import of the wasmgate:handler world in ``linker``."""
         with linker.root() as root:
             with root.add_instance(f"{_PKG}/kv@{_VERSION}") as kv:
-                kv.add_func("get", self._guard(lambda s, k: self._store(s).get(k)))
-                kv.add_func("set", self._guard(lambda s, k, v, ttl: self._store(s).set(k, v, ttl)))
-                kv.add_func("delete", self._guard(lambda s, k: self._store(s).delete(k)))
-                kv.add_func("exists", self._guard(lambda s, k: self._store(s).exists(k)))
-                kv.add_func("list-keys", self._guard(lambda s, p: self._store(s).list_keys(p)))
-                kv.add_func("increment",
-                            self._guard(lambda s, k, d: self._store(s).increment(k, d)))
+                self._link_kv(kv)
             with root.add_instance(f"{_PKG}/config@{_VERSION}") as config:
-                config.add_func("get", self._config_get)
+                if self.host_calls == "fast":
+                    trampolines.define(config, "get", trampolines.result_call(
+                        ("string",), "option-string",
+                        lambda name: (True, self.variables.get(name))))
+                else:
+                    config.add_func("get", self._config_get)
             with root.add_instance(f"{_PKG}/log@{_VERSION}") as log:
-                log.add_func("emit", self._log_emit)
+                if self.host_calls == "fast":
+                    trampolines.define(log, "emit",
+                                       trampolines.unit_call(("enum", "string"), self._emit))
+                else:
+                    log.add_func("emit", self._log_emit)
             with root.add_instance(f"{_PKG}/publish@{_VERSION}") as publish:
                 publish.add_func("send", self._guard(self._publish))
             with root.add_instance(f"{_PKG}/sql@{_VERSION}") as sql:
@@ -78,6 +94,36 @@ class HostImports:
             with root.add_instance(f"{_PKG}/outbound-http@{_VERSION}") as http:
                 http.add_func("send", self._guard(self._http_send))
 
+    def _link_kv(self, kv: wc.LinkerInstance) -> None:
+        ops: dict[str, tuple[tuple[str, ...], str, Callable[..., Any]]] = {
+            "get": (("string", "string"), "option-bytes",
+                    lambda s, k: self._store(s).get(k)),
+            "set": (("string", "string", "bytes", "option-u64"), "none",
+                    lambda s, k, v, ttl: self._store(s).set(k, v, ttl)),
+            "delete": (("string", "string"), "none", lambda s, k: self._store(s).delete(k)),
+            "exists": (("string", "string"), "bool", lambda s, k: self._store(s).exists(k)),
+            "list-keys": (("string", "string"), "strings",
+                          lambda s, p: self._store(s).list_keys(p)),
+            "increment": (("string", "string", "s64"), "s64",
+                          lambda s, k, d: self._store(s).increment(k, d)),
+        }
+        for name, (kinds, ok, op) in ops.items():
+            if self.host_calls == "fast":
+                trampolines.define(kv, name, trampolines.result_call(
+                    kinds, ok, lambda *args, op=op: self._attempt(op, *args)))
+            else:
+                kv.add_func(name, self._guard(op))
+
+    def _attempt(self, op: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+        """Run a host op: ``(True, value)``, or ``(False, message)`` for a refusal or
+        failure the guest should see as ``err`` (logged here, secrets masked)."""
+        try:
+            return True, op(*args)
+        except WasmgateError as exc:
+            message = self.redact(str(exc))
+            self.log.warning("host call refused or failed", error=message)
+            return False, message
+
     def _guard(self, op: Callable[..., Any]) -> Callable[..., wc.Variant]:
         """Run a host op; its value becomes ``ok``, a refusal or failure ``err``.
 
@@ -85,12 +131,8 @@ class HostImports:
         ``err`` by Python type for every result shape (see bindings/host/lowering.py).
         """
         def call(_store: Any, *args: Any) -> wc.Variant:
-            try:
-                return wc.Variant("ok", op(*args))
-            except WasmgateError as exc:
-                message = self.redact(str(exc))
-                self.log.warning("host call refused or failed", error=message)
-                return wc.Variant("err", message)
+            ok, value = self._attempt(op, *args)
+            return wc.Variant("ok" if ok else "err", value)
         return call
 
     # -- kv ------------------------------------------------------------------------------
@@ -109,6 +151,9 @@ class HostImports:
         return wc.Variant("ok", self.variables.get(name))
 
     def _log_emit(self, _store: Any, level: str, message: str) -> None:
+        self._emit(level, message)
+
+    def _emit(self, level: Any, message: str) -> None:
         name = level if isinstance(level, str) else getattr(level, "tag", "info")
         method = {"warn": "warning"}.get(name, name if name in LOG_LEVELS else "info")
         getattr(self.log, method)(self.redact(message))
