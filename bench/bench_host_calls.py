@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import os
 import statistics
 import sys
 import tempfile
@@ -25,8 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import structlog
-
+from bench._measure import load_average, print_table, quiet_logging
 from bindings.types import Event, new_event_id
 from gateway.app import App
 from tests.fixtures.build import build_handler
@@ -82,7 +79,7 @@ async def plain_per_call_us(op: Any) -> float:
 async def main() -> None:
     import nats
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    quiet_logging()
     subject = f"bench.{uuid.uuid4().hex[:8]}"
     app = App.load(manifest(Path(tempfile.mkdtemp()), subject))
     await app.start()
@@ -108,13 +105,13 @@ async def main() -> None:
                                        "destination": subject, "body": "x" * 100},
          nats_publish),
     ]
-    print(f"host calls: median of {ROUNDS} rounds of {N} calls; load avg "
-          f"{os.getloadavg()[0]:.2f}")
-    print(f"{'operation':<28}{'wasm guest µs':>15}{'plain Python µs':>17}{'ratio':>8}")
+    print(f"host calls: median of {ROUNDS} rounds of {N} calls; {load_average()}\n")
+    table = []
     for name, msg, op in rows:
         guest = await guest_per_call_us(app, msg)
         plain = await plain_per_call_us(op)
-        print(f"{name:<28}{guest:>15.1f}{plain:>17.1f}{guest / plain:>7.1f}x")
+        table.append([name, f"{guest:.1f} µs", f"{plain:.1f} µs", f"{guest / plain:.1f}x"])
+    print_table(["operation", "wasm guest", "plain Python", "guest/plain"], table)
     await nc.close()
     await app.stop()
 
