@@ -25,9 +25,7 @@ Run: .venv/bin/python bench/bench_amqp.py   (prints the table; numbers go in BEN
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -37,12 +35,19 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
-import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from faststream.rabbit import Channel, RabbitBroker, RabbitMessage, RabbitQueue
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._measure import (
+    Completions,
+    load_average,
+    percentiles,
+    print_table,
+    quiet_logging,
+    ratios,
+)
 from gateway.app import App
 from tests.fixtures.build import build_handler
 from triggers.amqp import AmqpTrigger
@@ -58,18 +63,7 @@ PAYLOAD = b"x" * SIZE
 QUEUE_ARGS = {"x-queue-type": "quorum"}
 
 
-class Run:
-    """What one contender reports: done times per message id, and when to stop waiting."""
-
-    def __init__(self) -> None:
-        self.done: dict[str, float] = {}
-        self.finished = asyncio.Event()
-        self.expect = 0
-
-    def mark(self, message_id: str | None) -> None:
-        self.done[message_id or "?"] = time.perf_counter()
-        if len(self.done) >= self.expect:
-            self.finished.set()
+Run = Completions[str]
 
 
 Step = Callable[[], Awaitable[None]]
@@ -96,17 +90,14 @@ async def measure(name: str, consumer: Consumer, channel: AbstractChannel) -> di
     await channel.declare_queue(queue, durable=True, arguments=QUEUE_ARGS)
     try:
         await load(channel, queue, N)
-        run = Run()
-        run.expect = N
+        run = Run(expect=N)
         start, stop = await consumer(queue, run)
         t0 = time.perf_counter()
         await start()
         await asyncio.wait_for(run.finished.wait(), 600)
         elapsed = max(run.done.values()) - t0
         # Latency: paced publishing while the consumer runs.
-        run.done.clear()
-        run.finished.clear()
-        run.expect = LAT_N
+        run.reset(LAT_N)
         published: dict[str, float] = {}
         for i in range(LAT_N):
             t = time.perf_counter()
@@ -117,9 +108,8 @@ async def measure(name: str, consumer: Consumer, channel: AbstractChannel) -> di
         await stop()
     finally:
         await channel.queue_delete(queue)
-    latencies = sorted((run.done[i] - t) * 1000 for i, t in published.items())
-    return {"rate": N / elapsed, "p50": statistics.median(latencies),
-            "p99": latencies[int(0.99 * (len(latencies) - 1))]}
+    p50, p99 = percentiles(run.latencies_ms(published))
+    return {"rate": N / elapsed, "p50": p50, "p99": p99}
 
 
 async def raw_consumer(queue: str, run: Run) -> tuple[Step, Step]:
@@ -129,7 +119,7 @@ async def raw_consumer(queue: str, run: Run) -> tuple[Step, Step]:
 
     async def on_message(message: AbstractIncomingMessage) -> None:
         await message.ack()
-        run.mark(message.message_id)
+        run.mark(message.message_id or "?")
 
     async def start() -> None:
         q = await channel.get_queue(queue, ensure=False)
@@ -148,7 +138,7 @@ async def faststream_consumer(queue: str, run: Run) -> tuple[Step, Step]:
     async def handle(msg: RabbitMessage) -> None:
         # What the echo component does: read the event, answer with its data.
         _ = b"echo:" + msg.body
-        run.mark(msg.raw_message.message_id)
+        run.mark(msg.raw_message.message_id or "?")
 
     async def stop() -> None:
         await broker.stop()
@@ -187,7 +177,7 @@ ordering = "none"
     async def timed_settle(session: Any, message: AbstractIncomingMessage, event: Any,
                            outcome: Any) -> None:
         await settle(session, message, event, outcome)
-        run.mark(message.message_id)
+        run.mark(message.message_id or "?")
 
     trigger._settle = timed_settle  # type: ignore[method-assign]
 
@@ -200,8 +190,7 @@ ordering = "none"
 
 
 async def main() -> None:
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    logging.getLogger("faststream").setLevel(logging.WARNING)
+    quiet_logging()
     build_handler("echo")
     connection = await aio_pika.connect(URL)
     channel = await connection.channel(publisher_confirms=True)
@@ -211,20 +200,18 @@ async def main() -> None:
         results[name] = await measure(name, consumer, channel)
         print(f"{name}: {results[name]}", file=sys.stderr)
     await connection.close()
-    raw, fs, gw = results["raw"], results["faststream"], results["gateway"]
-    load1, load5, _ = os.getloadavg()
     print(f"\nAMQP (RabbitMQ, quorum queue), {N} messages of {SIZE} B (latency: {LAT_N} at "
-          f"{LAT_RATE:.0f}/s), prefetch {PREFETCH}; load average {load1:.2f} / {load5:.2f} "
-          f"(1 / 5 min), {os.cpu_count()} cores\n")
-    print("| contender | events/s | p50 ms | p99 ms |")
-    print("|---|---:|---:|---:|")
-    for label, r in (("raw aio-pika loop (consume + ack, no handler)", raw),
-                     ("FastStream 0.7, plain Python handler", fs),
-                     ("wasmgate, Wasm handler", gw)):
-        print(f"| {label} | {r['rate']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} |")
-    print(f"\ngateway/raw: {gw['rate'] / raw['rate']:.2f}x   "
-          f"gateway/FastStream: {gw['rate'] / fs['rate']:.2f}x (aim: >= 0.50x)")
-
+          f"{LAT_RATE:.0f}/s), prefetch {PREFETCH}; {load_average()}\n")
+    labels = {"raw": "raw aio-pika loop (consume + ack, no handler)",
+              "faststream": "FastStream 0.7, plain Python handler",
+              "gateway": "wasmgate, Wasm handler"}
+    print_table(["contender", "events/s", "p50 ms", "p99 ms"],
+                ([labels[name], f"{r['rate']:.0f}", f"{r['p50']:.1f}", f"{r['p99']:.1f}"]
+                 for name, r in results.items()))
+    rates = {name: r["rate"] for name, r in results.items()}
+    print("\n" + ratios(rates, [("gateway/raw", "gateway", "raw"),
+                                ("gateway/FastStream", "gateway", "faststream")])
+          + " (aim: >= 0.50x)")
 
 if __name__ == "__main__":
     asyncio.run(main())

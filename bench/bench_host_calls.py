@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import statistics
 import sys
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import structlog
 
+from bench._measure import load_average, print_table, quiet_logging
 from bindings.types import Event, new_event_id
 from gateway.app import App
 from tests.fixtures.build import build_handler
@@ -87,7 +87,7 @@ async def plain_per_call_us(op: Any) -> float:
 async def main() -> None:
     import nats
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    quiet_logging()
     subject = f"bench.{uuid.uuid4().hex[:8]}"
     apps: dict[str, App] = {}
     for path in ("stock", "fast"):
@@ -131,17 +131,17 @@ async def main() -> None:
                                        "destination": subject, "body": "x" * 100},
          nats_publish),
     ]
-    print(f"host calls: median of {ROUNDS} rounds of {N} calls; load avg "
-          f"{os.getloadavg()[0]:.2f}")
-    print(f"{'operation':<28}{'stock µs':>10}{'fast µs':>10}{'plain µs':>10}"
-          f"{'stock/plain':>13}{'fast/plain':>12}")
+    print(f"host calls: median of {ROUNDS} rounds of {N} calls; {load_average()}\n")
+    table = []
     for name, msg, op in rows:
         stock = await guest_per_call_us(apps["stock"], msg)
         fast = await guest_per_call_us(apps["fast"], msg)
         plain = await plain_per_call_us(op)
-        print(f"{name:<28}{stock:>10.1f}{fast:>10.1f}{plain:>10.1f}{stock / plain:>12.1f}x"
-              f"{fast / plain:>11.1f}x")
-    print(f"load avg after {os.getloadavg()[0]:.2f}")
+        table.append([name, f"{stock:.1f} µs", f"{fast:.1f} µs", f"{plain:.1f} µs",
+                      f"{stock / plain:.1f}x", f"{fast / plain:.1f}x"])
+    print_table(["operation", "stock", "fast", "plain Python", "stock/plain", "fast/plain"],
+                table)
+    print(f"after: {load_average()}")
     await nc.close()
     for app in apps.values():
         await app.stop()

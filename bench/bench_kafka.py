@@ -19,29 +19,32 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
-import statistics
-import struct
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._measure import (
+    StampedLatencies,
+    load_average,
+    percentiles,
+    print_table,
+    quiet_logging,
+    ratios,
+    stamped,
+)
 from bindings.types import Event, Response
 from gateway.app import App
 from tests.fixtures.build import build_handler
 from tests.kafka_broker import Tansu
 
-STAMP = struct.Struct(">q")
 PARTITIONS = 3
 # Short group timeouts for tansu's slow joins (tests/kafka_broker.py); tansu holds every
 # fetch for fetch-max-wait, so all three systems use 100 ms instead of the default 500.
@@ -49,24 +52,11 @@ GROUP = {"session_timeout_ms": 3000, "heartbeat_interval_ms": 500, "rebalance_ti
          "fetch_max_wait_ms": 100}
 
 
-@dataclass
-class Tally:
-    """Completion times of the records one system handled."""
-
-    latencies: list[float] = field(default_factory=list)
-    last_done: float = 0.0
-
-    def done(self, payload: bytes) -> None:
-        now = time.perf_counter()
-        self.latencies.append(now - STAMP.unpack_from(payload)[0] / 1e9)
-        self.last_done = now
-
-
-System = Callable[[str, str, Tally], contextlib.AbstractAsyncContextManager[None]]
+System = Callable[[str, str, StampedLatencies], contextlib.AbstractAsyncContextManager[None]]
 
 
 @contextlib.asynccontextmanager
-async def raw_loop(bootstrap: str, topic: str, tally: Tally) -> AsyncIterator[None]:
+async def raw_loop(bootstrap: str, topic: str, tally: StampedLatencies) -> AsyncIterator[None]:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=uuid.uuid4().hex,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
                                 **GROUP)
@@ -77,7 +67,7 @@ async def raw_loop(bootstrap: str, topic: str, tally: Tally) -> AsyncIterator[No
             batches = await consumer.getmany(timeout_ms=500)
             for records in batches.values():
                 for record in records:
-                    tally.done(record.value)
+                    tally.record(record.value)
             if batches:
                 await consumer.commit()
 
@@ -92,7 +82,7 @@ async def raw_loop(bootstrap: str, topic: str, tally: Tally) -> AsyncIterator[No
 
 
 @contextlib.asynccontextmanager
-async def faststream(bootstrap: str, topic: str, tally: Tally) -> AsyncIterator[None]:
+async def faststream(bootstrap: str, topic: str, tally: StampedLatencies) -> AsyncIterator[None]:
     from faststream import AckPolicy
     from faststream.kafka import KafkaBroker
 
@@ -104,7 +94,7 @@ async def faststream(bootstrap: str, topic: str, tally: Tally) -> AsyncIterator[
 
     @subscriber
     async def handle(body: bytes) -> None:
-        tally.done(body)
+        tally.record(body)
 
     await broker.start()
     await wait_until(lambda: subscriber.consumer is not None)
@@ -119,7 +109,7 @@ def gateway(wasm: Path, instances: int, *, no_op: bool = False) -> System:
     """The gateway; with ``no_op`` the component call is replaced by a Python no-op, which
     isolates the trigger's own cost from the Wasm call."""
     @contextlib.asynccontextmanager
-    async def run(bootstrap: str, topic: str, tally: Tally) -> AsyncIterator[None]:
+    async def run(bootstrap: str, topic: str, tally: StampedLatencies) -> AsyncIterator[None]:
         root = Path(tempfile.mkdtemp())
         manifest = root / "wasmgate.toml"
         manifest.write_text(f"""
@@ -150,7 +140,7 @@ fetch-max-wait-ms = 100
 
         async def timed(component: str, event: Event) -> Response:
             response = Response(status=200) if no_op else await invoke(component, event)
-            tally.done(event.data)
+            tally.record(event.data)
             return response
 
         app.dispatcher._invoke = timed
@@ -176,10 +166,6 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 120.0) -> N
         await asyncio.sleep(0.01)
 
 
-def payload(size: int) -> bytes:
-    return STAMP.pack(time.perf_counter_ns()) + b"x" * max(0, size - STAMP.size)
-
-
 async def measure(system: System, bootstrap: str, args: argparse.Namespace
                   ) -> tuple[float, float, float]:
     """(events/s in the burst, p50 ms, p99 ms when paced)."""
@@ -187,22 +173,21 @@ async def measure(system: System, bootstrap: str, args: argparse.Namespace
     await producer.start()
     try:
         burst_topic, paced_topic = await fresh_topics(bootstrap)
-        burst = Tally()
+        burst = StampedLatencies(args.count)
         async with system(bootstrap, burst_topic, burst):
             start = time.perf_counter()
-            sends = [await producer.send(burst_topic, payload(args.size), key=str(i).encode())
+            sends = [await producer.send(burst_topic, stamped(args.size), key=str(i).encode())
                      for i in range(args.count)]
             await asyncio.gather(*sends)
-            await wait_until(lambda: len(burst.latencies) >= args.count)
-        rate = args.count / (burst.last_done - start)
-        paced = Tally()
+            await wait_until(burst.done.is_set)
+        rate = args.count / (burst.last - start)
+        paced = StampedLatencies(args.paced)
         async with system(bootstrap, paced_topic, paced):
             for i in range(args.paced):
-                await producer.send(paced_topic, payload(args.size), key=str(i).encode())
+                await producer.send(paced_topic, stamped(args.size), key=str(i).encode())
                 await asyncio.sleep(1 / args.rate)
-            await wait_until(lambda: len(paced.latencies) >= args.paced)
-        cuts = statistics.quantiles(paced.latencies, n=100)
-        return rate, cuts[49] * 1000, cuts[98] * 1000
+            await wait_until(paced.done.is_set)
+        return (rate, *percentiles(paced.latencies_ms))
     finally:
         await producer.stop()
 
@@ -227,7 +212,7 @@ async def main() -> None:
     parser.add_argument("--instances", type=int, default=2)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    quiet_logging(logging.ERROR)
 
     wasm = build_handler("echo")
     broker = Tansu()
@@ -247,17 +232,14 @@ async def main() -> None:
     finally:
         broker.stop()
 
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\n{args.count} records of {args.size} B (burst), {args.paced} paced at "
-          f"{args.rate:.0f}/s; {PARTITIONS} partitions; load average {load}\n")
-    print("| system | events/s | p50 ms | p99 ms |")
-    print("|---|---:|---:|---:|")
-    for name, (rate, p50, p99) in results.items():
-        print(f"| {name} | {rate:,.0f} | {p50:.1f} | {p99:.1f} |")
-    gw = results["gateway (Wasm)"][0]
-    print(f"\ngateway/raw = {gw / results['raw aiokafka loop'][0]:.2f}, "
-          f"gateway/FastStream = {gw / results['FastStream (Python)'][0]:.2f}")
-
+          f"{args.rate:.0f}/s; {PARTITIONS} partitions; {load_average()}\n")
+    print_table(["system", "events/s", "p50 ms", "p99 ms"],
+                ([name, f"{rate:,.0f}", f"{p50:.1f}", f"{p99:.1f}"]
+                 for name, (rate, p50, p99) in results.items()))
+    rates = {name: rate for name, (rate, _, _) in results.items()}
+    print("\n" + ratios(rates, [("gateway/raw", "gateway (Wasm)", "raw aiokafka loop"),
+                                ("gateway/FastStream", "gateway (Wasm)", "FastStream (Python)")]))
 
 if __name__ == "__main__":
     asyncio.run(main())

@@ -17,31 +17,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
-import os
-import statistics
-import struct
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import nats
 import nats.js.errors
-import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._measure import (
+    STAMP,
+    StampedLatencies,
+    load_average,
+    percentiles,
+    print_table,
+    quiet_logging,
+    ratios,
+)
 from bindings import WIT_DIR, WIT_WORLD
 from bindings.types import Event, Response
 from gateway.app import App
 
 URL = "nats://127.0.0.1:4222"
 HERE = Path(__file__).resolve().parent
-STAMP = struct.Struct(">q")
 INSTANCES = 8  # --instances (the manifest default)
 
 
@@ -57,23 +60,6 @@ def build_noop() -> Path:
 
 
 @dataclass
-class Recorder:
-    """Collects publish -> done latencies; ``done`` fires after ``expected`` messages."""
-
-    expected: int
-    latencies: list[float] = field(default_factory=list)
-    last: float = 0.0
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def record(self, data: bytes) -> None:
-        now = time.perf_counter_ns()
-        self.latencies.append((now - STAMP.unpack_from(data)[0]) / 1e6)
-        self.last = now / 1e9
-        if len(self.latencies) >= self.expected:
-            self.done.set()
-
-
-@dataclass
 class Result:
     rate: float
     p50: float
@@ -82,10 +68,10 @@ class Result:
 
 # A system under test: given (subject, stream or None, recorder) start consuming and return
 # a stop coroutine.
-Start = Callable[[str, str | None, Recorder], Awaitable[Callable[[], Awaitable[None]]]]
+Start = Callable[[str, str | None, StampedLatencies], Awaitable[Callable[[], Awaitable[None]]]]
 
 
-async def raw(subject: str, stream: str | None, rec: Recorder
+async def raw(subject: str, stream: str | None, rec: StampedLatencies
               ) -> Callable[[], Awaitable[None]]:
     nc = await nats.connect(URL)
     if stream is None:
@@ -122,7 +108,7 @@ async def raw(subject: str, stream: str | None, rec: Recorder
     return stop_js
 
 
-async def faststream(subject: str, stream: str | None, rec: Recorder
+async def faststream(subject: str, stream: str | None, rec: StampedLatencies
                      ) -> Callable[[], Awaitable[None]]:
     from faststream.nats import JStream, NatsBroker, PullSub
 
@@ -150,7 +136,7 @@ def gateway(wasm: Path, *, skip_wasm: bool = False) -> Start:
     async def python_noop(component: str, event: Event) -> Response:
         return Response(status=200)
 
-    async def start(subject: str, stream: str | None, rec: Recorder
+    async def start(subject: str, stream: str | None, rec: StampedLatencies
                     ) -> Callable[[], Awaitable[None]]:
         # A fixed directory, so the compiled component is cached across runs (.wasmgate/).
         tmp = HERE / "build" / "app"
@@ -201,7 +187,7 @@ async def run_phase(start: Start, *, count: int, size: int, rate: float | None,
     js = pub.jetstream()
     if stream is not None:
         await js.add_stream(name=stream, subjects=[subject])
-    rec = Recorder(count)
+    rec = StampedLatencies(count)
     stop = await start(subject, stream, rec)
     # Core NATS is at most once: let every subscription reach the server before publishing.
     await asyncio.sleep(0.5)
@@ -225,16 +211,15 @@ async def run_phase(start: Start, *, count: int, size: int, rate: float | None,
             await asyncio.wait_for(rec.done.wait(), timeout=60)
         except TimeoutError:
             raise SystemExit(f"{getattr(start, '__name__', start)}: only "
-                             f"{len(rec.latencies)} of {count} handled") from None
+                             f"{len(rec.latencies_ms)} of {count} handled") from None
     finally:
         await stop()
         if stream is not None:
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 await js.delete_stream(stream)
         await pub.close()
-    lat = sorted(rec.latencies)
-    return Result(rate=count / (rec.last - first), p50=statistics.median(lat),
-                  p99=lat[min(len(lat) - 1, int(len(lat) * 0.99))])
+    p50, p99 = percentiles(rec.latencies_ms)
+    return Result(rate=count / (rec.last - first), p50=p50, p99=p99)
 
 
 async def main() -> None:
@@ -247,13 +232,12 @@ async def main() -> None:
                         help="the component's max-instances (worker threads in use)")
     args = parser.parse_args()
     globals()["INSTANCES"] = args.instances
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    logging.getLogger("faststream").setLevel(logging.WARNING)
+    quiet_logging()
     systems: dict[str, Start] = {"raw nats-py": raw, "FastStream": faststream,
                                  "gateway (wasm)": gateway(build_noop()),
                                  "gateway, no wasm": gateway(build_noop(), skip_wasm=True)}
     print(f"{args.count} msgs of {args.size} B burst, {args.paced} paced at {args.rate:.0f}/s; "
-          f"loadavg before {os.getloadavg()}")
+          f"before: {load_average()}")
     for label, jetstream in (("NATS core", False), ("JetStream", True)):
         results: dict[str, tuple[Result, Result]] = {}
         for name, start in systems.items():
@@ -262,20 +246,17 @@ async def main() -> None:
             paced = await run_phase(start, count=args.paced, size=args.size, rate=args.rate,
                                     jetstream=jetstream)
             results[name] = (burst, paced)
-        gw = results["gateway (wasm)"][0].rate
         print(f"\n### {label}\n")
-        print("| system | events/s (burst) | p50 ms (paced) | p99 ms (paced) "
-              "| p50 ms (burst) |")
-        print("|---|---:|---:|---:|---:|")
-        for name, (burst, paced) in results.items():
-            print(f"| {name} | {burst.rate:,.0f} | {paced.p50:.2f} | {paced.p99:.2f} "
-                  f"| {burst.p50:.0f} |")
-        print(f"\ngateway/raw = {gw / results['raw nats-py'][0].rate:.2f}, "
-              f"gateway/FastStream = {gw / results['FastStream'][0].rate:.2f}, "
-              "gateway no wasm/FastStream = "
-              f"{results['gateway, no wasm'][0].rate / results['FastStream'][0].rate:.2f}")
-    print(f"\nloadavg after {os.getloadavg()}")
-
+        print_table(["system", "events/s (burst)", "p50 ms (paced)", "p99 ms (paced)",
+                     "p50 ms (burst)"],
+                    ([name, f"{burst.rate:,.0f}", f"{paced.p50:.2f}", f"{paced.p99:.2f}",
+                      f"{burst.p50:.0f}"] for name, (burst, paced) in results.items()))
+        rates = {name: burst.rate for name, (burst, _) in results.items()}
+        print("\n" + ratios(rates, [
+            ("gateway/raw", "gateway (wasm)", "raw nats-py"),
+            ("gateway/FastStream", "gateway (wasm)", "FastStream"),
+            ("gateway no wasm/FastStream", "gateway, no wasm", "FastStream")]))
+    print(f"\nafter: {load_average()}")
 
 if __name__ == "__main__":
     asyncio.run(main())

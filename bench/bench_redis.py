@@ -24,9 +24,7 @@ Run: .venv/bin/python bench/bench_redis.py   (prints the table; numbers go in BE
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -36,11 +34,18 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-import structlog
 from faststream.redis import RedisBroker, RedisStreamMessage, StreamSub
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._measure import (
+    Completions,
+    load_average,
+    percentiles,
+    print_table,
+    quiet_logging,
+    ratios,
+)
 from gateway.app import App
 from tests.fixtures.build import build_handler
 from triggers.redis_streams import RedisStreamsTrigger
@@ -54,18 +59,7 @@ GROUP = "bench"
 PAYLOAD = b"x" * SIZE
 
 
-class Run:
-    """What one contender reports: done times per entry id, and when to stop waiting."""
-
-    def __init__(self) -> None:
-        self.done: dict[bytes, float] = {}
-        self.finished = asyncio.Event()
-        self.expect = 0
-
-    def mark(self, entry_id: bytes) -> None:
-        self.done[entry_id] = time.perf_counter()
-        if len(self.done) >= self.expect:
-            self.finished.set()
+Run = Completions[bytes]
 
 
 Step = Callable[[], Awaitable[None]]
@@ -87,17 +81,14 @@ async def measure(name: str, consumer: Consumer, client: aioredis.Redis) -> dict
     await client.xgroup_create(stream, GROUP, id="0", mkstream=True)
     try:
         await load(client, stream, N)
-        run = Run()
-        run.expect = N
+        run = Run(expect=N)
         start, stop = await consumer(stream, run)
         t0 = time.perf_counter()
         await start()
         await asyncio.wait_for(run.finished.wait(), 600)
         elapsed = max(run.done.values()) - t0
         # Latency: paced publishing while the consumer runs.
-        run.done.clear()
-        run.finished.clear()
-        run.expect = LAT_N
+        run.reset(LAT_N)
         published: dict[bytes, float] = {}
         for _ in range(LAT_N):
             t = time.perf_counter()
@@ -107,9 +98,8 @@ async def measure(name: str, consumer: Consumer, client: aioredis.Redis) -> dict
         await stop()
     finally:
         await client.delete(stream)
-    latencies = sorted((run.done[i] - t) * 1000 for i, t in published.items())
-    return {"rate": N / elapsed, "p50": statistics.median(latencies),
-            "p99": latencies[int(0.99 * (len(latencies) - 1))]}
+    p50, p99 = percentiles(run.latencies_ms(published))
+    return {"rate": N / elapsed, "p50": p50, "p99": p99}
 
 
 async def raw_consumer(stream: str, run: Run) -> tuple[Step, Step]:
@@ -203,8 +193,7 @@ batch-size = 32
 
 
 async def main() -> None:
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    logging.getLogger("faststream").setLevel(logging.WARNING)
+    quiet_logging()
     build_handler("echo")
     client = aioredis.Redis.from_url(URL)
     results: dict[str, dict[str, Any]] = {}
@@ -213,19 +202,18 @@ async def main() -> None:
         results[name] = await measure(name, consumer, client)
         print(f"{name}: {results[name]}", file=sys.stderr)
     await client.aclose()
-    raw, fs, gw = results["raw"], results["faststream"], results["gateway"]
-    load1, load5, _ = os.getloadavg()
     print(f"\nRedis Streams, {N} entries of {SIZE} B (latency: {LAT_N} at {LAT_RATE:.0f}/s); "
-          f"load average {load1:.2f} / {load5:.2f} (1 / 5 min), {os.cpu_count()} cores\n")
-    print("| contender | events/s | p50 ms | p99 ms |")
-    print("|---|---:|---:|---:|")
-    for label, r in (("raw redis-py loop (no handler)", raw),
-                     ("FastStream 0.7, plain Python handler", fs),
-                     ("wasmgate, Wasm handler", gw)):
-        print(f"| {label} | {r['rate']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} |")
-    print(f"\ngateway/raw: {gw['rate'] / raw['rate']:.2f}x   "
-          f"gateway/FastStream: {gw['rate'] / fs['rate']:.2f}x (aim: >= 0.50x)")
-
+          f"{load_average()}\n")
+    labels = {"raw": "raw redis-py loop (no handler)",
+              "faststream": "FastStream 0.7, plain Python handler",
+              "gateway": "wasmgate, Wasm handler"}
+    print_table(["contender", "events/s", "p50 ms", "p99 ms"],
+                ([labels[name], f"{r['rate']:.0f}", f"{r['p50']:.1f}", f"{r['p99']:.1f}"]
+                 for name, r in results.items()))
+    rates = {name: r["rate"] for name, r in results.items()}
+    print("\n" + ratios(rates, [("gateway/raw", "gateway", "raw"),
+                                ("gateway/FastStream", "gateway", "faststream")])
+          + " (aim: >= 0.50x)")
 
 if __name__ == "__main__":
     asyncio.run(main())

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
 import functools
 import importlib.resources
 import os
-import socket
 import subprocess
-import time
 from pathlib import Path
+
+from tests.broker_process import free_port, wait_listening
 
 
 def tansu_binary() -> str:
@@ -39,21 +38,6 @@ def tansu_binary() -> str:
     if not os.access(path, os.X_OK):
         path.chmod(0o755)
     return str(path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_listening(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"tansu did not listen on 127.0.0.1:{port} within {timeout}s")
 
 
 class Tansu:
@@ -74,7 +58,7 @@ class Tansu:
              "--advertised-listener-url", f"tcp://127.0.0.1:{self.advertised}",
              "--storage-engine", "memory://tansu/"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        _wait_listening(self.port)
+        wait_listening(self.port, what="tansu", process=self._process)
 
     def stop(self) -> None:
         process, self._process = self._process, None

@@ -8,8 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,10 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from structlog.testing import capture_logs
 
 from gateway.app import App
+from tests.broker_process import free_port
 from tests.contract.brokers.amqp import AmqpHarness
 from tests.contract.harness import (
     Gateway,
-    free_port,
     message,
     toml_options,
     wait_for_dead_letters,
@@ -35,18 +34,8 @@ pytestmark = pytest.mark.wasm
 
 
 @pytest.fixture
-async def harness() -> AsyncIterator[AmqpHarness]:
-    h = AmqpHarness()
-    await h.setup()
-    yield h
-    await h.teardown()
-
-
-@pytest.fixture
-def gateway(harness: AmqpHarness, tmp_path: Path) -> Gateway:
-    g = Gateway(harness, tmp_path)
-    yield g  # type: ignore[misc]
-    g.close()
+def harness_class() -> type[AmqpHarness]:
+    return AmqpHarness
 
 
 def channel_of(harness: AmqpHarness) -> AbstractChannel:
@@ -57,17 +46,6 @@ def channel_of(harness: AmqpHarness) -> AbstractChannel:
 async def publish(harness: AmqpHarness, msg: aio_pika.Message, key: str = "-") -> None:
     assert harness._in is not None
     await harness._in.publish(msg, routing_key=key)
-
-
-@asynccontextmanager
-async def started(gateway: Gateway) -> AsyncIterator[App]:
-    """The app, started without waiting for its trigger (the broker may be unreachable)."""
-    app = App.load(gateway.manifest)
-    await app.start()
-    try:
-        yield app
-    finally:
-        await app.stop()
 
 
 def trigger_of(app: App) -> Any:
@@ -313,7 +291,7 @@ async def test_a_broker_down_at_start_is_retried_and_intake_starts_when_it_answe
     gateway.write()
     try:
         with capture_logs() as logs:
-            async with started(gateway) as app:
+            async with gateway.running(wait_ready=False) as app:
                 await asyncio.sleep(1.5)  # several reconnect attempts (max 1 s apart)
                 assert not trigger_of(app).ready.is_set()
                 await proxy.start()
@@ -335,7 +313,7 @@ async def test_declare_false_reports_a_missing_queue_and_how_to_fix_it(
     gateway.manifest.write_text(gateway.manifest.read_text().replace(
         f'queue = "{harness.queue}"', f'queue = "{missing}"'))
     with capture_logs() as logs:
-        async with started(gateway) as app:
+        async with gateway.running(wait_ready=False) as app:
             await wait_until(lambda: any(e["event"].startswith("broker unavailable")
                                          for e in logs), what="the failure to be logged")
             assert not trigger_of(app).ready.is_set()

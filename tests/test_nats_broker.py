@@ -164,7 +164,7 @@ async def test_a_broker_down_at_start_is_retried_and_intake_starts_when_it_answe
             [trigger] = app.triggers
             assert isinstance(trigger, NatsTrigger | JetStreamTrigger)
             assert not trigger.ready.is_set()  # start() returned without a broker
-            await asyncio.to_thread(server.start)
+            await server.start()
             await asyncio.wait_for(trigger.ready.wait(), 30)
             nc = await nats.connect(server.url)
             try:
@@ -184,7 +184,7 @@ async def test_a_broker_down_at_start_is_retried_and_intake_starts_when_it_answe
 @pytest.fixture
 async def private() -> AsyncIterator[NatsServer]:
     server = NatsServer()
-    server.start()
+    await server.start()
     yield server
     server.close()
 

@@ -6,14 +6,11 @@ component."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.app import App
 from tests.contract.brokers.redis_streams import GROUP, RedisStreamsHarness
 from tests.contract.harness import Gateway, message, wait_for_dead_letters, wait_until
 from tests.redis_server import RedisServer
@@ -23,29 +20,8 @@ pytestmark = pytest.mark.wasm
 
 
 @pytest.fixture
-async def harness() -> AsyncIterator[RedisStreamsHarness]:
-    h = RedisStreamsHarness()
-    await h.setup()
-    yield h
-    await h.teardown()
-
-
-@pytest.fixture
-def gateway(harness: RedisStreamsHarness, tmp_path: Path) -> Gateway:
-    g = Gateway(harness, tmp_path)
-    yield g  # type: ignore[misc]
-    g.close()
-
-
-@asynccontextmanager
-async def _started(gateway: Gateway) -> AsyncIterator[App]:
-    """The app, started without waiting for its trigger to be ready (the broker is not)."""
-    app = App.load(gateway.manifest)
-    await app.start()
-    try:
-        yield app
-    finally:
-        await app.stop()
+def harness_class() -> type[RedisStreamsHarness]:
+    return RedisStreamsHarness
 
 
 async def _pending(harness: RedisStreamsHarness) -> int:
@@ -123,7 +99,7 @@ async def test_a_broker_down_at_start_is_retried_and_logged_once(tmp_path: Path)
     gateway.write(**{"create-group": True, "start-id": "0"})
     try:
         with capture_logs() as logs:
-            async with _started(gateway):
+            async with gateway.running(wait_ready=False):
                 await asyncio.sleep(2.5)  # several reconnect attempts (reconnect-max 1 s)
                 await server.start()
                 await harness.publish(message("late"))
@@ -144,7 +120,7 @@ async def test_a_missing_group_is_reported_with_the_fix_and_picked_up_once_creat
     gateway.write(**{"stream": stream, "create-group": False})
     try:
         with capture_logs() as logs:
-            async with _started(gateway):
+            async with gateway.running(wait_ready=False):
                 await wait_until(lambda: any("XGROUP CREATE" in str(e.get("hint"))
                                              for e in logs), what="the NOGROUP hint")
                 await harness.client.xgroup_create(stream, GROUP, id="0", mkstream=True)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ssl
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -46,6 +45,7 @@ from bindings.types import Event
 from gateway.dispatch import Outcome, Verdict
 from gateway.errors import BrokerError, ConfigError
 from gateway.manifest import BrokerSpec
+from gateway.tls import ssl_context
 from triggers.amqp_messages import (
     dead_letter_message,
     delivery_count,
@@ -219,7 +219,7 @@ class AmqpTrigger:
 
     async def _open(self) -> _Session:
         connection = await aio_pika.connect(
-            connection_url(self.spec), ssl_context=ssl_context(self.spec),
+            connection_url(self.spec), ssl_context=ssl_context(self.spec.tls),
             timeout=self.spec.connect_timeout_ms / 1000,
             client_properties={"connection_name":
                                f"wasmgate {self.component} <- {self.config.queue}"})
@@ -390,20 +390,6 @@ def connection_url(spec: BrokerSpec) -> str:
     return str(url)
 
 
-def ssl_context(spec: BrokerSpec) -> ssl.SSLContext | None:
-    """A TLS context from ``[brokers.<name>.tls]`` (None: plain TCP, or the URL's amqps)."""
-    tls = spec.tls
-    if tls is None:
-        return None
-    context = ssl.create_default_context(cafile=tls.ca_file)
-    if tls.cert_file:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
-    if tls.insecure_skip_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 def _topology_hint(config: AmqpConfig, exc: aiormq.exceptions.ChannelClosed) -> str:
     if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
         return (f"{describe(exc)}: with declare = false the queue {config.queue!r} and the "
@@ -444,4 +430,4 @@ def build(config: dict[str, Any], *, context: TriggerContext) -> AmqpTrigger:
 
 register("amqp", build)
 
-__all__ = ["AmqpConfig", "AmqpTrigger", "build", "connection_url", "ssl_context"]
+__all__ = ["AmqpConfig", "AmqpTrigger", "build", "connection_url"]

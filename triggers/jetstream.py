@@ -48,6 +48,7 @@ from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.delivery import (
     BrokerTriggerConfig,
     OrderedLanes,
+    Positive,
     attempt_metadata,
     dead_letter_headers,
     describe,
@@ -81,8 +82,8 @@ class JetStreamConfig(BrokerTriggerConfig, kw_only=True, forbid_unknown_fields=T
     filter_subject: str | None = None
     storage: Literal["file", "memory"] = "file"
     ack_wait_ms: Annotated[int, msgspec.Meta(ge=300)] = 30_000
-    max_ack_pending: Annotated[int, msgspec.Meta(ge=1)] = 1000
-    batch: Annotated[int, msgspec.Meta(ge=1)] | None = None  # default: concurrency
+    max_ack_pending: Positive = 1000
+    batch: Positive | None = None  # default: concurrency
     fetch_wait_ms: Annotated[int, msgspec.Meta(ge=10)] = 1000
 
 

@@ -35,10 +35,9 @@ import re
 import ssl
 from collections.abc import Awaitable
 from functools import partial
-from typing import Annotated, Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-import msgspec
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -55,6 +54,7 @@ from triggers.delivery import (
     BrokerTriggerConfig,
     ConnectionWatch,
     OrderedLanes,
+    Positive,
     attempt_metadata,
     dead_letter_headers,
     describe,
@@ -64,7 +64,6 @@ from triggers.kafka_offsets import OffsetBook, PartitionOffsets
 
 log = structlog.get_logger("wasmgate.kafka")
 
-Positive = Annotated[int, msgspec.Meta(ge=1)]
 # Kafka's own rule for topic names.
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _TIMESTAMP_TYPES = {0: "create-time", 1: "log-append-time"}

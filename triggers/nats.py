@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
-import msgspec
 import structlog
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -37,6 +36,7 @@ from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.delivery import (
     BrokerTriggerConfig,
     OrderedLanes,
+    Positive,
     dead_letter_headers,
     describe,
     is_dead_letter,
@@ -65,7 +65,7 @@ class NatsConfig(BrokerTriggerConfig, kw_only=True, forbid_unknown_fields=True,
     subject: str
     queue: str | None = None
     # Messages nats-py buffers for this subscription before it drops (slow consumer).
-    pending_msgs_limit: Annotated[int, msgspec.Meta(ge=1)] = 65_536
+    pending_msgs_limit: Positive = 65_536
 
 
 class NatsTrigger:

@@ -19,6 +19,7 @@ from nats.aio.client import Client
 
 from gateway.errors import ConfigError
 from gateway.manifest import BrokerSpec
+from gateway.tls import ssl_context
 from triggers.delivery import ConnectionWatch, describe, redact
 
 log = structlog.get_logger("wasmgate.nats")
@@ -108,21 +109,12 @@ class NatsConnection:
 
 
 def _tls_context(spec: BrokerSpec, *, manifest_path: str, field: str) -> ssl.SSLContext | None:
-    tls = spec.tls
-    if tls is None:
-        return None
     try:
-        context = ssl.create_default_context(cafile=tls.ca_file)
-        if tls.cert_file is not None:
-            context.load_cert_chain(tls.cert_file, tls.key_file)
+        return ssl_context(spec.tls)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the TLS files of broker {spec.url!r}: {describe(exc)}; "
                           "check ca-file, cert-file and key-file", path=manifest_path,
                           field=f"{field}.tls") from exc
-    if tls.insecure_skip_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def header_pairs(headers: dict[str, str] | None) -> list[tuple[str, str]]:

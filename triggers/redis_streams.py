@@ -33,9 +33,8 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterable
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
-import msgspec
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError, ResponseError
@@ -48,6 +47,7 @@ from triggers.delivery import (
     BrokerTriggerConfig,
     ConnectionWatch,
     OrderedLanes,
+    Positive,
     dead_letter_headers,
     describe,
     is_dead_letter,
@@ -59,7 +59,6 @@ from triggers.redis_entries import Fields, dead_letter_fields, entry_to_event
 
 log = structlog.get_logger("wasmgate.redis-streams")
 
-Positive = Annotated[int, msgspec.Meta(ge=1)]
 _START_ID = re.compile(r"^(\$|0|\d+(-\d+)?)$")
 Entry = tuple[bytes, Fields]
 

@@ -20,12 +20,12 @@ import asyncio
 import contextlib
 import dataclasses
 import fnmatch
-import ssl
 from typing import Any
 
 from gateway.errors import WasmgateError
-from gateway.manifest import BrokerSpec, TlsSpec
+from gateway.manifest import BrokerSpec
 from gateway.redaction import redact_url
+from gateway.tls import ssl_context
 
 PUBLISH_TIMEOUT_S = 30.0
 
@@ -153,19 +153,6 @@ class _Producer:
 
     async def close(self) -> None:
         raise NotImplementedError
-
-
-def ssl_context(tls: TlsSpec | None) -> ssl.SSLContext | None:
-    """An SSL context from ``[brokers.x.tls]``, or None for plain connections."""
-    if tls is None:
-        return None
-    context = ssl.create_default_context(cafile=tls.ca_file)
-    if tls.cert_file:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
-    if tls.insecure_skip_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 class _KafkaProducer(_Producer):

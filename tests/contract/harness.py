@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -29,6 +28,7 @@ from typing import Any, ClassVar, Protocol
 from bindings.host.kv import SqliteKeyValue
 from bindings.types import Event, Response
 from gateway.app import App
+from tests.broker_process import BrokerProcess
 from tests.fixtures.build import build_handler
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,14 +107,83 @@ def toml_options(options: dict[str, Any]) -> str:
     return "".join(f"{k} = {toml_value(v)}\n" for k, v in options.items())
 
 
+class HarnessBase:
+    """The parts of :class:`BrokerHarness` that most brokers share.
+
+    A subclass names its broker (``broker_kind``, ``url``, ``reconnect``) and its
+    destination (:meth:`trigger_options`); :meth:`private` and :meth:`interrupt` serve
+    harnesses built as ``cls(url, server)`` around a private :class:`BrokerProcess`.
+    """
+
+    name: ClassVar[str]
+    trigger_kind: ClassVar[str]
+    redelivers: ClassVar[bool]
+    dead_letters: ClassVar[bool]
+    redelivery_window_s: ClassVar[float]
+    broker_kind: ClassVar[str]  # [brokers.b] kind
+    # Short reconnect backoff, so fault tests see the gateway back within a second.
+    reconnect: ClassVar[dict[str, int]] = {"reconnect-min-ms": 100, "reconnect-max-ms": 1000}
+
+    def __init__(self, url: str, server: BrokerProcess | None = None) -> None:
+        self.url = url
+        self.server = server
+
+    async def setup(self) -> None:
+        """Nothing to create (a subclass creates its destination here)."""
+
+    async def teardown(self) -> None:
+        """Nothing to delete."""
+
+    def broker_toml(self) -> str:
+        return toml_options({"kind": self.broker_kind, "url": self.url, **self.reconnect})
+
+    def trigger_options(self) -> dict[str, Any]:
+        """What names this test's destination in ``[[trigger.<kind>]]``."""
+        raise NotImplementedError
+
+    def trigger_toml(self, **options: Any) -> str:
+        return toml_options({"component": "contract", "broker": "b",
+                             **self.trigger_options(), **options})
+
+    async def wait_ready(self, app: App) -> None:
+        await wait_triggers_ready(app, self.trigger_kind)
+
+    @classmethod
+    def private_server(cls) -> BrokerProcess:
+        raise NotImplementedError(f"{cls.name}: no private broker process")
+
+    @classmethod
+    @asynccontextmanager
+    async def private(cls) -> AsyncIterator[Any]:
+        server = cls.private_server()
+        await server.start()
+        harness = cls(server.url, server)
+        try:
+            await harness.setup()
+            yield harness
+            await harness.teardown()
+        finally:
+            server.close()
+
+    async def interrupt(self) -> None:
+        assert self.server is not None, "interrupt() needs a private() harness"
+        await self.server.restart()
+        await self.reconnected()
+
+    async def reconnected(self) -> None:
+        """After :meth:`interrupt` restarted the broker: the harness's own client is back."""
+
+
+async def wait_triggers_ready(app: App, kind: str, timeout: float = 30.0) -> None:
+    """Until every trigger of ``kind`` has joined its group / confirmed its subscriptions."""
+    for trigger in app.triggers:
+        if trigger.kind == kind:
+            ready: asyncio.Event = trigger.ready  # type: ignore[attr-defined]
+            await asyncio.wait_for(ready.wait(), timeout)
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def message(mid: str, op: str = "ok", **extra: Any) -> bytes:
@@ -168,8 +237,10 @@ key-value-stores = ["default"]
 """)
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[App]:
-        """The app, started in this process and counting its concurrent handler calls."""
+    async def running(self, *, wait_ready: bool = True) -> AsyncIterator[App]:
+        """The app, started in this process and counting its concurrent handler calls;
+        with ``wait_ready=False`` it does not wait for the trigger (the broker may be
+        unreachable)."""
         app = App.load(self.manifest)
         invoke = app.dispatcher._invoke
 
@@ -184,7 +255,8 @@ key-value-stores = ["default"]
         app.dispatcher._invoke = counting
         await app.start()
         try:
-            await self.harness.wait_ready(app)
+            if wait_ready:
+                await self.harness.wait_ready(app)
             yield app
         finally:
             await app.stop()

@@ -17,8 +17,7 @@ from typing import Any, ClassVar
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, ExchangeType
 
-from gateway.app import App
-from tests.contract.harness import DeadLetter, toml_options, toml_value, unique
+from tests.contract.harness import DeadLetter, HarnessBase, unique
 from triggers.amqp_messages import header_text
 
 SHARED_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -44,7 +43,7 @@ async def connections_named(fragment: str) -> list[str]:
             if fragment in line and line.startswith("<")]
 
 
-class AmqpHarness:
+class AmqpHarness(HarnessBase):
     name: ClassVar[str] = "amqp"
     trigger_kind: ClassVar[str] = "amqp"
     redelivers: ClassVar[bool] = True
@@ -52,9 +51,10 @@ class AmqpHarness:
     # The broker requeues unacked messages the moment their connection closes, so a short
     # window shows any wrong redelivery.
     redelivery_window_s: ClassVar[float] = 1.5
+    broker_kind: ClassVar[str] = "amqp"
 
     def __init__(self, url: str = SHARED_URL) -> None:
-        self.url = url
+        super().__init__(url)
         self.queue = unique("wg-contract")
         self.exchange = self.queue + ".in"
         self.dead_exchange = self.queue + ".dlx"
@@ -88,16 +88,10 @@ class AmqpHarness:
             await self._channel.exchange_delete(exchange)
         await self._connection.close()
 
-    def broker_toml(self) -> str:
-        return (f'kind = "amqp"\nurl = {toml_value(self.url)}\n'
-                "reconnect-min-ms = 100\nreconnect-max-ms = 1000\n")
-
-    def trigger_toml(self, **options: Any) -> str:
-        base = {"component": "contract", "broker": "b", "queue": self.queue,
-                "exchange": self.exchange, "exchange-type": "topic",
+    def trigger_options(self) -> dict[str, Any]:
+        return {"queue": self.queue, "exchange": self.exchange, "exchange-type": "topic",
                 "binding-keys": ["#"], "dead-letter": self.dead_exchange,
                 "dead-letter-queue": self.dead_queue}
-        return toml_options({**base, **options})
 
     async def publish(self, payload: bytes, *, key: bytes | None = None,
                       headers: dict[str, str] | None = None) -> None:
@@ -131,12 +125,6 @@ class AmqpHarness:
             yield harness
         finally:
             await harness.teardown()
-
-    async def wait_ready(self, app: App) -> None:
-        for trigger in app.triggers:
-            if trigger.kind == self.trigger_kind:
-                ready: asyncio.Event = trigger.ready  # type: ignore[attr-defined]
-                await asyncio.wait_for(ready.wait(), 30)
 
 
 HARNESS = AmqpHarness

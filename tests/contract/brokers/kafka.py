@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from gateway.app import App
-from tests.contract.harness import DeadLetter, toml_options, unique, wait_until
+from tests.contract.harness import DeadLetter, HarnessBase, unique, wait_until
 from tests.kafka_broker import ConnectionCutter, Tansu, free_port, shared_broker
 from triggers.kafka import KafkaTrigger
 
@@ -33,16 +33,18 @@ GROUP_OPTIONS = {
 }
 
 
-class KafkaHarness:
+class KafkaHarness(HarnessBase):
     name: ClassVar[str] = "kafka"
     trigger_kind: ClassVar[str] = "kafka"
     redelivers: ClassVar[bool] = True
     dead_letters: ClassVar[bool] = True
     redelivery_window_s: ClassVar[float] = 2.0
+    broker_kind: ClassVar[str] = "kafka"
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port if port is not None else shared_broker().port
         self.bootstrap = f"127.0.0.1:{self.port}"
+        super().__init__(f"kafka://{self.bootstrap}")
         self.topic = unique("wg")
         self.dead_letter = f"{self.topic}-dlq"
         self.group = unique("wg-group")
@@ -65,15 +67,9 @@ class KafkaHarness:
             await self._producer.stop()
             self._producer = None
 
-    def broker_toml(self) -> str:
-        return (f'kind = "kafka"\nurl = "kafka://{self.bootstrap}"\n'
-                "reconnect-min-ms = 100\nreconnect-max-ms = 1000\n")
-
-    def trigger_toml(self, **options: Any) -> str:
-        table = {"component": "contract", "broker": "b", "topics": [self.topic],
-                 "group": self.group, "dead-letter": self.dead_letter,
-                 **GROUP_OPTIONS, **options}
-        return toml_options(table)
+    def trigger_options(self) -> dict[str, Any]:
+        return {"topics": [self.topic], "group": self.group, "dead-letter": self.dead_letter,
+                **GROUP_OPTIONS}
 
     async def publish(self, payload: bytes, *, key: bytes | None = None,
                       headers: dict[str, str] | None = None) -> None:

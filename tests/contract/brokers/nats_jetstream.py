@@ -9,45 +9,37 @@ the trigger's in-progress heartbeats keep slow handlers from being redelivered m
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from typing import Any, ClassVar
 
-import nats
 import nats.errors
 import nats.js.errors
-from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from gateway.app import App
-from tests.contract.brokers.nats_core import SHARED_URL, wait_triggers_ready
-from tests.contract.harness import DeadLetter, toml_options, unique
-from tests.contract.nats_server import NatsServer
+from tests.broker_process import BrokerProcess
+from tests.contract.brokers.nats_core import SHARED_URL, NatsHarness
+from tests.contract.harness import DeadLetter, unique
 
 ACK_WAIT_MS = 2000
 
 
-class NatsJetStreamHarness:
+class NatsJetStreamHarness(NatsHarness):
     name: ClassVar[str] = "nats-jetstream"
     trigger_kind: ClassVar[str] = "nats-jetstream"
     redelivers: ClassVar[bool] = True
     dead_letters: ClassVar[bool] = True
     redelivery_window_s: ClassVar[float] = ACK_WAIT_MS / 1000 + 1.5
 
-    def __init__(self, url: str = SHARED_URL, server: NatsServer | None = None) -> None:
-        self.url = url
-        self.server = server
+    def __init__(self, url: str = SHARED_URL, server: BrokerProcess | None = None) -> None:
+        super().__init__(url, server)
         ident = unique("js")
         self.stream = f"contract-{ident}"
         self.base = f"contract.{ident}"
         self.dead_letter = f"dead.{ident}"
-        self.nc: Client | None = None
         self.js: JetStreamContext | None = None
 
     async def setup(self) -> None:
-        self.nc = await nats.connect(self.url, max_reconnect_attempts=-1,
-                                     reconnect_time_wait=0.2)  # type: ignore[arg-type]
-        self.js = self.nc.jetstream()
+        self.js = (await self.connect()).jetstream()
         await self.js.add_stream(name=self.stream, subjects=[f"{self.base}.>"])
 
     async def teardown(self) -> None:
@@ -55,20 +47,12 @@ class NatsJetStreamHarness:
             for name in (self.stream, f"{self.stream}-dead-letter"):
                 with suppress(nats.js.errors.NotFoundError):
                     await self.js.delete_stream(name)
-        if self.nc is not None:
-            await self.nc.close()
+        await super().teardown()
 
-    def broker_toml(self) -> str:
-        return (f'kind = "nats"\nurl = "{self.url}"\n'
-                "reconnect-min-ms = 100\nreconnect-max-ms = 500\n")
-
-    def trigger_toml(self, **options: Any) -> str:
-        return ('component = "contract"\nbroker = "b"\n'
-                f'stream = "{self.stream}"\nconsumer = "gateway"\ncreate = true\n'
-                f'subjects = ["{self.base}.>"]\ndead-letter = "{self.dead_letter}"\n'
-                f"ack-wait-ms = {ACK_WAIT_MS}\nfetch-wait-ms = 250\n"
-                + toml_options(options))
-
+    def trigger_options(self) -> dict[str, Any]:
+        return {"stream": self.stream, "consumer": "gateway", "create": True,
+                "subjects": [f"{self.base}.>"], "dead-letter": self.dead_letter,
+                "ack-wait-ms": ACK_WAIT_MS, "fetch-wait-ms": 250}
     async def publish(self, payload: bytes, *, key: bytes | None = None,
                       headers: dict[str, str] | None = None) -> None:
         assert self.js is not None
@@ -98,32 +82,6 @@ class NatsJetStreamHarness:
                 raw = await self.js.get_msg(name, seq)
                 letters.append(DeadLetter(raw.data or b"", dict(raw.headers or {})))
         return letters
-
-    async def interrupt(self) -> None:
-        assert self.server is not None and self.nc is not None
-        await self.server.restart()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while not self.nc.is_connected:
-            if loop.time() > deadline:
-                raise AssertionError("the harness client did not reconnect")
-            await asyncio.sleep(0.05)
-
-    @classmethod
-    @asynccontextmanager
-    async def private(cls) -> AsyncIterator[NatsJetStreamHarness]:
-        server = NatsServer()
-        server.start()
-        harness = cls(server.url, server)
-        try:
-            await harness.setup()
-            yield harness
-            await harness.teardown()
-        finally:
-            server.close()
-
-    async def wait_ready(self, app: App) -> None:
-        await wait_triggers_ready(app)
 
 
 HARNESS = NatsJetStreamHarness
