@@ -110,11 +110,19 @@ class InstancePool:
                             "conversion", component=name)
         self._release(first)
 
+    def _wasi_config(self) -> wasmtime.WasiConfig:
+        config = wasmtime.WasiConfig()
+        if self.spec.guest_stderr == "inherit":
+            # A guest's stderr is where its runtime explains a trap (a Python traceback, a
+            # JavaScript exception); without it a trap says only "unreachable executed".
+            config.inherit_stderr()
+        return config
+
     def _instantiate(self) -> _Instance:
         store = wasmtime.Store(self._engine.engine)
         # Every store of a WASI-importing component needs a WASI context, or wasmtime
         # aborts the whole process on the first call. The default one grants nothing.
-        store.set_wasi(wasmtime.WasiConfig())
+        store.set_wasi(self._wasi_config())
         store.set_limits(memory_size=self.spec.memory_mb << 20)
         if self._engine.consume_fuel:
             store.set_fuel(self.spec.fuel or UNLIMITED_FUEL)

@@ -163,6 +163,9 @@ class ComponentSpec(_Table):
     timeout_ms: Positive = 5000
     fuel: Positive | None = None
     admission_timeout_ms: NonNegative = 30_000
+    # "inherit": the guest's stderr (tracebacks, runtime errors) goes to the gateway's
+    # stderr; "discard" drops it. Nothing else of the host is reachable either way.
+    guest_stderr: Literal["inherit", "discard"] = "inherit"
     key_value_stores: list[str] = msgspec.field(default_factory=list)
     variables: dict[str, str] = msgspec.field(default_factory=dict)
     # Deny by default, as in Spin: only what is listed here is reachable.

@@ -133,3 +133,16 @@ async def test_admission_waits_then_times_out_when_every_slot_stays_busy(
         await pool.call(_ev("hi"))
     assert (await slow).body == b"finished"
     assert (await pool.call(_ev("hi", b"after"))).body == b"echo:after"
+
+
+@pytest.mark.parametrize("guest_stderr", ["inherit", "discard"])
+async def test_a_traps_explanation_reaches_stderr_unless_discarded(
+        engine: WasmEngine, echo_wasm: Path, tmp_path: Path, guest_stderr: str,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    pool = _pool(engine, echo_wasm, tmp_path, guest_stderr=guest_stderr)
+    capfd.readouterr()
+    with pytest.raises(HandlerTrap):
+        await pool.call(_ev("trap"))
+    err = capfd.readouterr().err
+    # The echo handler raises RuntimeError("boom"); componentize-py prints the traceback.
+    assert ("RuntimeError: boom" in err) is (guest_stderr == "inherit")
