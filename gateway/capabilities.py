@@ -16,8 +16,9 @@ from bindings.host.kv import KeyValueStore, SqliteKeyValue
 from bindings.host.outbound_http import OutboundHttp
 from bindings.host.publish import BrokerClients, Publisher
 from bindings.host.sql import PostgresDatabase, SqlDatabase, SqliteDatabase
-from gateway.manifest import LoadedManifest, resolve_variables, secret_values
+from gateway.manifest import LoadedManifest
 from gateway.redaction import SecretRedactor
+from gateway.variables import resolve_variables, secret_values
 
 
 class Capabilities:

@@ -8,13 +8,8 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.manifest import (
-    ComponentSpec,
-    LoadedManifest,
-    load_manifest,
-    resolve_variables,
-    secret_names,
-)
+from gateway.manifest import ComponentSpec, LoadedManifest, load_manifest
+from gateway.variables import resolve_variables, secret_names
 
 EXAMPLE = """
 [application]
