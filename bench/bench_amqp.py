@@ -17,7 +17,8 @@ Contenders, all in this one process, one at a time, each with prefetch 16:
 * FastStream 0.7: ``RabbitBroker`` subscriber (default ack policy: ack after the handler),
   an ``async def`` handler that does what the Wasm one does.
 * gateway: ``[[trigger.amqp]]`` (concurrency 16, ordering "none") into the echo component
-  (``tests/fixtures/handlers/echo``, componentize-py, pooled instances).
+  (``tests/fixtures/handlers/echo``, componentize-py, pooled instances); then the same
+  into the hand-written WAT echo component (``tests/fixtures/wat/echo.wat``).
 
 Run: .venv/bin/python bench/bench_amqp.py   (prints the table; numbers go in BENCHMARKS.md)
 """
@@ -49,7 +50,7 @@ from bench._measure import (
     ratios,
 )
 from gateway.app import App
-from tests.fixtures.build import build_handler
+from tests.fixtures.build import WAT_ECHO, build_handler
 from triggers.amqp import AmqpTrigger
 
 URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -145,7 +146,14 @@ async def faststream_consumer(queue: str, run: Run) -> tuple[Step, Step]:
     return broker.start, stop
 
 
-async def gateway_consumer(queue: str, run: Run) -> tuple[Step, Step]:
+def gateway(wasm: Path) -> Consumer:
+    """The gateway consumer, running the component at ``wasm``."""
+    async def consumer(queue: str, run: Run) -> tuple[Step, Step]:
+        return await gateway_consumer(wasm, queue, run)
+    return consumer
+
+
+async def gateway_consumer(wasm: Path, queue: str, run: Run) -> tuple[Step, Step]:
     directory = Path(tempfile.mkdtemp(prefix="bench-amqp-"))
     manifest = directory / "wasmgate.toml"
     manifest.write_text(f"""
@@ -157,7 +165,7 @@ kind = "amqp"
 url = "{URL}"
 
 [component.echo]
-source = "{build_handler('echo')}"
+source = "{wasm}"
 isolation = "pooled"
 max-instances = {INSTANCES}
 
@@ -196,7 +204,8 @@ async def main() -> None:
     channel = await connection.channel(publisher_confirms=True)
     results: dict[str, dict[str, Any]] = {}
     for name, consumer in (("raw", raw_consumer), ("faststream", faststream_consumer),
-                           ("gateway", gateway_consumer)):
+                           ("gateway", gateway(build_handler("echo"))),
+                           ("gateway-wat", gateway(WAT_ECHO))):
         results[name] = await measure(name, consumer, channel)
         print(f"{name}: {results[name]}", file=sys.stderr)
     await connection.close()
@@ -204,13 +213,15 @@ async def main() -> None:
           f"{LAT_RATE:.0f}/s), prefetch {PREFETCH}; {load_average()}\n")
     labels = {"raw": "raw aio-pika loop (consume + ack, no handler)",
               "faststream": "FastStream 0.7, plain Python handler",
-              "gateway": "wasmgate, Wasm handler"}
+              "gateway": "wasmgate, Wasm handler (componentize-py)",
+              "gateway-wat": "wasmgate, WAT handler"}
     print_table(["contender", "events/s", "p50 ms", "p99 ms"],
                 ([labels[name], f"{r['rate']:.0f}", f"{r['p50']:.1f}", f"{r['p99']:.1f}"]
                  for name, r in results.items()))
     rates = {name: r["rate"] for name, r in results.items()}
     print("\n" + ratios(rates, [("gateway/raw", "gateway", "raw"),
-                                ("gateway/FastStream", "gateway", "faststream")])
+                                ("gateway/FastStream", "gateway", "faststream"),
+                                ("gateway(WAT)/FastStream", "gateway-wat", "faststream")])
           + " (aim: >= 0.50x)")
 
 if __name__ == "__main__":

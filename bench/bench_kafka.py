@@ -1,4 +1,5 @@
-"""Kafka through the gateway (a trivial componentize-py handler) against the raw aiokafka loop
+"""Kafka through the gateway (a trivial componentize-py handler, and the hand-written WAT
+echo component) against the raw aiokafka loop
 (consume + commit, no handler) and FastStream with an equivalent plain Python handler.
 
 All three consume the same number of same-size records from a fresh 3-partition topic on a
@@ -42,7 +43,7 @@ from bench._measure import (
 )
 from bindings.types import Event, Response
 from gateway.app import App
-from tests.fixtures.build import build_handler
+from tests.fixtures.build import WAT_ECHO, build_handler
 from tests.kafka_broker import Tansu
 
 PARTITIONS = 3
@@ -222,6 +223,7 @@ async def main() -> None:
         "raw aiokafka loop": raw_loop,
         "FastStream (Python)": faststream,
         "gateway (Wasm)": gateway(wasm, args.instances),
+        "gateway, WAT handler": gateway(WAT_ECHO, args.instances),
         "gateway, no-op instead of Wasm": gateway(wasm, args.instances, no_op=True),
     }
     results: dict[str, tuple[float, float, float]] = {}
@@ -239,7 +241,9 @@ async def main() -> None:
                  for name, (rate, p50, p99) in results.items()))
     rates = {name: rate for name, (rate, _, _) in results.items()}
     print("\n" + ratios(rates, [("gateway/raw", "gateway (Wasm)", "raw aiokafka loop"),
-                                ("gateway/FastStream", "gateway (Wasm)", "FastStream (Python)")]))
+                                ("gateway/FastStream", "gateway (Wasm)", "FastStream (Python)"),
+                                ("gateway(WAT)/FastStream", "gateway, WAT handler",
+                                 "FastStream (Python)")]))
 
 if __name__ == "__main__":
     asyncio.run(main())

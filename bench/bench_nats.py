@@ -1,4 +1,5 @@
-"""NATS core and JetStream through the gateway (a no-op componentize-py handler) against the
+"""NATS core and JetStream through the gateway (a no-op componentize-py handler, and the
+hand-written WAT echo component) against the
 raw nats-py loop (consume + ack, no handler) and FastStream with a no-op Python handler.
 
 Two phases per system, same message count and size for all:
@@ -42,6 +43,7 @@ from bench._measure import (
 from bindings import WIT_DIR, WIT_WORLD
 from bindings.types import Event, Response
 from gateway.app import App
+from tests.fixtures.build import WAT_ECHO
 
 URL = "nats://127.0.0.1:4222"
 HERE = Path(__file__).resolve().parent
@@ -235,6 +237,7 @@ async def main() -> None:
     quiet_logging()
     systems: dict[str, Start] = {"raw nats-py": raw, "FastStream": faststream,
                                  "gateway (wasm)": gateway(build_noop()),
+                                 "gateway, WAT handler": gateway(WAT_ECHO),
                                  "gateway, no wasm": gateway(build_noop(), skip_wasm=True)}
     print(f"{args.count} msgs of {args.size} B burst, {args.paced} paced at {args.rate:.0f}/s; "
           f"before: {load_average()}")
@@ -255,6 +258,7 @@ async def main() -> None:
         print("\n" + ratios(rates, [
             ("gateway/raw", "gateway (wasm)", "raw nats-py"),
             ("gateway/FastStream", "gateway (wasm)", "FastStream"),
+            ("gateway(WAT)/FastStream", "gateway, WAT handler", "FastStream"),
             ("gateway no wasm/FastStream", "gateway, no wasm", "FastStream")]))
     print(f"\nafter: {load_average()}")
 

@@ -16,7 +16,8 @@ Contenders, all in this one process, one at a time:
 * FastStream 0.7: ``StreamSub`` with a group, its default ack policy (ack after the
   handler), an ``async def`` handler that does what the Wasm one does.
 * gateway: ``[[trigger.redis-streams]]`` (concurrency 16, ordering "none") into the echo
-  component (``tests/fixtures/handlers/echo``, componentize-py, pooled instances).
+  component (``tests/fixtures/handlers/echo``, componentize-py, pooled instances); then the
+  same into the hand-written WAT echo component (``tests/fixtures/wat/echo.wat``).
 
 Run: .venv/bin/python bench/bench_redis.py   (prints the table; numbers go in BENCHMARKS.md)
 """
@@ -47,7 +48,7 @@ from bench._measure import (
     ratios,
 )
 from gateway.app import App
-from tests.fixtures.build import build_handler
+from tests.fixtures.build import WAT_ECHO, build_handler
 from triggers.redis_streams import RedisStreamsTrigger
 
 URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -142,7 +143,14 @@ async def faststream_consumer(stream: str, run: Run) -> tuple[Step, Step]:
     return broker.start, stop
 
 
-async def gateway_consumer(stream: str, run: Run) -> tuple[Step, Step]:
+def gateway(wasm: Path) -> Consumer:
+    """The gateway consumer, running the component at ``wasm``."""
+    async def consumer(stream: str, run: Run) -> tuple[Step, Step]:
+        return await gateway_consumer(wasm, stream, run)
+    return consumer
+
+
+async def gateway_consumer(wasm: Path, stream: str, run: Run) -> tuple[Step, Step]:
     directory = Path(tempfile.mkdtemp(prefix="bench-redis-"))
     manifest = directory / "wasmgate.toml"
     manifest.write_text(f"""
@@ -154,7 +162,7 @@ kind = "redis"
 url = "{URL}"
 
 [component.echo]
-source = "{build_handler('echo')}"
+source = "{wasm}"
 isolation = "pooled"
 max-instances = 8
 
@@ -198,7 +206,8 @@ async def main() -> None:
     client = aioredis.Redis.from_url(URL)
     results: dict[str, dict[str, Any]] = {}
     for name, consumer in (("raw", raw_consumer), ("faststream", faststream_consumer),
-                           ("gateway", gateway_consumer)):
+                           ("gateway", gateway(build_handler("echo"))),
+                           ("gateway-wat", gateway(WAT_ECHO))):
         results[name] = await measure(name, consumer, client)
         print(f"{name}: {results[name]}", file=sys.stderr)
     await client.aclose()
@@ -206,13 +215,15 @@ async def main() -> None:
           f"{load_average()}\n")
     labels = {"raw": "raw redis-py loop (no handler)",
               "faststream": "FastStream 0.7, plain Python handler",
-              "gateway": "wasmgate, Wasm handler"}
+              "gateway": "wasmgate, Wasm handler (componentize-py)",
+              "gateway-wat": "wasmgate, WAT handler"}
     print_table(["contender", "events/s", "p50 ms", "p99 ms"],
                 ([labels[name], f"{r['rate']:.0f}", f"{r['p50']:.1f}", f"{r['p99']:.1f}"]
                  for name, r in results.items()))
     rates = {name: r["rate"] for name, r in results.items()}
     print("\n" + ratios(rates, [("gateway/raw", "gateway", "raw"),
-                                ("gateway/FastStream", "gateway", "faststream")])
+                                ("gateway/FastStream", "gateway", "faststream"),
+                                ("gateway(WAT)/FastStream", "gateway-wat", "faststream")])
           + " (aim: >= 0.50x)")
 
 if __name__ == "__main__":
