@@ -38,20 +38,22 @@ from wasmtime import component as wc
 from wasmtime._slab import Slab
 from wasmtime.component import _enter
 
-import gateway.convert  # noqa: F401  (checks the value layout these formats assume)
-
-_VAL_SIZE = 32
-_OF = 8
+# The value layout and kind codes are gateway.convert's, checked there at import against
+# this wasmtime version, so the formats below cannot drift from the ones it uses.
+from gateway.convert import (
+    _LIST,
+    _OF,
+    _OPTION,
+    _RESULT,
+    _STRING,
+    _U8,
+    _U64,
+    _VAL_SIZE,
+)
 
 _BOOL = ffi.WASMTIME_COMPONENT_BOOL.value
 _S64 = ffi.WASMTIME_COMPONENT_S64.value
-_U64 = ffi.WASMTIME_COMPONENT_U64.value
-_U8 = ffi.WASMTIME_COMPONENT_U8.value
-_STRING = ffi.WASMTIME_COMPONENT_STRING.value
-_LIST = ffi.WASMTIME_COMPONENT_LIST.value
 _ENUM = ffi.WASMTIME_COMPONENT_ENUM.value
-_OPTION = ffi.WASMTIME_COMPONENT_OPTION.value
-_RESULT = ffi.WASMTIME_COMPONENT_RESULT.value
 
 _HEAD = struct.Struct("<B7xQQ")        # kind, then the first two words of the union
 _S64_HEAD = struct.Struct("<B7xq")
