@@ -16,7 +16,7 @@ import os
 import statistics
 import struct
 import time
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -49,6 +49,32 @@ class Completions(Generic[K]):
     def latencies_ms(self, published: Mapping[K, float]) -> list[float]:
         """Publish -> done of every id in ``published`` (``time.perf_counter`` seconds)."""
         return [(self.done[key] - t) * 1000 for key, t in published.items()]
+
+
+    async def burst_then_paced(self, start: Callable[[], Awaitable[None]],
+                               publish: Callable[[int], Awaitable[K]], *, burst: int,
+                               paced: int, rate: float) -> dict[str, float]:
+        """Throughput and latency of one consumer, in that order.
+
+        ``burst`` messages are already waiting: the clock runs from ``start()`` until the
+        last is done. Then ``paced`` more are published at ``rate``/s while the consumer
+        runs; ``publish(i)`` returns the id the consumer will mark. Returns events/s and
+        p50/p99 latency in ms.
+        """
+        self.reset(burst)
+        t0 = time.perf_counter()
+        await start()
+        await asyncio.wait_for(self.finished.wait(), 600)
+        elapsed = max(self.done.values()) - t0
+        self.reset(paced)
+        published: dict[K, float] = {}
+        for i in range(paced):
+            t = time.perf_counter()
+            published[await publish(i)] = t
+            await asyncio.sleep(max(0.0, 1 / rate - (time.perf_counter() - t)))
+        await asyncio.wait_for(self.finished.wait(), 120)
+        p50, p99 = percentiles(self.latencies_ms(published))
+        return {"rate": burst / elapsed, "p50": p50, "p99": p99}
 
 
 def stamped(size: int) -> bytes:

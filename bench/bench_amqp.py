@@ -29,7 +29,6 @@ import asyncio
 import os
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -44,7 +43,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._measure import (
     Completions,
     load_average,
-    percentiles,
     print_table,
     quiet_logging,
     ratios,
@@ -93,24 +91,17 @@ async def measure(name: str, consumer: Consumer, channel: AbstractChannel) -> di
         await load(channel, queue, N)
         run = Run(expect=N)
         start, stop = await consumer(queue, run)
-        t0 = time.perf_counter()
-        await start()
-        await asyncio.wait_for(run.finished.wait(), 600)
-        elapsed = max(run.done.values()) - t0
-        # Latency: paced publishing while the consumer runs.
-        run.reset(LAT_N)
-        published: dict[str, float] = {}
-        for i in range(LAT_N):
-            t = time.perf_counter()
-            published[f"lat-{i}"] = t
+
+        async def publish_one(i: int) -> str:
             await publish(channel, queue, f"lat-{i}")
-            await asyncio.sleep(max(0.0, 1 / LAT_RATE - (time.perf_counter() - t)))
-        await asyncio.wait_for(run.finished.wait(), 120)
+            return f"lat-{i}"
+
+        result = await run.burst_then_paced(start, publish_one, burst=N, paced=LAT_N,
+                                            rate=LAT_RATE)
         await stop()
     finally:
         await channel.queue_delete(queue)
-    p50, p99 = percentiles(run.latencies_ms(published))
-    return {"rate": N / elapsed, "p50": p50, "p99": p99}
+    return result
 
 
 async def raw_consumer(queue: str, run: Run) -> tuple[Step, Step]:

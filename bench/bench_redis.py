@@ -28,7 +28,6 @@ import asyncio
 import os
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -42,7 +41,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._measure import (
     Completions,
     load_average,
-    percentiles,
     print_table,
     quiet_logging,
     ratios,
@@ -84,23 +82,17 @@ async def measure(name: str, consumer: Consumer, client: aioredis.Redis) -> dict
         await load(client, stream, N)
         run = Run(expect=N)
         start, stop = await consumer(stream, run)
-        t0 = time.perf_counter()
-        await start()
-        await asyncio.wait_for(run.finished.wait(), 600)
-        elapsed = max(run.done.values()) - t0
-        # Latency: paced publishing while the consumer runs.
-        run.reset(LAT_N)
-        published: dict[bytes, float] = {}
-        for _ in range(LAT_N):
-            t = time.perf_counter()
-            published[await client.xadd(stream, {"data": PAYLOAD})] = t
-            await asyncio.sleep(max(0.0, 1 / LAT_RATE - (time.perf_counter() - t)))
-        await asyncio.wait_for(run.finished.wait(), 120)
+
+        async def publish(_: int) -> bytes:
+            entry_id: bytes = await client.xadd(stream, {"data": PAYLOAD})
+            return entry_id
+
+        result = await run.burst_then_paced(start, publish, burst=N, paced=LAT_N,
+                                            rate=LAT_RATE)
         await stop()
     finally:
         await client.delete(stream)
-    p50, p99 = percentiles(run.latencies_ms(published))
-    return {"rate": N / elapsed, "p50": p50, "p99": p99}
+    return result
 
 
 async def raw_consumer(stream: str, run: Run) -> tuple[Step, Step]:
