@@ -125,6 +125,9 @@ class _TopHelpFormatter(_HelpFormatter, argparse.RawDescriptionHelpFormatter):
                                           longest + self._current_indent + self._indent_increment)
 
 
+_MANIFEST_HELP = "path to wasmgate.toml or its directory (default: ./wasmgate.toml)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wasmgate", description=_DESCRIPTION, epilog=_EPILOG,
                                      formatter_class=_TopHelpFormatter)
@@ -138,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
                     "after the first start) and serve its triggers until Ctrl-C. A first "
                     "Ctrl-C stops intake and finishes events in flight; a second exits at once.")
     up.add_argument("manifest", nargs="?", default="wasmgate.toml",
-                    help="path to wasmgate.toml or its directory (default: ./wasmgate.toml)")
+                    help=_MANIFEST_HELP)
     up.add_argument("--listen", default="127.0.0.1:3000", metavar="HOST:PORT",
                     help="address of the HTTP trigger (default: 127.0.0.1:3000)")
     up.add_argument("--workers", type=int, default=1, metavar="N",
@@ -152,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
                     "workdir, with this installation's wasmgate and componentize-py first "
                     "on PATH.")
     build.add_argument("manifest", nargs="?", default="wasmgate.toml",
-                       help="path to wasmgate.toml or its directory (default: ./wasmgate.toml)")
+                       help=_MANIFEST_HELP)
 
     invoke = sub.add_parser(
         "invoke", formatter_class=_HelpFormatter,
@@ -165,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
     invoke.add_argument("--event", required=True, metavar="FILE",
                         help="CloudEvents JSON file, or - for stdin")
     invoke.add_argument("--manifest", default="wasmgate.toml",
-                        help="path to wasmgate.toml or its directory (default: ./wasmgate.toml)")
+                        help=_MANIFEST_HELP)
 
     componentize = sub.add_parser(
         "componentize", formatter_class=_HelpFormatter,
