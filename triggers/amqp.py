@@ -45,6 +45,7 @@ from bindings.types import Event
 from gateway.dispatch import Outcome, Verdict
 from gateway.errors import BrokerError, ConfigError
 from gateway.manifest import BrokerSpec
+from gateway.redaction import redact_url
 from gateway.tls import ssl_context
 from triggers.amqp_messages import (
     dead_letter_message,
@@ -62,7 +63,6 @@ from triggers.delivery import (
     describe,
     is_dead_letter,
     lane_key,
-    redact,
 )
 
 log = structlog.get_logger("wasmgate.amqp")
@@ -260,7 +260,7 @@ class AmqpTrigger:
         while True:
             message = await session.inbox.get()
             if message is None:
-                raise BrokerError(f"AMQP connection to {redact(self.spec.url)} lost: "
+                raise BrokerError(f"AMQP connection to {redact_url(self.spec.url)} lost: "
                                   f"{session.lost_reason}")
             event = event_from_message(message, broker=self.config.broker,
                                        queue=self.config.queue,

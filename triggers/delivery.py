@@ -180,7 +180,7 @@ class ConnectionWatch:
                  *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.trigger = trigger
         self.broker = broker
-        self.address = redact(spec.url)
+        self.address = redact_url(spec.url)
         self._min = spec.reconnect_min_ms / 1000
         self._max = spec.reconnect_max_ms / 1000
         self._sleep = sleep
@@ -210,11 +210,6 @@ class ConnectionWatch:
         self._failures += 1
 
 
-def redact(url: str) -> str:
-    """``url`` without a password, for logs and errors."""
-    return redact_url(url)
-
-
 def describe(error: BaseException) -> str:
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
@@ -234,5 +229,4 @@ __all__ = [
     "describe",
     "is_dead_letter",
     "lane_key",
-    "redact",
 ]

@@ -19,8 +19,9 @@ from nats.aio.client import Client
 
 from gateway.errors import ConfigError
 from gateway.manifest import BrokerSpec
+from gateway.redaction import redact_url
 from gateway.tls import ssl_context
-from triggers.delivery import ConnectionWatch, describe, redact
+from triggers.delivery import ConnectionWatch, describe
 
 log = structlog.get_logger("wasmgate.nats")
 
@@ -35,7 +36,7 @@ class NatsConnection:
     def __init__(self, trigger: str, broker: str, spec: BrokerSpec, *, manifest_path: str,
                  field: str) -> None:
         self.spec = spec
-        self.address = redact(spec.url)
+        self.address = redact_url(spec.url)
         self.watch = ConnectionWatch(trigger, broker, spec)
         self.client = Client()
         self._tls = _tls_context(spec, manifest_path=manifest_path, field=field)
