@@ -13,6 +13,7 @@ at the edge with ``raise ... from exc``.
     │   ├── HandlerTimeout          the call ran past its deadline (epoch interruption)
     │   └── HandlerReturnedError    the guest returned `err(message)`
     ├── AdmissionTimeout            no instance slot became free within the admission wait
+    ├── DeadlineExceeded            a host call ran out of the event's deadline (`timeout-ms`)
     ├── BrokerError                 a broker refused or lost a connection, publish or settle
     └── BuildError                  a component's build command failed
 
@@ -79,6 +80,10 @@ class AdmissionTimeout(WasmgateError):
     """Every instance slot stayed busy for the whole admission wait."""
 
 
+class DeadlineExceeded(WasmgateError):
+    """A host call (SQL, outbound HTTP, publish, kv) ran out of the event's deadline."""
+
+
 class BrokerError(WasmgateError):
     """A broker connection, publish or settle failed (names the broker and address)."""
 
@@ -95,6 +100,7 @@ __all__ = [
     "ComponentError",
     "ComponentNotFound",
     "ConfigError",
+    "DeadlineExceeded",
     "HandlerError",
     "HandlerReturnedError",
     "HandlerTimeout",
