@@ -23,6 +23,7 @@ from wasmtime import component as wc
 
 from bindings.types import Event, Response
 from gateway.convert import HandleCall
+from gateway.deadline import deadline_after
 from gateway.engine import EPOCH_TICK_SECONDS, WasmEngine
 from gateway.errors import (
     AdmissionTimeout,
@@ -218,9 +219,11 @@ class InstancePool:
                 f"for {self.spec.admission_timeout_ms} ms; raise `max-instances` or "
                 "`admission-timeout-ms`") from None
         try:
-            if self._handoff == "threads":
-                return await self._workers.call(event)
-            return await asyncio.to_thread(self._call_blocking, event)
+            # Host calls made by this event bound their waits by what is left of it.
+            with deadline_after(self.spec.timeout_ms / 1000):
+                if self._handoff == "threads":
+                    return await self._workers.call(event)
+                return await asyncio.to_thread(self._call_blocking, event)
         finally:
             self._slots.release()
 
