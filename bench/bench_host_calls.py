@@ -1,12 +1,10 @@
-"""Cost of one host call from a componentize-py handler, against the same operation from
-plain Python, side by side: kv get, kv increment (SQLite), config get, log emit, publish to
-NATS core; each through wasmtime-py's stock host-function trampoline and through the fast
-one (bindings/host/trampolines.py), in the same run.
+"""Cost of one host call from a componentize-py handler, before and after the executor went
+native, against the same operation from plain Python: kv get, kv increment (SQLite),
+config get, log emit, publish to NATS core.
 
-Method: one event runs the host call `times` times inside the guest (the caps fixture's
-`times` field); the per-call cost is the difference between a run with N calls and a run
-with 1 call, divided by N - 1, so the event's own overhead cancels out. The plain-Python
-baseline calls the same backend object (or the same NATS client) N times in a loop.
+The guest side runs in bench/_host_calls_child.py, once in the wasmtime-py executor's tree
+(bench/_baseline.py) and once in this one; the plain-Python baseline calls the same
+backend (or the same NATS client) N times in a loop in this process.
 
 Run: .venv/bin/python bench/bench_host_calls.py
 """
@@ -14,8 +12,6 @@ Run: .venv/bin/python bench/bench_host_calls.py
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import statistics
 import sys
 import tempfile
@@ -28,50 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import structlog
 
+from bench._baseline import baseline_side, current_side, run_side
 from bench._measure import load_average, print_table, quiet_logging
-from bindings.types import Event, new_event_id
-from gateway.app import App
+from bindings.host.kv import SqliteKeyValue
 from tests.fixtures.build import build_handler
 
 N = 200
 ROUNDS = 15
 NATS_URL = "nats://127.0.0.1:4222"
-
-
-def manifest(directory: Path, subject: str) -> Path:
-    path = directory / "wasmgate.toml"
-    path.write_text(f"""
-[application]
-name = "bench-host-calls"
-
-[variables]
-greeting = {{ default = "hello" }}
-
-[brokers.nats]
-kind = "nats"
-url = "{NATS_URL}"
-
-[component.caps]
-source = "{build_handler('caps')}"
-key-value-stores = ["default"]
-publish = ["nats:{subject}"]
-""")
-    return path
-
-
-async def guest_per_call_us(app: App, msg: dict[str, Any]) -> float:
-    async def run(times: int) -> float:
-        event = Event(id=new_event_id(), source="bench", type="bench",
-                      data=json.dumps({**msg, "times": times}).encode())
-        t = time.perf_counter()
-        response = await app.invoke("caps", event)
-        elapsed = time.perf_counter() - t
-        assert "ok" in json.loads(response.body), response.body
-        return elapsed
-
-    await run(N)  # warm up
-    samples = [(await run(N) - await run(1)) / (N - 1) for _ in range(ROUNDS)]
-    return statistics.median(samples) * 1e6
 
 
 async def plain_per_call_us(op: Any) -> float:
@@ -84,22 +44,14 @@ async def plain_per_call_us(op: Any) -> float:
     return statistics.median(samples) * 1e6
 
 
-async def main() -> None:
+async def plain_rows(subject: str) -> dict[str, float]:
     import nats
 
-    quiet_logging()
-    subject = f"bench.{uuid.uuid4().hex[:8]}"
-    apps: dict[str, App] = {}
-    for path in ("stock", "fast"):
-        # HostImports reads the switch when the app links its component.
-        os.environ["WASMGATE_HOST_CALLS"] = path
-        apps[path] = App.load(manifest(Path(tempfile.mkdtemp()), subject))
-        await apps[path].start()
-    del os.environ["WASMGATE_HOST_CALLS"]
-    store = apps["fast"].capabilities.store("default")
-    apps["stock"].capabilities.store("default").set("k", b"v" * 100)
+    store = SqliteKeyValue(Path(tempfile.mkdtemp()) / "kv.sqlite")
     store.set("k", b"v" * 100)
     nc = await nats.connect(NATS_URL)
+    variables = {"greeting": "hello"}
+    quiet = structlog.get_logger("bench")
 
     async def kv_get() -> None:
         store.get("k")
@@ -107,45 +59,52 @@ async def main() -> None:
     async def kv_incr() -> None:
         store.increment("n", 1)
 
-    async def nats_publish() -> None:
-        # The same confirmation the host import waits for: the server has it after flush.
-        await nc.publish(subject, b"x" * 100)
-        await nc.flush()
-
-    variables = {"greeting": "hello"}
-    quiet = structlog.get_logger("bench")
-
     async def config_get() -> None:
         variables.get("greeting")
 
     async def log_emit() -> None:
         quiet.info("a line of about forty characters, filtered")
 
-    rows = [
-        ("kv get (SQLite, 100 B)", {"op": "kv-get", "store": "default", "key": "k"}, kv_get),
-        ("kv increment (SQLite)", {"op": "kv-incr", "store": "default", "key": "n"}, kv_incr),
-        ("config get", {"op": "config", "name": "greeting"}, config_get),
-        ("log emit (filtered)", {"op": "log", "message": "a line of about forty characters, "
-                                 "filtered"}, log_emit),
-        ("publish NATS core (100 B)", {"op": "publish", "broker": "nats",
-                                       "destination": subject, "body": "x" * 100},
-         nats_publish),
-    ]
-    print(f"host calls: median of {ROUNDS} rounds of {N} calls; {load_average()}\n")
-    table = []
-    for name, msg, op in rows:
-        stock = await guest_per_call_us(apps["stock"], msg)
-        fast = await guest_per_call_us(apps["fast"], msg)
-        plain = await plain_per_call_us(op)
-        table.append([name, f"{stock:.1f} µs", f"{fast:.1f} µs", f"{plain:.1f} µs",
-                      f"{stock / plain:.1f}x", f"{fast / plain:.1f}x"])
-    print_table(["operation", "stock", "fast", "plain Python", "stock/plain", "fast/plain"],
-                table)
-    print(f"after: {load_average()}")
+    async def nats_publish() -> None:
+        # The same confirmation the host import waits for: the server has it after flush.
+        await nc.publish(subject, b"x" * 100)
+        await nc.flush()
+
+    ops = {"kv get (SQLite, 100 B)": kv_get, "kv increment (SQLite)": kv_incr,
+           "config get": config_get, "log emit (filtered)": log_emit,
+           "publish NATS core (100 B)": nats_publish}
+    result = {name: await plain_per_call_us(op) for name, op in ops.items()}
     await nc.close()
-    for app in apps.values():
-        await app.stop()
+    return result
+
+
+def main() -> None:
+    quiet_logging()
+    subject = f"bench.{uuid.uuid4().hex[:8]}"
+    rows = {
+        "kv get (SQLite, 100 B)": {"op": "kv-get", "store": "default", "key": "k"},
+        "kv increment (SQLite)": {"op": "kv-incr", "store": "default", "key": "n"},
+        "config get": {"op": "config", "name": "greeting"},
+        "log emit (filtered)": {"op": "log",
+                                "message": "a line of about forty characters, filtered"},
+        "publish NATS core (100 B)": {"op": "publish", "broker": "nats",
+                                      "destination": subject, "body": "x" * 100},
+    }
+    args = {"wasm": str(build_handler("caps")), "subject": subject, "rows": rows,
+            "n": N, "rounds": ROUNDS}
+    print(f"host calls: median of {ROUNDS} rounds of {N} calls; {load_average()}\n")
+    before = run_side(baseline_side(), "_host_calls_child.py", args)
+    after = run_side(current_side(), "_host_calls_child.py", args)
+    plain = asyncio.run(plain_rows(subject))
+    table = []
+    for name in rows:
+        (wb, cb), (wa, ca), p = before[name], after[name], plain[name]
+        table.append([name, f"{wb:.1f} µs ({cb:.1f} CPU)", f"{wa:.1f} µs ({ca:.1f} CPU)",
+                      f"{p:.1f} µs", f"{wb / p:.1f}x", f"{wa / p:.1f}x"])
+    print_table(["operation", "wasmtime-py (before)", "native (after)", "plain Python",
+                 "before/plain", "after/plain"], table)
+    print(f"after: {load_average()}")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

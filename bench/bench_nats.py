@@ -1,6 +1,8 @@
 """NATS core and JetStream through the gateway (a no-op componentize-py handler, and the
 hand-written WAT echo component) against the
 raw nats-py loop (consume + ack, no handler) and FastStream with a no-op Python handler.
+The gateway runs with the native executor (this tree) and with the wasmtime-py one (the
+baseline tree, bench/_baseline.py), each in a process of its own, in the same run.
 
 Two phases per system, same message count and size for all:
 
@@ -8,6 +10,9 @@ Two phases per system, same message count and size for all:
   handled - first published). Latency here is mostly queueing.
 * **paced**: publish ``--paced`` messages at ``--rate``/s, well under every system's
   capacity; p50/p99 of publish -> handler done (gateway, FastStream) or -> acked (raw).
+
+CPU µs per event is the process's CPU time (all threads, the publisher included, the same
+for every system) over the burst, divided by the messages.
 
 One process, one event loop, the shared broker on 127.0.0.1:4222. Run:
     .venv/bin/python bench/bench_nats.py [--count 5000] [--size 128]
@@ -18,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import os
 import subprocess
 import sys
 import time
@@ -29,7 +36,10 @@ from pathlib import Path
 import nats
 import nats.js.errors
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+# The baseline side imports its gateway from BENCH_TREE (bench/_baseline.py).
+sys.path.insert(0, os.environ.get("BENCH_TREE", str(ROOT)))
+sys.path.insert(1, str(ROOT))
 
 from bench._measure import (
     STAMP,
@@ -40,6 +50,7 @@ from bench._measure import (
     quiet_logging,
     ratios,
 )
+from bench._baseline import Side, baseline_side, current_side
 from bindings import WIT_DIR, WIT_WORLD
 from bindings.types import Event, Response
 from gateway.app import App
@@ -66,6 +77,7 @@ class Result:
     rate: float
     p50: float
     p99: float
+    cpu_us: float = 0.0
 
 
 # A system under test: given (subject, stream or None, recorder) start consuming and return
@@ -196,6 +208,7 @@ async def run_phase(start: Start, *, count: int, size: int, rate: float | None,
     padding = b"x" * max(0, size - STAMP.size)
     try:
         first = time.perf_counter()
+        cpu_first = time.process_time()
         futures = []
         for i in range(count):
             data = STAMP.pack(time.perf_counter_ns()) + padding
@@ -214,6 +227,7 @@ async def run_phase(start: Start, *, count: int, size: int, rate: float | None,
         except TimeoutError:
             raise SystemExit(f"{getattr(start, '__name__', start)}: only "
                              f"{len(rec.latencies_ms)} of {count} handled") from None
+        cpu = time.process_time() - cpu_first
     finally:
         await stop()
         if stream is not None:
@@ -221,7 +235,51 @@ async def run_phase(start: Start, *, count: int, size: int, rate: float | None,
                 await js.delete_stream(stream)
         await pub.close()
     p50, p99 = percentiles(rec.latencies_ms)
-    return Result(rate=count / (rec.last - first), p50=p50, p99=p99)
+    return Result(rate=count / (rec.last - first), p50=p50, p99=p99, cpu_us=cpu / count * 1e6)
+
+
+SYSTEMS = {"raw": "raw nats-py", "faststream": "FastStream", "wasm": "gateway (wasm)",
+           "wat": "gateway, WAT handler", "nowasm": "gateway, no wasm"}
+# Run in a process per executor: the gateway with a wasm or WAT handler.
+SIDE_SYSTEMS = ("wasm", "wat")
+
+
+def start_for(key: str) -> Start:
+    if key == "raw":
+        return raw
+    if key == "faststream":
+        return faststream
+    if key == "wat":
+        return gateway(WAT_ECHO)
+    return gateway(build_noop(), skip_wasm=key == "nowasm")
+
+
+async def measure(keys: list[str], args: argparse.Namespace
+                  ) -> dict[str, dict[str, list[Result]]]:
+    """{"NATS core" | "JetStream": {key: [burst, paced]}}"""
+    out: dict[str, dict[str, list[Result]]] = {}
+    for label, jetstream in (("NATS core", False), ("JetStream", True)):
+        out[label] = {}
+        for key in keys:
+            start = start_for(key)
+            burst = await run_phase(start, count=args.count, size=args.size, rate=None,
+                                    jetstream=jetstream)
+            paced = await run_phase(start, count=args.paced, size=args.size, rate=args.rate,
+                                    jetstream=jetstream)
+            out[label][key] = [burst, paced]
+    return out
+
+
+def measure_side(side: Side, args: argparse.Namespace) -> dict[str, dict[str, list[Result]]]:
+    """The gateway systems measured in ``side``'s own process."""
+    env = {**os.environ, "BENCH_TREE": str(side.tree), "PYTHONPATH": str(side.tree)}
+    cmd = [side.python, __file__, "--json", "--systems", ",".join(SIDE_SYSTEMS),
+           "--count", str(args.count), "--size", str(args.size), "--paced", str(args.paced),
+           "--rate", str(args.rate), "--instances", str(args.instances)]
+    done = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    raw_out = json.loads(done.stdout.strip().splitlines()[-1])
+    return {label: {k: [Result(**r) for r in v] for k, v in rows.items()}
+            for label, rows in raw_out.items()}
 
 
 async def main() -> None:
@@ -232,35 +290,41 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--instances", type=int, default=INSTANCES,
                         help="the component's max-instances (worker threads in use)")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     globals()["INSTANCES"] = args.instances
     quiet_logging()
-    systems: dict[str, Start] = {"raw nats-py": raw, "FastStream": faststream,
-                                 "gateway (wasm)": gateway(build_noop()),
-                                 "gateway, WAT handler": gateway(WAT_ECHO),
-                                 "gateway, no wasm": gateway(build_noop(), skip_wasm=True)}
+    keys = args.systems.split(",")
+    if args.json:
+        found = await measure(keys, args)
+        print(json.dumps({label: {k: [vars(r) for r in v] for k, v in rows.items()}
+                          for label, rows in found.items()}))
+        return
     print(f"{args.count} msgs of {args.size} B burst, {args.paced} paced at {args.rate:.0f}/s; "
           f"before: {load_average()}")
-    for label, jetstream in (("NATS core", False), ("JetStream", True)):
-        results: dict[str, tuple[Result, Result]] = {}
-        for name, start in systems.items():
-            burst = await run_phase(start, count=args.count, size=args.size, rate=None,
-                                    jetstream=jetstream)
-            paced = await run_phase(start, count=args.paced, size=args.size, rate=args.rate,
-                                    jetstream=jetstream)
-            results[name] = (burst, paced)
+    here = await measure([k for k in keys if k not in SIDE_SYSTEMS], args)
+    sides = {"native": measure_side(current_side(), args),
+             "wasmtime-py": measure_side(baseline_side(), args)}
+    for label in ("NATS core", "JetStream"):
+        results = {SYSTEMS[k]: v for k, v in here[label].items()}
+        for side, found in sides.items():
+            for key, value in found[label].items():
+                results[f"{SYSTEMS[key]}, {side}"] = value
         print(f"\n### {label}\n")
-        print_table(["system", "events/s (burst)", "p50 ms (paced)", "p99 ms (paced)",
-                     "p50 ms (burst)"],
-                    ([name, f"{burst.rate:,.0f}", f"{paced.p50:.2f}", f"{paced.p99:.2f}",
-                      f"{burst.p50:.0f}"] for name, (burst, paced) in results.items()))
+        print_table(["system", "events/s (burst)", "CPU µs/event (burst)", "p50 ms (paced)",
+                     "p99 ms (paced)", "p50 ms (burst)"],
+                    ([name, f"{burst.rate:,.0f}", f"{burst.cpu_us:.0f}", f"{paced.p50:.2f}",
+                      f"{paced.p99:.2f}", f"{burst.p50:.0f}"]
+                     for name, (burst, paced) in results.items()))
         rates = {name: burst.rate for name, (burst, _) in results.items()}
         print("\n" + ratios(rates, [
-            ("gateway/raw", "gateway (wasm)", "raw nats-py"),
-            ("gateway/FastStream", "gateway (wasm)", "FastStream"),
-            ("gateway(WAT)/FastStream", "gateway, WAT handler", "FastStream"),
+            ("native/FastStream", "gateway (wasm), native", "FastStream"),
+            ("wasmtime-py/FastStream", "gateway (wasm), wasmtime-py", "FastStream"),
+            ("native(WAT)/FastStream", "gateway, WAT handler, native", "FastStream"),
             ("gateway no wasm/FastStream", "gateway, no wasm", "FastStream")]))
     print(f"\nafter: {load_average()}")
+
 
 if __name__ == "__main__":
     asyncio.run(main())

@@ -1,10 +1,10 @@
-"""Leak check for the host-call paths: RSS of this process across 20k host calls of each
-kind (kv get of a 4 KB value, kv set, kv list-keys, config get, an error value), fast and
-stock, one pooled instance each.
+"""Leak check for the host calls: RSS of this process across 20k host calls of each kind
+(kv get of a 4 KB value, kv set, kv list-keys, config get, an error value), one pooled
+instance.
 
 Each event repeats its host call 100 times inside the guest (the caps fixture's `times`).
-A path that leaks one small allocation per call shows as growth proportional to the calls;
-the guest's own heap growth is the same on both paths (same guest, same calls).
+A host call that leaks one small allocation per call shows as growth proportional to the
+calls.
 
 Run: .venv/bin/python bench/rss_host_calls.py
 """
@@ -24,8 +24,7 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.rss_convert import rss_kib
-from bindings.host.imports import HostCallPath, HostImports
+from bindings.host.imports import HostImports
 from bindings.host.kv import SqliteKeyValue
 from bindings.types import Event
 from gateway.engine import WasmEngine
@@ -44,6 +43,13 @@ OPS = [
 ]
 
 
+def rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
 async def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     tmp = Path(tempfile.mkdtemp())
@@ -52,14 +58,13 @@ async def main() -> None:
     compiled = engine.load_component(wasm)
     print(f"RSS (KiB) every 5000 host calls, {CALLS} calls per row; load avg "
           f"{os.getloadavg()[0]:.2f}")
-    path: HostCallPath
-    for path in ("fast", "stock"):
+    for path in ("native",):
         kv = SqliteKeyValue(tmp / f"{path}.sqlite")
         kv.set("big", b"b" * 4096)
-        host = HostImports("caps", {"default": kv}, {"greeting": "hello"}, host_calls=path)
+        host = HostImports("caps", {"default": kv}, {"greeting": "hello"})
         spec = msgspec.convert({"source": str(wasm), "max-instances": 1,
                                 "max-uses": 1_000_000}, ComponentSpec)
-        pool = InstancePool("caps", spec, engine, compiled, host.link)
+        pool = InstancePool("caps", spec, engine, compiled, host)
         for msg in OPS:
             event = Event(id="rss", source="bench", type="t",
                           data=json.dumps({**msg, "times": PER_EVENT}).encode())

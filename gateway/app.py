@@ -17,7 +17,7 @@ from bindings.host.kv import KeyValueStore
 from bindings.types import Event, Response
 from gateway.capabilities import Capabilities
 from gateway.dispatch import NO_RETRY, Dispatcher, Outcome, RetryPolicy
-from gateway.engine import WasmEngine
+from gateway.engine import PoolingLimits, WasmEngine
 from gateway.errors import ConfigError
 from gateway.executor import InstancePool
 from gateway.manifest import LoadedManifest, load_manifest
@@ -36,7 +36,8 @@ class App:
         # WASMGATE_CACHE_DIR shares compiled artifacts between apps (tests, CI, several
         # apps on one host); by default each app keeps its own next to its manifest.
         cache = os.environ.get("WASMGATE_CACHE_DIR") or manifest.root / ".wasmgate" / "cache"
-        self.engine = WasmEngine(Path(cache), consume_fuel=consume_fuel)
+        pooling = PoolingLimits.for_components(manifest.components.values())
+        self.engine = WasmEngine(Path(cache), consume_fuel=consume_fuel, pooling=pooling)
         self.capabilities = Capabilities(manifest)
         self.pools: dict[str, InstancePool] = {}
         self.dispatcher = Dispatcher(self.invoke)
@@ -54,7 +55,7 @@ class App:
         for name, spec in self.manifest.components.items():
             host = self.capabilities.host_imports(name)
             compiled = self.engine.load_component(self.manifest.source_path(name), name=name)
-            self.pools[name] = InstancePool(name, spec, self.engine, compiled, host.link)
+            self.pools[name] = InstancePool(name, spec, self.engine, compiled, host)
 
     def _load_triggers(self) -> None:
         for kind, tables in self.manifest.triggers.items():

@@ -162,9 +162,15 @@ class ComponentSpec(_Table):
     timeout_ms: Positive = 5000
     fuel: Positive | None = None
     admission_timeout_ms: NonNegative = 30_000
-    # "inherit": the guest's stderr (tracebacks, runtime errors) goes to the gateway's
-    # stderr; "discard" drops it. Nothing else of the host is reachable either way.
+    # With isolation = "fresh": instances kept instantiated ahead of need, so an event does
+    # not wait for instantiation (each holds memory; see docs/executor.md).
+    spare_instances: NonNegative = 0
+    # "inherit": what the guest writes to stderr (tracebacks, runtime errors) goes into the
+    # gateway's log, one record a line with the component and event id; "discard" drops
+    # it. Nothing else of the host is reachable either way.
     guest_stderr: Literal["inherit", "discard"] = "inherit"
+    # Per call, stderr past this many bytes is counted, not logged.
+    stderr_max_bytes: NonNegative = 16 * 1024
     key_value_stores: list[str] = msgspec.field(default_factory=list)
     variables: dict[str, str] = msgspec.field(default_factory=dict)
     # Deny by default, as in Spin: only what is listed here is reachable.

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from structlog.testing import capture_logs
 
 from bindings.host.imports import HostImports
 from bindings.host.kv import SqliteKeyValue
@@ -15,6 +16,8 @@ from bindings.types import Event
 from gateway.engine import WasmEngine
 from gateway.errors import (
     AdmissionTimeout,
+    ComponentContractError,
+    ComponentError,
     ComponentNotFound,
     HandlerReturnedError,
     HandlerTimeout,
@@ -42,7 +45,7 @@ def _pool(engine: WasmEngine, wasm: Path, tmp_path: Path, **spec: object) -> Ins
     component_spec = msgspec.convert({"source": str(wasm), **fields}, ComponentSpec)
     kv = SqliteKeyValue(tmp_path / "kv.sqlite")
     host = HostImports("echo", {"default": kv}, {"greeting": "hallo"})
-    return InstancePool("echo", component_spec, engine, engine.load_component(wasm), host.link)
+    return InstancePool("echo", component_spec, engine, engine.load_component(wasm), host)
 
 
 def _ev(subject: str, data: bytes = b"") -> Event:
@@ -112,11 +115,12 @@ def test_missing_component_names_the_file(engine: WasmEngine, tmp_path: Path) ->
 def test_second_load_uses_the_compile_cache(engine: WasmEngine, echo_wasm: Path) -> None:
     engine.load_component(echo_wasm)
     assert len(list(engine.cache_dir.glob("*.cwasm"))) == 1
+    assert engine.load_component(echo_wasm).from_cache
 
 
 async def test_large_binary_bodies_cross_the_boundary_intact(
         engine: WasmEngine, echo_wasm: Path, tmp_path: Path) -> None:
-    # Exercises the bulk list<u8> conversion both ways, every byte value included.
+    # list<u8> both ways, every byte value included.
     payload = bytes(range(256)) * 256 + b"\x00\xff"
     response = await _pool(engine, echo_wasm, tmp_path).call(_ev("hi", payload))
     assert response.body == b"echo:" + payload
@@ -136,13 +140,136 @@ async def test_admission_waits_then_times_out_when_every_slot_stays_busy(
 
 
 @pytest.mark.parametrize("guest_stderr", ["inherit", "discard"])
-async def test_a_traps_explanation_reaches_stderr_unless_discarded(
-        engine: WasmEngine, echo_wasm: Path, tmp_path: Path, guest_stderr: str,
-        capfd: pytest.CaptureFixture[str]) -> None:
+async def test_a_traps_explanation_reaches_the_log_unless_discarded(
+        engine: WasmEngine, echo_wasm: Path, tmp_path: Path, guest_stderr: str) -> None:
     pool = _pool(engine, echo_wasm, tmp_path, guest_stderr=guest_stderr)
-    capfd.readouterr()
-    with pytest.raises(HandlerTrap):
+    with capture_logs() as logs, pytest.raises(HandlerTrap) as trap:
         await pool.call(_ev("trap"))
-    err = capfd.readouterr().err
-    # The echo handler raises RuntimeError("boom"); componentize-py prints the traceback.
-    assert ("RuntimeError: boom" in err) is (guest_stderr == "inherit")
+    lines = [r["line"] for r in logs if r["event"] == "guest stderr"]
+    # The echo handler raises RuntimeError("boom"); componentize-py prints the traceback,
+    # and the trap's message carries its last line.
+    assert ("RuntimeError: boom" in lines) is (guest_stderr == "inherit")
+    assert ("the guest said: RuntimeError: boom" in str(trap.value)) is (
+        guest_stderr == "inherit")
+    assert "wasm trap" in str(trap.value)
+
+
+async def test_guest_output_is_a_record_a_line_and_cannot_pass_as_the_gateways(
+        engine: WasmEngine, echo_wasm: Path, tmp_path: Path) -> None:
+    pool = _pool(engine, echo_wasm, tmp_path)
+    with capture_logs() as logs:
+        assert (await pool.call(_ev("forge"))).body == b"forged"
+    (record,) = [r for r in logs if r.get("line", "").startswith("{")]
+    # The guest's JSON line is data inside a record the gateway wrote, marked as guest output.
+    assert record["event"] == "guest stderr"
+    assert record["component"] == "echo"
+    assert not any(r["event"] == "app started" for r in logs)
+
+
+async def test_guest_output_is_capped_per_call_and_says_what_it_dropped(
+        engine: WasmEngine, echo_wasm: Path, tmp_path: Path) -> None:
+    pool = _pool(engine, echo_wasm, tmp_path, stderr_max_bytes=1000)
+    with capture_logs() as logs:
+        assert (await pool.call(_ev("shout", b"4032000"))).body == b"shouted"
+    lines = [r for r in logs if r["event"] == "guest stderr"]
+    assert len(lines) == 10  # 1000 bytes in lines of 100
+    (cut,) = [r for r in logs if r["event"] == "guest stderr truncated"]
+    assert cut["dropped_bytes"] == 4_032_000 - 1000
+    assert "stderr-max-bytes" in cut["hint"]
+
+
+async def test_a_long_log_message_is_cut(engine: WasmEngine, echo_wasm: Path,
+                                         tmp_path: Path) -> None:
+    pool = _pool(engine, echo_wasm, tmp_path)
+    with capture_logs() as logs:
+        assert (await pool.call(_ev("logflood", b"10000000"))).body == b"logged"
+    (record,) = [r for r in logs if r["event"].startswith("zzz")]
+    assert len(record["event"]) < 10_000
+    assert record["event"].endswith("(9991808 characters dropped)")
+
+
+async def test_a_pooled_instance_is_retired_before_its_memory_runs_out(
+        engine: WasmEngine, echo_wasm: Path, tmp_path: Path) -> None:
+    # `leak` keeps 1 MiB per call: on one reused instance, call ~60 would hit memory-mb.
+    pool = _pool(engine, echo_wasm, tmp_path, memory_mb=64, max_instances=1)
+    kept = [int((await pool.call(_ev("leak"))).body) for _ in range(150)]
+    assert pool.instantiated > 2  # retired (and replaced) more than once
+    assert max(kept) < 64  # no instance was let run into the limit
+
+
+async def test_running_out_of_memory_names_the_setting(
+        engine: WasmEngine, echo_wasm: Path, tmp_path: Path) -> None:
+    pool = _pool(engine, echo_wasm, tmp_path, memory_mb=64)
+    with pytest.raises(HandlerTrap, match=r"memory-mb` \(64 MiB\)"):
+        await pool.call(_ev("grow"))
+    # A 200 MB body from a 64 MiB guest: the guest cannot build it, and says so; the
+    # gateway keeps serving.
+    with pytest.raises(HandlerTrap, match="memory-mb"):
+        await pool.call(_ev("big", b"200000000"))
+    assert (await pool.call(_ev("big", b"1000000"))).body == b"x" * 1_000_000
+
+
+async def test_a_cancelled_caller_does_not_free_a_slot_still_running(
+        engine: WasmEngine, echo_wasm: Path, tmp_path: Path) -> None:
+    pool = _pool(engine, echo_wasm, tmp_path, max_instances=1, admission_timeout_ms=50)
+    slow = asyncio.ensure_future(pool.call(_ev("slow")))
+    await asyncio.sleep(0.05)
+    slow.cancel()
+    # The guest still runs in the only slot: admission must wait for it, not over-admit.
+    with pytest.raises(AdmissionTimeout):
+        await pool.call(_ev("hi"))
+    await asyncio.sleep(0.6)
+    assert (await pool.call(_ev("hi", b"later"))).body == b"echo:later"
+
+
+async def test_fresh_spares_are_kept_ready(engine: WasmEngine, echo_wasm: Path,
+                                           tmp_path: Path) -> None:
+    pool = _pool(engine, echo_wasm, tmp_path, isolation="fresh", spare_instances=2)
+    for _ in range(200):
+        if pool.ready_instances == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert pool.ready_instances == 2
+    before = pool.instantiated
+    assert (await pool.call(_ev("hi", b"1"))).body == b"echo:1"
+    # The call took a spare; the background thread makes another.
+    for _ in range(200):
+        if pool.ready_instances == 2 and pool.instantiated == before + 1:
+            break
+        await asyncio.sleep(0.05)
+    assert (pool.ready_instances, pool.instantiated) == (2, before + 1)
+    pool.close()
+
+
+def test_a_file_that_is_not_a_component_is_named(engine: WasmEngine, tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.wasm"
+    bogus.write_bytes(b"\x00asm\x01\x00\x00\x00garbage")
+    with pytest.raises(ComponentError, match=r"bogus\.wasm is not a valid WebAssembly component"):
+        engine.load_component(bogus)
+
+
+def test_a_component_of_another_world_names_the_worlds(engine: WasmEngine,
+                                                       tmp_path: Path) -> None:
+    other = tmp_path / "other.wat"
+    other.write_text("(component)")
+    with pytest.raises(ComponentContractError,
+                       match=r"wasmgate:handler/handler.*wasi:http/incoming-handler"):
+        engine.load_component(other)
+
+
+def test_a_cached_component_is_loaded_not_compiled(echo_wasm: Path, tmp_path: Path) -> None:
+    first, second = WasmEngine(tmp_path), WasmEngine(tmp_path)
+    try:
+        assert first.load_component(echo_wasm).from_cache is False
+        assert second.load_component(echo_wasm).from_cache is True
+    finally:
+        first.close()
+        second.close()
+
+
+def test_blocking_calls_work_without_a_loop(engine: WasmEngine, echo_wasm: Path,
+                                            tmp_path: Path) -> None:
+    pool = _pool(engine, echo_wasm, tmp_path)
+    assert pool.call_blocking(_ev("hi", b"x")).body == b"echo:x"
+    with pytest.raises(HandlerTimeout):
+        _pool(engine, echo_wasm, tmp_path, timeout_ms=100).call_blocking(_ev("loop"))

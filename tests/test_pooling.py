@@ -1,4 +1,4 @@
-"""The opt-in pooling instance allocator (gateway.engine.PoolingAllocator) with real
+"""The pooling instance allocator (gateway.engine.PoolingLimits) with real
 components: the componentize-py echo fixture and the hand-written WAT one."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from bindings.host.imports import HostImports
 from bindings.host.kv import SqliteKeyValue
 from bindings.types import Event
-from gateway.engine import PoolingAllocator, WasmEngine
+from gateway.engine import PoolingLimits, WasmEngine
 from gateway.errors import ComponentError, HandlerTrap
 from gateway.executor import InstancePool
 from gateway.manifest import ComponentSpec
@@ -23,7 +23,7 @@ SLOTS = 2
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WasmEngine]:
-    eng = WasmEngine(tmp_path_factory.mktemp("cache"), pooling=PoolingAllocator(slots=SLOTS))
+    eng = WasmEngine(tmp_path_factory.mktemp("cache"), pooling=PoolingLimits(slots=SLOTS))
     yield eng
     eng.close()
 
@@ -32,7 +32,7 @@ def _pool(engine: WasmEngine, wasm: Path, tmp_path: Path, **spec: object) -> Ins
     fields = {k.replace("_", "-"): v for k, v in spec.items()}
     component_spec = msgspec.convert({"source": str(wasm), **fields}, ComponentSpec)
     host = HostImports("echo", {"default": SqliteKeyValue(tmp_path / "kv.sqlite")}, {})
-    return InstancePool("echo", component_spec, engine, engine.load_component(wasm), host.link)
+    return InstancePool("echo", component_spec, engine, engine.load_component(wasm), host)
 
 
 @pytest.mark.parametrize("kind", ["componentize-py", "wat"])
@@ -70,8 +70,8 @@ async def test_more_live_instances_than_slots_is_a_clear_error(engine: WasmEngin
         [_pool(engine, WAT_ECHO, tmp_path) for _ in range(SLOTS + 1)]
 
 
-@pytest.mark.parametrize(("env", "pooled"), [(None, False), ("1", True)])
-def test_pooling_follows_the_environment_by_default(
+@pytest.mark.parametrize(("env", "pooled"), [(None, True), ("0", False)])
+def test_pooling_is_on_unless_the_environment_turns_it_off(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: str | None, pooled: bool) -> None:
     if env is None:
         monkeypatch.delenv("WASMGATE_POOLING", raising=False)

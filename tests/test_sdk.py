@@ -37,7 +37,7 @@ def pool(engine: WasmEngine, tmp_path_factory: pytest.TempPathFactory) -> Instan
     spec = msgspec.convert({"source": str(wasm)}, ComponentSpec)
     kv = SqliteKeyValue(tmp_path_factory.mktemp("kv") / "kv.sqlite")
     host = HostImports("sdk", {"default": kv}, {"greeting": "hallo"})
-    return InstancePool("sdk", spec, engine, engine.load_component(wasm), host.link)
+    return InstancePool("sdk", spec, engine, engine.load_component(wasm), host)
 
 
 def _ev(mode: str, data: bytes = b"", **fields: Any) -> Event:

@@ -1,47 +1,45 @@
 """The host side of the WIT imports, bound per component.
 
+The native executor (native/src/host.rs) calls one method of :class:`HostImports` per
+import, on the pool's worker thread, with the GIL held for that call only and inside the
+event's context (so the event id and deadline bound by the caller are visible). A method
+returns the import's ``ok`` value; raising :class:`HostCallFailed` makes its ``err`` value,
+with the exception's text. ``config.get`` is answered natively from :attr:`variables`.
+
 Deny by default: every import is linked so any component instantiates, but a store,
 database, broker destination or outbound host the manifest did not grant answers with an
 error value that names the grant to add. Every refusal and failure is logged with the
-component and the event id (bound by the app around each call) and never reaches past the
-guest: the gateway keeps serving.
+component and the event id and never reaches past the guest: the gateway keeps serving.
 
-Secrets (variables marked ``secret = true``) are masked in everything a guest logs.
+Secrets (variables marked ``secret = true``) are masked in everything a guest logs and in
+every error it is given.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import TypeVar
 
 import structlog
-from wasmtime import component as wc
 
-from bindings import WIT_PACKAGE
-from bindings.host import lowering, trampolines
 from bindings.host.kv import KeyValueError, KeyValueStore
 from bindings.host.outbound_http import OutboundHttp, OutboundHttpError, OutboundRequest
 from bindings.host.publish import OutboundMessage, Publisher, PublishError
-from bindings.host.sql import SqlDatabase, SqlError
+from bindings.host.sql import SqlDatabase, SqlError, SqlValue
 from gateway.errors import WasmgateError
 from gateway.redaction import SecretRedactor
 
-_PKG, _VERSION = WIT_PACKAGE.split("@")
 LOG_LEVELS = ("debug", "info", "warn", "error")
+# One `log.emit` message is cut past this many bytes, and says how many it dropped.
+LOG_MESSAGE_MAX_BYTES = 8 * 1024
 
-# "fast": kv, config and log through bindings/host/trampolines.py (the default);
-# "stock": every import through wasmtime-py's generic add_func trampoline, kept as the
-# reference. WASMGATE_HOST_CALLS=stock in the environment switches a whole process back.
-HostCallPath = Literal["fast", "stock"]
+T = TypeVar("T")
+Pairs = list[tuple[str, str]]
 
 
-def host_call_path_from_env() -> HostCallPath:
-    """Return the host-call path ``WASMGATE_HOST_CALLS`` asks for (default "fast")."""
-    return "stock" if os.environ.get("WASMGATE_HOST_CALLS") == "stock" else "fast"
-
-lowering.install()
+class HostCallFailed(WasmgateError):
+    """A host call was refused or failed; its text becomes the import's ``err`` value."""
 
 
 @dataclasses.dataclass
@@ -58,82 +56,30 @@ class HostImports:
 
     def __init__(self, component: str, stores: Mapping[str, KeyValueStore],
                  variables: Mapping[str, str], *, grants: Grants | None = None,
-                 redactor: SecretRedactor | None = None,
-                 host_calls: HostCallPath | None = None) -> None:
+                 redactor: SecretRedactor | None = None) -> None:
         self.component = component
-        self.host_calls = host_calls or host_call_path_from_env()
         self.grants = grants or Grants()
         self.stores = dict(stores)
         self.variables = dict(variables)
         self.redact = redactor or SecretRedactor()
         self.log = structlog.get_logger("wasmgate.guest").bind(component=component)
 
-    def link(self, linker: wc.Linker) -> None:
-        """Define every import of the wasmgate:handler world in ``linker``."""
-        with linker.root() as root:
-            with root.add_instance(f"{_PKG}/kv@{_VERSION}") as kv:
-                self._link_kv(kv)
-            with root.add_instance(f"{_PKG}/config@{_VERSION}") as config:
-                if self.host_calls == "fast":
-                    trampolines.define(config, "get", trampolines.result_call(
-                        ("string",), "option-string",
-                        lambda name: (True, self.variables.get(name))))
-                else:
-                    config.add_func("get", self._config_get)
-            with root.add_instance(f"{_PKG}/log@{_VERSION}") as log:
-                if self.host_calls == "fast":
-                    trampolines.define(log, "emit",
-                                       trampolines.unit_call(("enum", "string"), self._emit))
-                else:
-                    log.add_func("emit", self._log_emit)
-            with root.add_instance(f"{_PKG}/publish@{_VERSION}") as publish:
-                publish.add_func("send", self._guard(self._publish))
-            with root.add_instance(f"{_PKG}/sql@{_VERSION}") as sql:
-                sql.add_func("query", self._guard(self._sql_query))
-                sql.add_func("execute", self._guard(self._sql_execute))
-            with root.add_instance(f"{_PKG}/outbound-http@{_VERSION}") as http:
-                http.add_func("send", self._guard(self._http_send))
-
-    def _link_kv(self, kv: wc.LinkerInstance) -> None:
-        ops: dict[str, tuple[tuple[str, ...], str, Callable[..., Any]]] = {
-            "get": (("string", "string"), "option-bytes",
-                    lambda s, k: self._store(s).get(k)),
-            "set": (("string", "string", "bytes", "option-u64"), "none",
-                    lambda s, k, v, ttl: self._store(s).set(k, v, ttl)),
-            "delete": (("string", "string"), "none", lambda s, k: self._store(s).delete(k)),
-            "exists": (("string", "string"), "bool", lambda s, k: self._store(s).exists(k)),
-            "list-keys": (("string", "string"), "strings",
-                          lambda s, p: self._store(s).list_keys(p)),
-            "increment": (("string", "string", "s64"), "s64",
-                          lambda s, k, d: self._store(s).increment(k, d)),
-        }
-        for name, (kinds, ok, op) in ops.items():
-            if self.host_calls == "fast":
-                trampolines.define(kv, name, trampolines.result_call(
-                    kinds, ok, lambda *args, op=op: self._attempt(op, *args)))
-            else:
-                kv.add_func(name, self._guard(op))
-
-    def _attempt(self, op: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
-        """Run a host op: ``(True, value)``, or ``(False, message)`` for a refusal or
-        failure the guest should see as ``err`` (logged here, secrets masked)."""
+    def _attempt(self, op: Callable[[], T]) -> T:
+        """Run a host op; a refusal or failure is logged (masked) and raised as
+        :class:`HostCallFailed` for the guest to see as ``err``."""
         try:
-            return True, op(*args)
+            return op()
         except WasmgateError as exc:
             message = self.redact(str(exc))
             self.log.warning("host call refused or failed", error=message)
-            return False, message
-
-    def _guard(self, op: Callable[..., Any]) -> Callable[..., wc.Variant]:
-        """Run a host op; its value becomes ``ok``, a refusal or failure ``err``.
-
-        The result is always an explicit Variant: wasmtime-py cannot tell ``ok`` from
-        ``err`` by Python type for every result shape (see bindings/host/lowering.py).
-        """
-        def call(_store: Any, *args: Any) -> wc.Variant:
-            ok, value = self._attempt(op, *args)
-            return wc.Variant("ok" if ok else "err", value)
-        return call
+            raise HostCallFailed(message) from None
+        except Exception as exc:
+            # A bug on our side: the guest gets an error value, the log gets the details.
+            self.log.exception("host call raised unexpectedly",
+                               error=self.redact(f"{type(exc).__name__}: {exc}"))
+            raise HostCallFailed(
+                f"host call failed inside the gateway ({type(exc).__name__}); the gateway "
+                "log has the details") from None
 
     # -- kv ------------------------------------------------------------------------------
 
@@ -145,30 +91,45 @@ class HostImports:
                 f"component `{self.component}` has no grant for key-value store `{name}`; "
                 f"add it to `key-value-stores` of [component.{self.component}]") from None
 
-    # -- config and log ------------------------------------------------------------------
+    def kv_get(self, store: str, key: str) -> bytes | None:
+        return self._attempt(lambda: self._store(store).get(key))
 
-    def _config_get(self, _store: Any, name: str) -> wc.Variant:
-        return wc.Variant("ok", self.variables.get(name))
+    def kv_set(self, store: str, key: str, value: bytes, ttl_ms: int | None) -> None:
+        self._attempt(lambda: self._store(store).set(key, value, ttl_ms))
 
-    def _log_emit(self, _store: Any, level: str, message: str) -> None:
-        self._emit(level, message)
+    def kv_delete(self, store: str, key: str) -> None:
+        self._attempt(lambda: self._store(store).delete(key))
 
-    def _emit(self, level: Any, message: str) -> None:
-        name = level if isinstance(level, str) else getattr(level, "tag", "info")
-        method = {"warn": "warning"}.get(name, name if name in LOG_LEVELS else "info")
+    def kv_exists(self, store: str, key: str) -> bool:
+        return self._attempt(lambda: self._store(store).exists(key))
+
+    def kv_list_keys(self, store: str, prefix: str) -> list[str]:
+        return self._attempt(lambda: self._store(store).list_keys(prefix))
+
+    def kv_increment(self, store: str, key: str, delta: int) -> int:
+        return self._attempt(lambda: self._store(store).increment(key, delta))
+
+    # -- log -----------------------------------------------------------------------------
+
+    def log_emit(self, level: str, message: str) -> None:
+        if len(message) > LOG_MESSAGE_MAX_BYTES:
+            cut = len(message) - LOG_MESSAGE_MAX_BYTES
+            message = f"{message[:LOG_MESSAGE_MAX_BYTES]}... ({cut} characters dropped)"
+        method = {"warn": "warning"}.get(level, level if level in LOG_LEVELS else "info")
         getattr(self.log, method)(self.redact(message))
 
     # -- publish -------------------------------------------------------------------------
 
-    def _publish(self, m: Any) -> str:
-        if self.grants.publisher is None:
-            raise PublishError(
-                f"component `{self.component}` has no `publish` grants; add "
-                f"\"<broker>:<destination>\" to `publish` of [component.{self.component}]")
-        message = OutboundMessage(broker=m.broker, destination=m.destination,
-                                  key=None if m.key is None else bytes(m.key),
-                                  headers=list(m.headers), body=bytes(m.body))
-        return self.grants.publisher.send(message)
+    def publish_send(self, broker: str, destination: str, key: bytes | None,
+                     headers: Pairs, body: bytes) -> str:
+        def send() -> str:
+            if self.grants.publisher is None:
+                raise PublishError(
+                    f"component `{self.component}` has no `publish` grants; add "
+                    f"\"<broker>:<destination>\" to `publish` of [component.{self.component}]")
+            return self.grants.publisher.send(OutboundMessage(
+                broker=broker, destination=destination, key=key, headers=headers, body=body))
+        return self._attempt(send)
 
     # -- sql -----------------------------------------------------------------------------
 
@@ -180,26 +141,28 @@ class HostImports:
                 f"component `{self.component}` has no grant for sql database `{name}`; "
                 f"add it to `sql-databases` of [component.{self.component}]") from None
 
-    def _sql_query(self, database: str, statement: str, params: list[Any]) -> wc.Record:
-        rows = self._database(database).query(statement, list(params))
-        record = wc.Record()
-        record.__dict__.update(columns=rows.columns, rows=rows.rows)
-        return record
+    def sql_query(self, database: str, statement: str,
+                  params: list[SqlValue]) -> tuple[list[str], list[list[SqlValue]]]:
+        def query() -> tuple[list[str], list[list[SqlValue]]]:
+            rows = self._database(database).query(statement, params)
+            return rows.columns, rows.rows
+        return self._attempt(query)
 
-    def _sql_execute(self, database: str, statement: str, params: list[Any]) -> int:
-        return self._database(database).execute(statement, list(params))
+    def sql_execute(self, database: str, statement: str, params: list[SqlValue]) -> int:
+        return self._attempt(lambda: self._database(database).execute(statement, params))
 
     # -- outbound http -------------------------------------------------------------------
 
-    def _http_send(self, req: Any) -> wc.Record:
-        outbound = self.grants.outbound
-        if outbound is None or not outbound.allowed:
-            raise OutboundHttpError(
-                f"component `{self.component}` may not make outbound requests; list the "
-                f"hosts in `allowed-outbound-hosts` of [component.{self.component}]")
-        reply = outbound.send(OutboundRequest(
-            method=req.method, url=req.url, headers=list(req.headers), body=bytes(req.body),
-            timeout_ms=req.__dict__.get("timeout-ms")))
-        record = wc.Record()
-        record.__dict__.update(status=reply.status, headers=reply.headers, body=reply.body)
-        return record
+    def http_send(self, method: str, url: str, headers: Pairs, body: bytes,
+                  timeout_ms: int | None) -> tuple[int, Pairs, bytes]:
+        def send() -> tuple[int, Pairs, bytes]:
+            outbound = self.grants.outbound
+            if outbound is None or not outbound.allowed:
+                raise OutboundHttpError(
+                    f"component `{self.component}` may not make outbound requests; list the "
+                    f"hosts in `allowed-outbound-hosts` of [component.{self.component}]")
+            reply = outbound.send(OutboundRequest(method=method, url=url, headers=headers,
+                                                  body=body, timeout_ms=timeout_ms))
+            return reply.status, reply.headers, reply.body
+        return self._attempt(send)
+

@@ -1,0 +1,473 @@
+//! Instances of one component: created from an `InstancePre`, reused or not, bounded.
+//!
+//! `pooled` keeps warm instances and retires one after `max-uses` calls, after any trap,
+//! timeout or `err`, and when its memory nears `memory-mb` (a guest heap that only grows
+//! would otherwise fail a later call). `fresh` gives every call a new instance; with
+//! `spare-instances` a background thread keeps that many instantiated ahead of need, and
+//! retired instances are torn down there too, off the call's path.
+//!
+//! Admission (how many calls run at once) is the caller's: Python's semaphore lets at most
+//! `max-instances` calls in, and the pool runs each on one of as many worker threads.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Store, Trap};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use crate::completion::{CompletionQueue, Completions, Done};
+use crate::engine::{Engine, LoadedComponent, EPOCH_TICK};
+use crate::event::{event_from_python, Finished, Outcome};
+use crate::host::types::Event;
+use crate::host::{link, Handler, HandlerPre, HostImports, HostState};
+use crate::limits::Limits;
+use crate::stderr::StderrCapture;
+use crate::{ComponentContractError, InstantiateError};
+
+struct Instance {
+    store: Store<HostState>,
+    handler: Handler,
+    uses: u64,
+}
+
+struct Settings {
+    name: String,
+    pooled: bool,
+    max_uses: u64,
+    memory_bytes: usize,
+    timeout_ms: u64,
+    deadline_ticks: u64,
+    consume_fuel: bool,
+    fuel: Option<u64>,
+    stderr_max_bytes: usize,
+    spare_instances: usize,
+}
+
+struct Shared {
+    settings: Settings,
+    engine: wasmtime::Engine,
+    pre: HandlerPre<HostState>,
+    imports: Arc<HostImports>,
+    idle: Mutex<Vec<Instance>>,
+    spares: Mutex<Vec<Instance>>,
+    /// Wakes the background thread: a spare was taken, an instance retired, or closing.
+    background_wake: Condvar,
+    retired: Mutex<Vec<Instance>>,
+    instantiated: AtomicU64,
+    in_flight: AtomicUsize,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    fn instantiate(&self) -> wasmtime::Result<Instance> {
+        let s = &self.settings;
+        let stderr = StderrCapture::new(s.stderr_max_bytes);
+        // No arguments, environment, preopened directories or sockets: the sandbox
+        // reaches only what the wasmgate imports grant.
+        let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limits: Limits::new(s.memory_bytes),
+            stderr,
+            imports: self.imports.clone(),
+            call_context: None,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        // Instantiation runs guest start code: it gets the same deadline as a call.
+        store.set_epoch_deadline(s.deadline_ticks);
+        store.epoch_deadline_trap();
+        if s.consume_fuel {
+            store.set_fuel(s.fuel.unwrap_or(u64::MAX))?;
+        }
+        let handler = self.pre.instantiate(&mut store)?;
+        self.instantiated.fetch_add(1, Ordering::Relaxed);
+        Ok(Instance {
+            store,
+            handler,
+            uses: 0,
+        })
+    }
+
+    fn acquire(&self) -> wasmtime::Result<Instance> {
+        if self.settings.pooled {
+            if let Some(inst) = self.idle.lock().pop() {
+                return Ok(inst);
+            }
+        } else if self.settings.spare_instances > 0 {
+            let spare = self.spares.lock().pop();
+            if let Some(inst) = spare {
+                self.background_wake.notify_one();
+                return Ok(inst);
+            }
+        }
+        self.instantiate()
+    }
+
+    fn retire(&self, inst: Instance) {
+        if self.settings.spare_instances > 0 && !self.closed.load(Ordering::Relaxed) {
+            // Tearing a large guest down takes time; the background thread does it.
+            self.retired.lock().push(inst);
+            self.background_wake.notify_one();
+        } else {
+            drop(inst);
+        }
+    }
+
+    /// Run one event to its end on this thread. Never touches Python except through
+    /// host imports, which take the GIL themselves.
+    fn run(&self, event: &Event, context: Option<Py<PyAny>>) -> (Finished, Option<Py<PyAny>>) {
+        let mut inst = match self.acquire() {
+            Ok(inst) => inst,
+            Err(err) => {
+                let outcome = match err.downcast_ref::<Trap>() {
+                    Some(Trap::Interrupt) => Outcome::Timeout,
+                    _ => Outcome::Unavailable(format!("{err:#}")),
+                };
+                let finished = Finished {
+                    outcome,
+                    stderr: Vec::new(),
+                    stderr_dropped: 0,
+                };
+                return (finished, context);
+            }
+        };
+        let s = &self.settings;
+        inst.uses += 1;
+        inst.store.data_mut().call_context = context;
+        inst.store.data_mut().limits.memory_refused = false;
+        inst.store.set_epoch_deadline(s.deadline_ticks);
+        if let Some(fuel) = s.fuel.filter(|_| s.consume_fuel) {
+            // Refuelling can only fail when fuel is off, which the filter rules out.
+            let _ = inst.store.set_fuel(fuel);
+        }
+        let result = inst.handler.call_handle(&mut inst.store, event);
+        let context = inst.store.data_mut().call_context.take();
+        let (stderr, stderr_dropped) = inst.store.data().stderr.take();
+        let outcome = match result {
+            Ok(Ok(response)) => Outcome::Ok(response),
+            Ok(Err(message)) => Outcome::Returned(message),
+            Err(err) => self.classify(&err, &inst.store.data().limits),
+        };
+        let keep = matches!(outcome, Outcome::Ok(_))
+            && s.pooled
+            && inst.uses < s.max_uses
+            && !inst.store.data().limits.near_memory_limit()
+            && !self.closed.load(Ordering::Relaxed);
+        if keep {
+            self.idle.lock().push(inst);
+        } else {
+            self.retire(inst);
+        }
+        let finished = Finished {
+            outcome,
+            stderr,
+            stderr_dropped,
+        };
+        (finished, context)
+    }
+
+    fn classify(&self, err: &wasmtime::Error, limits: &Limits) -> Outcome {
+        let s = &self.settings;
+        let mut text = match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => return Outcome::Timeout,
+            Some(Trap::OutOfFuel) => format!(
+                "ran out of fuel (`fuel` = {}); raise `fuel` or find the loop",
+                s.fuel.unwrap_or(0)
+            ),
+            Some(trap) => trap.to_string(),
+            None => err.root_cause().to_string(),
+        };
+        if limits.memory_refused {
+            text.push_str(&format!(
+                "; a memory growth past `memory-mb` ({} MiB) was refused during the call: \
+                 raise `memory-mb` if the handler needs more",
+                s.memory_bytes >> 20
+            ));
+        }
+        Outcome::Trap(text)
+    }
+
+    /// Keeps `spare-instances` ready and tears retired instances down, until closed.
+    fn background(&self) {
+        loop {
+            let retired = std::mem::take(&mut *self.retired.lock());
+            drop(retired);
+            if self.closed.load(Ordering::Relaxed) {
+                break;
+            }
+            let need_spare = self.spares.lock().len() < self.settings.spare_instances;
+            if need_spare {
+                match self.instantiate() {
+                    Ok(inst) => self.spares.lock().push(inst),
+                    // The next call instantiates for itself and reports the error; waiting
+                    // here keeps a broken component from spinning this thread.
+                    Err(_) => self.wait(std::time::Duration::from_millis(500)),
+                }
+                continue;
+            }
+            self.wait(std::time::Duration::from_secs(1));
+        }
+        self.spares.lock().clear();
+        self.retired.lock().clear();
+    }
+
+    fn wait(&self, timeout: std::time::Duration) {
+        let mut spares = self.spares.lock();
+        if self.retired.lock().is_empty()
+            && spares.len() >= self.settings.spare_instances
+            && !self.closed.load(Ordering::Relaxed)
+        {
+            self.background_wake.wait_for(&mut spares, timeout);
+        }
+    }
+}
+
+struct Job {
+    call_id: u64,
+    event: Event,
+    context: Py<PyAny>,
+    queue: Arc<Completions>,
+}
+
+fn worker(shared: Arc<Shared>, jobs: Receiver<Job>) {
+    while let Ok(job) = jobs.recv() {
+        let (finished, context) = shared.run(&job.event, Some(job.context));
+        job.queue.push(Done {
+            call_id: job.call_id,
+            finished,
+            context,
+        });
+        shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[derive(Default)]
+struct Threads {
+    sender: Option<Sender<Job>>,
+    receiver: Option<Receiver<Job>>,
+    workers: Vec<JoinHandle<()>>,
+    background: Option<JoinHandle<()>>,
+}
+
+/// The instances of one component and the threads that run its calls.
+#[pyclass(module = "gateway._native", frozen)]
+pub struct Pool {
+    shared: Arc<Shared>,
+    max_instances: usize,
+    threads: Mutex<Threads>,
+}
+
+fn setting<'py, T: pyo3::conversion::FromPyObjectOwned<'py>>(
+    d: &Bound<'py, PyDict>,
+    name: &str,
+) -> PyResult<T> {
+    d.get_item(name)?
+        .ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(format!("pool setting `{name}`")))?
+        .extract()
+        .map_err(Into::into)
+}
+
+#[pymethods]
+impl Pool {
+    /// Link `component` against the WASI and wasmgate imports (served by `host`), prepare
+    /// it, and create one instance to prove it runs. `settings` holds name, pooled,
+    /// max_instances, max_uses, memory_bytes, timeout_ms, fuel, stderr_max_bytes,
+    /// spare_instances and variables.
+    #[new]
+    fn new(
+        py: Python<'_>,
+        engine: &Engine,
+        component: &LoadedComponent,
+        host: Py<PyAny>,
+        settings: &Bound<'_, PyDict>,
+    ) -> PyResult<Self> {
+        let timeout_ms: u64 = setting(settings, "timeout_ms")?;
+        let tick = EPOCH_TICK.as_millis() as u64;
+        let s = Settings {
+            name: setting(settings, "name")?,
+            pooled: setting(settings, "pooled")?,
+            max_uses: setting(settings, "max_uses")?,
+            memory_bytes: setting(settings, "memory_bytes")?,
+            timeout_ms,
+            deadline_ticks: timeout_ms.div_ceil(tick).max(1),
+            consume_fuel: engine.consume_fuel,
+            fuel: setting(settings, "fuel")?,
+            stderr_max_bytes: setting(settings, "stderr_max_bytes")?,
+            spare_instances: setting(settings, "spare_instances")?,
+        };
+        let max_instances: usize = setting(settings, "max_instances")?;
+        let variables: HashMap<String, String> = setting(settings, "variables")?;
+        let name = s.name.clone();
+        let mut linker = Linker::new(&engine.engine);
+        link(&mut linker).map_err(|e| InstantiateError::new_err(format!("{e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&component.component)
+            .and_then(HandlerPre::new)
+            .map_err(|e| {
+                ComponentContractError::new_err(format!(
+                    "component `{name}` cannot be linked: {e:#}. A component may import WASI \
+                     0.2 (cli, clocks, filesystem, io, random) and the wasmgate:handler \
+                     imports, and must export `handle` as in bindings/wit/handler.wit"
+                ))
+            })?;
+        let shared = Arc::new(Shared {
+            settings: s,
+            engine: engine.engine.clone(),
+            pre,
+            imports: Arc::new(HostImports {
+                host,
+                variables,
+            }),
+            idle: Mutex::new(Vec::new()),
+            spares: Mutex::new(Vec::new()),
+            background_wake: Condvar::new(),
+            retired: Mutex::new(Vec::new()),
+            instantiated: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+        });
+        // Fail at load, not on the first event, if the component cannot run here.
+        let first = py
+            .detach(|| shared.instantiate())
+            .map_err(|e| instantiate_error(&name, shared.settings.timeout_ms, &e))?;
+        if shared.settings.pooled {
+            shared.idle.lock().push(first);
+        }
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        let mut threads = Threads {
+            sender: Some(sender),
+            receiver: Some(receiver),
+            ..Threads::default()
+        };
+        if shared.settings.spare_instances > 0 && !shared.settings.pooled {
+            let bg = shared.clone();
+            threads.background = Some(
+                std::thread::Builder::new()
+                    .name(format!("wasmgate-spares-{name}"))
+                    .spawn(move || bg.background())
+                    .map_err(|e| InstantiateError::new_err(format!("spawning a thread: {e}")))?,
+            );
+        }
+        Ok(Pool {
+            shared,
+            max_instances: max_instances.max(1),
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// Queue `event` to run on a worker thread; its result arrives on `queue` as
+    /// `(call_id, kind, payload, stderr, stderr_dropped)`. Raises ValueError for an event
+    /// that cannot be passed to a component (e.g. a negative `time`).
+    fn submit(
+        &self,
+        call_id: u64,
+        event: &Bound<'_, PyAny>,
+        context: Py<PyAny>,
+        queue: &CompletionQueue,
+    ) -> PyResult<()> {
+        let event = event_from_python(event)?;
+        let mut threads = self.threads.lock();
+        let Some(sender) = threads.sender.clone() else {
+            return Err(InstantiateError::new_err(format!(
+                "component `{}` is closed",
+                self.shared.settings.name
+            )));
+        };
+        let busy = self.shared.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        if busy > threads.workers.len() && threads.workers.len() < self.max_instances {
+            let shared = self.shared.clone();
+            let receiver = threads.receiver.clone().expect("receiver lives until close");
+            let handle = std::thread::Builder::new()
+                .name(format!("wasmgate-{}", self.shared.settings.name))
+                .spawn(move || worker(shared, receiver))
+                .map_err(|e| InstantiateError::new_err(format!("spawning a thread: {e}")))?;
+            threads.workers.push(handle);
+        }
+        drop(threads);
+        let job = Job {
+            call_id,
+            event,
+            context,
+            queue: queue.inner.clone(),
+        };
+        sender
+            .send(job)
+            .map_err(|_| InstantiateError::new_err("the pool's workers have stopped"))
+    }
+
+    /// Run `event` on the calling thread with the GIL released; returns
+    /// `(kind, payload, stderr, stderr_dropped)`.
+    fn call<'py>(
+        &self,
+        py: Python<'py>,
+        event: &Bound<'py, PyAny>,
+        context: Py<PyAny>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let event = event_from_python(event)?;
+        let shared = self.shared.clone();
+        let (finished, context) = py.detach(move || shared.run(&event, Some(context)));
+        drop(context);
+        Ok(finished.into_python(py)?.into_bound(py))
+    }
+
+    /// How many instances this pool has created, the load-time one included.
+    #[getter]
+    fn instantiated(&self) -> u64 {
+        self.shared.instantiated.load(Ordering::Relaxed)
+    }
+
+    /// Warm instances waiting for a call (pooled) or spares ready (fresh).
+    #[getter]
+    fn ready_instances(&self) -> usize {
+        self.shared.idle.lock().len() + self.shared.spares.lock().len()
+    }
+
+    /// Stop taking calls; queued calls finish first. Waits for the threads (GIL released).
+    fn close(&self, py: Python<'_>) {
+        let mut threads = std::mem::take(&mut *self.threads.lock());
+        threads.sender = None;
+        threads.receiver = None;
+        self.shared.closed.store(true, Ordering::Relaxed);
+        self.shared.background_wake.notify_all();
+        py.detach(|| {
+            for w in threads.workers.drain(..) {
+                let _ = w.join();
+            }
+            if let Some(bg) = threads.background.take() {
+                let _ = bg.join();
+            }
+            self.shared.idle.lock().clear();
+        });
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Without close(): let the threads end by themselves (joining here could wait on a
+        // worker that waits for the GIL this thread may hold).
+        let mut threads = self.threads.lock();
+        threads.sender = None;
+        threads.receiver = None;
+        self.shared.closed.store(true, Ordering::Relaxed);
+        self.shared.background_wake.notify_all();
+    }
+}
+
+fn instantiate_error(name: &str, timeout_ms: u64, err: &wasmtime::Error) -> PyErr {
+    let detail = match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => format!(
+            "its start code ran past `timeout-ms` ({timeout_ms} ms)"
+        ),
+        _ => format!("{err:#}"),
+    };
+    InstantiateError::new_err(format!("component `{name}` cannot be instantiated: {detail}"))
+}
