@@ -36,7 +36,7 @@ that names the file and the field:
 
 1. TOML parse.
 2. ``${VAR}`` / ``${VAR:-default}`` interpolation of every string value from the
-   environment (``$${`` is a literal ``${``).
+   environment (``$${`` is a literal ``${``; a default may nest: ``${A:-${B}}``).
 3. Schema decode (unknown fields get a "did you mean" hint), then cross checks: trigger
    components exist, key-value grants name declared stores, component names are valid.
 
@@ -310,13 +310,6 @@ def load_manifest(path: str | Path, env: Mapping[str, str] | None = None) -> Loa
 # --------------------------------------------------------------------------------------------
 # interpolation
 
-_INTERPOLATION = re.compile(
-    r"\$\$\{"  # escaped: a literal "${"
-    r"|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}"
-    r"|(?P<bad>\$\{)"
-)
-
-
 def _interpolate(value: Any, field: str, env: Mapping[str, str], where: str) -> Any:
     """Copy of ``value`` with ``${VAR}`` / ``${VAR:-default}`` replaced in every string."""
     if isinstance(value, str):
@@ -330,35 +323,107 @@ def _interpolate(value: Any, field: str, env: Mapping[str, str], where: str) -> 
     return value
 
 
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# `${A:-${B:-${C}}}` is fine; a default nested deeper than this is surely a mistake, and the
+# bound keeps a pathological value from exhausting the parser's recursion.
+_MAX_NESTING = 8
+
+
 def _interpolate_str(text: str, field: str, env: Mapping[str, str], where: str) -> str:
     if "${" not in text:
         return text
+    return _Interpolation(text, field, env, where).expand()
 
-    def substitute(match: re.Match[str]) -> str:
-        if match.group("bad") is not None:
-            raise ConfigError(
-                f"malformed interpolation in {text!r}; write ${{VAR}} or ${{VAR:-default}}, "
-                "or $${ for a literal ${",
-                path=where,
-                field=field,
-            )
-        name = match.group("name")
-        if name is None:
-            return "${"
-        default = match.group("default")
-        current = env.get(name)
-        if current is not None and (current != "" or default is None):
-            return current
-        if default is not None:
-            return default
-        raise ConfigError(
-            f"environment variable {name!r} is not set; set it in the environment or give a "
-            "default with ${VAR:-default}",
-            path=where,
-            field=field,
-        )
 
-    return _INTERPOLATION.sub(substitute, text)
+# A parsed value: literal text, or a reference `(name, default parts or None)`.
+_Reference = tuple[str, "list[_Part] | None"]
+_Part = str | _Reference
+
+
+class _Interpolation:
+    """A recursive-descent parser for one string value::
+
+        text      := (literal | "$${" | reference)*
+        reference := "${" NAME "}" | "${" NAME ":-" text "}"
+
+    A default may itself hold references (``${A:-${B}}``). The whole value is parsed before
+    anything is looked up, so a syntax error is reported as one; a default is only looked
+    up when it is used, so ``${A:-${B}}`` with ``A`` set does not need ``B``.
+    """
+
+    def __init__(self, text: str, field: str, env: Mapping[str, str], where: str) -> None:
+        self.text, self.field, self.env, self.where = text, field, env, where
+
+    def expand(self) -> str:
+        parts, _ = self._parse(0, depth=0)
+        return self._evaluate(parts)
+
+    def _error(self, message: str) -> ConfigError:
+        return ConfigError(message, path=self.where, field=self.field)
+
+    def _malformed(self, detail: str) -> ConfigError:
+        return self._error(
+            f"malformed interpolation in {self.text!r}: {detail}; write ${{VAR}} or "
+            "${VAR:-default} (a default may hold ${OTHER}), or $${ for a literal ${")
+
+    def _parse(self, i: int, *, depth: int) -> tuple[list[_Part], int]:
+        """Parts from ``i`` to the end, or (inside a default) to its closing ``}``; returns
+        them and the index of that ``}`` (or the end)."""
+        text = self.text
+        parts: list[_Part] = []
+        literal: list[str] = []
+        while i < len(text):
+            if text.startswith("$${", i):
+                literal.append("${")
+                i += 3
+            elif text.startswith("${", i):
+                parts.append("".join(literal))
+                literal = []
+                reference, i = self._reference(i + 2, depth=depth)
+                parts.append(reference)
+            elif depth and text[i] == "}":
+                parts.append("".join(literal))
+                return parts, i
+            else:
+                literal.append(text[i])
+                i += 1
+        if depth:
+            raise self._malformed("a default is missing its closing `}`")
+        parts.append("".join(literal))
+        return parts, i
+
+    def _reference(self, i: int, *, depth: int) -> tuple[_Reference, int]:
+        """The reference whose name starts at ``i``, and the index after its ``}``."""
+        match = _VARIABLE_NAME.match(self.text, i)
+        if match is None:
+            raise self._malformed("`${` must be followed by a variable name")
+        name, i = match.group(), match.end()
+        if self.text.startswith("}", i):
+            return (name, None), i + 1
+        if not self.text.startswith(":-", i):
+            raise self._malformed(f"expected `}}` or `:-` after `${{{name}`")
+        if depth >= _MAX_NESTING:
+            raise self._malformed(f"defaults nested more than {_MAX_NESTING} deep")
+        default, i = self._parse(i + 2, depth=depth + 1)
+        return (name, default), i + 1
+
+    def _evaluate(self, parts: list[_Part]) -> str:
+        out: list[str] = []
+        for part in parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            name, default = part
+            current = self.env.get(name)
+            if current is not None and (current != "" or default is None):
+                out.append(current)
+            elif default is not None:
+                out.append(self._evaluate(default))
+            else:
+                raise self._error(
+                    f"environment variable {name!r} is not set; set it in the environment or "
+                    "give a default with ${VAR:-default}")
+        return "".join(out)
 
 
 # --------------------------------------------------------------------------------------------
