@@ -21,6 +21,7 @@ from gateway.engine import WasmEngine
 from gateway.errors import ConfigError
 from gateway.executor import InstancePool
 from gateway.manifest import LoadedManifest, load_manifest
+from gateway.responses import check_response
 from triggers.base import Dispatch, Trigger, TriggerContext, factory_for
 
 log = structlog.get_logger("wasmgate.app")
@@ -77,7 +78,8 @@ class App:
         return self.capabilities.store(name)
 
     async def invoke(self, component: str, event: Event) -> Response:
-        """Run one event through ``component`` (no retry policy)."""
+        """Run one event through ``component`` (no retry policy); return its response once
+        :func:`~gateway.responses.check_response` has passed it (else InvalidResponse)."""
         try:
             pool = self.pools[component]
         except KeyError:
@@ -87,7 +89,9 @@ class App:
         # worker thread running the call inherits this context).
         self.capabilities.start()  # idempotent; `wasmgate invoke` never calls start()
         with structlog.contextvars.bound_contextvars(event_id=event.id):
-            return await pool.call(event)
+            response = await pool.call(event)
+        check_response(component, response, self.manifest.components[component])
+        return response
 
     def _dispatch_for(self, trigger: Trigger) -> Dispatch:
         policy: RetryPolicy = getattr(trigger, "retry_policy", NO_RETRY)

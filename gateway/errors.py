@@ -11,7 +11,9 @@ at the edge with ``raise ... from exc``.
     ├── HandlerError                one call failed; carries whether it is worth retrying
     │   ├── HandlerTrap             the guest trapped (panic, unreachable, out of memory)
     │   ├── HandlerTimeout          the call ran past its deadline (epoch interruption)
-    │   └── HandlerReturnedError    the guest returned `err(message)`
+    │   ├── HandlerReturnedError    the guest returned `err(message)`
+    │   └── InvalidResponse         its response cannot be sent on (bad status or header,
+    │                               over max-response-headers / max-response-bytes)
     ├── AdmissionTimeout            no instance slot became free within the admission wait
     ├── DeadlineExceeded            a host call ran out of the event's deadline (`timeout-ms`)
     ├── BrokerError                 a broker refused or lost a connection, publish or settle
@@ -76,6 +78,12 @@ class HandlerReturnedError(HandlerError):
     """The guest returned ``err(message)``."""
 
 
+class InvalidResponse(HandlerError):
+    """The guest's response cannot be sent on (see :mod:`gateway.responses`)."""
+
+    status = 502
+
+
 class AdmissionTimeout(WasmgateError):
     """Every instance slot stayed busy for the whole admission wait."""
 
@@ -105,5 +113,6 @@ __all__ = [
     "HandlerReturnedError",
     "HandlerTimeout",
     "HandlerTrap",
+    "InvalidResponse",
     "WasmgateError",
 ]

@@ -174,6 +174,13 @@ class ComponentSpec(_Table):
     allowed_outbound_hosts: list[str] = msgspec.field(default_factory=list)
     outbound_timeout_ms: Positive = 10_000
     outbound_max_response_bytes: Positive = 10 * 1024 * 1024
+    # What one response may carry (gateway/responses.py); more is answered 502, not sent.
+    # 1 MiB (body plus header names and values) mirrors [[trigger.http]] max-body-bytes and
+    # stays under what the engine copies out of a guest in one call today (~2.5 MiB, a
+    # wasmtime default), so the error a user sees names this setting; 100 headers is ample
+    # for any real response.
+    max_response_headers: Positive = 100
+    max_response_bytes: Positive = 1024 * 1024
     # "<broker>:<destination pattern>", e.g. "events:orders.*" (fnmatch-style wildcards).
     publish: list[str] = msgspec.field(default_factory=list)
     build: BuildSpec | None = None
