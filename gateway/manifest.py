@@ -181,7 +181,9 @@ class ComponentSpec(_Table):
     # for any real response.
     max_response_headers: Positive = 100
     max_response_bytes: Positive = 1024 * 1024
-    # "<broker>:<destination pattern>", e.g. "events:orders.*" (fnmatch-style wildcards).
+    # "<broker>:<destination pattern>", e.g. "events:orders.*". Matched per token like NATS:
+    # `*` is exactly one non-empty token, `>` (last) one or more; tokens split at "." (Kafka,
+    # NATS), ":" (Redis), "<exchange>/<word>.<word>" (AMQP). docs/capabilities.md#publish.
     publish: list[str] = msgspec.field(default_factory=list)
     build: BuildSpec | None = None
 
@@ -639,6 +641,12 @@ def _check_grants(spec: Manifest, name: str, component: ComponentSpec, where: st
                 f"publish grant {grant!r} names undeclared broker {broker!r}; declare it with "
                 f"[brokers.{broker}] (known brokers: {_names(spec.brokers)})",
                 path=where, field=_join(base, "publish"))
+        from bindings.host.publish_grants import parse_publish_grant
+
+        try:
+            parse_publish_grant(grant, spec.brokers[broker].kind)
+        except ValueError as exc:
+            raise ConfigError(str(exc), path=where, field=_join(base, "publish")) from None
     from bindings.host.outbound_http import parse_allowed_host
 
     for allowed in component.allowed_outbound_hosts:
