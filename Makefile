@@ -20,7 +20,7 @@ $(JS_TOOLCHAIN): bindings/js/package-lock.json
 install: $(VENV)/.installed $(JS_TOOLCHAIN)
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -8,13 +8,13 @@ manifest fails at start with a message that names the file and field.
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import structlog
 
 from bindings.host.kv import KeyValueStore
 from bindings.types import Event, Response
+from gateway.cache import compile_cache_dir
 from gateway.capabilities import Capabilities
 from gateway.dispatch import NO_RETRY, Dispatcher, Outcome, RetryPolicy
 from gateway.engine import WasmEngine
@@ -34,10 +34,7 @@ class App:
         self.manifest = manifest
         self.listen = listen
         consume_fuel = any(c.fuel for c in manifest.components.values())
-        # WASMGATE_CACHE_DIR shares compiled artifacts between apps (tests, CI, several
-        # apps on one host); by default each app keeps its own next to its manifest.
-        cache = os.environ.get("WASMGATE_CACHE_DIR") or manifest.root / ".wasmgate" / "cache"
-        self.engine = WasmEngine(Path(cache), consume_fuel=consume_fuel)
+        self.engine = WasmEngine(compile_cache_dir(manifest), consume_fuel=consume_fuel)
         self.capabilities = Capabilities(manifest)
         self.pools: dict[str, InstancePool] = {}
         self.dispatcher = Dispatcher(self.invoke)
@@ -76,6 +73,22 @@ class App:
                               f"declare it with [key-value.{name}]",
                               path=str(self.manifest.path))
         return self.capabilities.store(name)
+
+    def replace_component(self, name: str) -> InstancePool:
+        """Compile component ``name``'s current `source` into a new pool and route new events
+        to it; return the old pool, for the caller to close once its calls are done.
+
+        Blocks while compiling: call it off the event loop (``wasmgate watch`` does).
+        Raises ComponentError, leaving the old pool serving, if the new one cannot load.
+        """
+        spec = self.manifest.component(name)
+        compiled = self.engine.load_component(self.manifest.source_path(name), name=name)
+        pool = InstancePool(name, spec, self.engine, compiled,
+                            self.capabilities.host_imports(name).link)
+        # One assignment: invoke() looks the pool up per event, so every event goes wholly
+        # to the old pool or wholly to the new one.
+        old, self.pools[name] = self.pools[name], pool
+        return old
 
     async def invoke(self, component: str, event: Event) -> Response:
         """Run one event through ``component`` (no retry policy); return its response once

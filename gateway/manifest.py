@@ -83,6 +83,8 @@ class Application(_Table):
     # A TOML file of `name = "value"` pairs for variables marked `secret = true`, so secrets
     # need not sit in the environment. Relative to the manifest's directory.
     secrets_file: str | None = None
+    # Size limit of the compile cache (gateway/cache.py); WASMGATE_CACHE_MAX_MB overrides it.
+    compile_cache_max_mb: Positive | None = None
 
 
 class VariableSpec(_Table):

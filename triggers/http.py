@@ -16,6 +16,10 @@ not the body's length, a body on a 204 or 304. The gateway frames every body its
 guest's ``transfer-encoding`` is dropped and exactly one ``content-length`` is sent (on a
 HEAD reply the guest's own, if it gave one, as the length a GET would have had).
 
+With ``WASMGATE_LOG_REQUESTS=1`` (``wasmgate up --log-requests``) every request is logged
+once it is answered: method, path, status, duration in ms and the component (none for
+``/healthz``, ``/metrics`` and unrouted paths).
+
 ``/healthz`` answers 200 while the gateway runs; ``/metrics`` serves the Prometheus metrics
 (unless a route claims that path).
 
@@ -35,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any, ClassVar
 
@@ -105,6 +110,10 @@ def uvicorn_config(
                                               keep_alive_timeout=keep_alive_timeout))
 
 
+# "1": log one line per request (`wasmgate up --log-requests`); an environment variable so
+# that worker processes inherit it.
+LOG_REQUESTS_ENV = "WASMGATE_LOG_REQUESTS"
+
 # Which process answered: with `--workers N` several share the port.
 _HEALTH = msgspec.json.encode({"status": "ok", "pid": os.getpid(), "worker": worker_index()})
 
@@ -134,6 +143,7 @@ class HttpServer:
         self._connection_limits: dict[str, tuple[int, str]] = {}
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
+        self._log_requests = os.environ.get(LOG_REQUESTS_ENV) == "1"
 
     @classmethod
     def on(cls, listen: str) -> HttpServer:
@@ -187,6 +197,28 @@ class HttpServer:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        if not self._log_requests:
+            await self._handle(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status: int | None = None  # None: the client left before an answer
+
+        async def send_and_record(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, send_and_record)
+        finally:
+            path: str = scope["path"]
+            route = next((r for r in self.routes if r.matches(path)), None)
+            log.info("http request", method=scope["method"], path=path, status=status,
+                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                     component=route.component if route is not None else None)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         if path == "/healthz":
             await _reply(send, 200, [("content-type", "application/json")], _HEALTH)
