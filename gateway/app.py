@@ -11,6 +11,7 @@ import asyncio
 from pathlib import Path
 
 import structlog
+from wasmtime import component as wc
 
 from bindings.host.kv import KeyValueStore
 from bindings.types import Event, Response
@@ -18,9 +19,10 @@ from gateway.cache import compile_cache_dir
 from gateway.capabilities import Capabilities
 from gateway.dispatch import NO_RETRY, Dispatcher, Outcome, RetryPolicy
 from gateway.engine import WasmEngine
-from gateway.errors import ConfigError
+from gateway.errors import ComponentError, ConfigError
 from gateway.executor import InstancePool
 from gateway.manifest import LoadedManifest, load_manifest
+from gateway.redaction import remember_secrets
 from gateway.responses import check_response
 from triggers.base import Dispatch, Trigger, TriggerContext, factory_for
 
@@ -36,6 +38,8 @@ class App:
         consume_fuel = any(c.fuel for c in manifest.components.values())
         self.engine = WasmEngine(compile_cache_dir(manifest), consume_fuel=consume_fuel)
         self.capabilities = Capabilities(manifest)
+        # Process-wide: every log event and CLI error is masked, whoever emits it.
+        remember_secrets(self.capabilities.redactor.secrets)
         self.pools: dict[str, InstancePool] = {}
         self.dispatcher = Dispatcher(self.invoke)
         self.triggers: list[Trigger] = []
@@ -51,8 +55,25 @@ class App:
     def _load_components(self) -> None:
         for name, spec in self.manifest.components.items():
             host = self.capabilities.host_imports(name)
-            compiled = self.engine.load_component(self.manifest.source_path(name), name=name)
+            compiled = self._compile(name)
             self.pools[name] = InstancePool(name, spec, self.engine, compiled, host.link)
+
+    def _compile(self, name: str) -> wc.Component:
+        """Component ``name``, compiled; a `source` that is no readable file (a directory, a
+        name too long for the file system) is a ConfigError naming the file and field."""
+        source = self.manifest.source_path(name)
+        where = {"path": str(self.manifest.path), "field": f"component.{name}.source"}
+        try:
+            if source.is_dir():
+                raise ConfigError(f"{source} is a directory; `source` is the component's "
+                                  ".wasm file (e.g. build/hello.wasm)", **where)
+            return self.engine.load_component(source, name=name)
+        except ComponentError as exc:
+            # Same class (callers tell "not built yet" from "not a component"), plus where.
+            raise type(exc)(f"{where['path']}: at `{where['field']}`: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read the component file {source}: "
+                              f"{exc.strerror or exc}", **where) from exc
 
     def _load_triggers(self) -> None:
         for kind, tables in self.manifest.triggers.items():
@@ -72,7 +93,7 @@ class App:
             raise ConfigError(f"no key-value store named {name!r} (known stores: {known}); "
                               f"declare it with [key-value.{name}]",
                               path=str(self.manifest.path))
-        return self.capabilities.store(name)
+        return self.capabilities.open_store(name)
 
     def replace_component(self, name: str) -> InstancePool:
         """Compile component ``name``'s current `source` into a new pool and route new events

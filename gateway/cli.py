@@ -9,15 +9,15 @@ import signal
 import sys
 from pathlib import Path
 
-import msgspec
 import structlog
 
-from bindings.types import event_from_cloudevent_json
+from bindings.types import Event, event_from_cloudevent_json
 from gateway.app import App
 from gateway.build import BuildReport, build_all, componentize
 from gateway.cache import CompileCache, compile_cache_dir, format_size, max_cache_bytes
 from gateway.check import check_manifest
-from gateway.errors import ConfigError, WasmgateError
+from gateway.errors import ConfigError, InvalidEvent, WasmgateError
+from gateway.redaction import mask_secrets_processor, redact_secrets
 from gateway.templates import create_project, list_templates
 from gateway.watch import ComponentWatcher
 from gateway.workers import run_workers
@@ -29,7 +29,7 @@ def _configure_logging() -> None:
                 else structlog.processors.JSONRenderer())
     structlog.configure(processors=[
         structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso"), renderer,
+        structlog.processors.TimeStamper(fmt="iso"), mask_secrets_processor, renderer,
     ], logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
 
@@ -101,17 +101,35 @@ def _cache(action: str, manifest: str | None) -> int:
     return 0
 
 
-async def _invoke(manifest: str, component: str, event_file: str) -> int:
-    app = App.load(manifest)
-    raw = sys.stdin.buffer.read() if event_file == "-" else Path(event_file).read_bytes()
+def _read_event(event_file: str) -> Event:
+    """The event in ``event_file`` (``-``: stdin), or a ConfigError naming the file."""
+    if event_file == "-":
+        raw = sys.stdin.buffer.read()
+    else:
+        try:
+            raw = Path(event_file).read_bytes()
+        except FileNotFoundError:
+            raise ConfigError("event file does not exist; pass a CloudEvents JSON file "
+                              "(`wasmgate new` writes a sample event.json) or - for stdin",
+                              path=event_file) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read the event file: {exc.strerror or exc}",
+                              path=event_file) from None
     try:
-        event = event_from_cloudevent_json(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
+        return event_from_cloudevent_json(raw)
+    except InvalidEvent as exc:
         raise ConfigError(f"not a CloudEvents JSON event: {exc}", path=event_file) from exc
+
+
+async def _invoke(manifest: str, component: str, event_file: str) -> int:
+    # The event first: a typo in its path should not wait for every component to compile.
+    event = _read_event(event_file)
+    app = App.load(manifest)
     outcome = await app.dispatcher.dispatch(component, event)
     await app.stop()
     if outcome.response is None:
-        print(f"error ({outcome.error_kind}): {outcome.error}", file=sys.stderr)
+        print(f"error ({outcome.error_kind}): {redact_secrets(outcome.error or '')}",
+              file=sys.stderr)
         return 1
     print(f"status: {outcome.response.status}")
     for k, v in outcome.response.headers:
@@ -304,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             return asyncio.run(_invoke(args.manifest, args.component, args.event))
     except WasmgateError as exc:
-        print(f"wasmgate: {exc}", file=sys.stderr)
+        # A message may quote a secret (a handler's error, a URL); the App has told the
+        # redaction which values are secret by the time anything can fail with one.
+        print(f"wasmgate: {redact_secrets(str(exc))}", file=sys.stderr)
         return 2
     return 0
 

@@ -41,6 +41,7 @@ from gateway.errors import (
     InvalidResponse,
     WasmgateError,
 )
+from gateway.redaction import redact_secrets
 
 log = structlog.get_logger("wasmgate.dispatch")
 
@@ -151,12 +152,14 @@ class Dispatcher:
     async def _run_once(self, component: str, event: Event, attempt: int) -> Outcome:
         try:
             response = await self._invoke(component, event)
+        # The error text leaves the process (logs, dead-letter headers, replies, invoke's
+        # output), and a handler may have put a secret into it: masked here, once.
         except HandlerError as exc:
-            return Outcome(verdict=Verdict.RETRY, error=str(exc), error_kind=_kind_of(exc),
-                           attempts=attempt)
+            return Outcome(verdict=Verdict.RETRY, error=redact_secrets(str(exc)),
+                           error_kind=_kind_of(exc), attempts=attempt)
         except WasmgateError as exc:
-            return Outcome(verdict=Verdict.RETRY, error=str(exc), error_kind=_gateway_kind(exc),
-                           attempts=attempt)
+            return Outcome(verdict=Verdict.RETRY, error=redact_secrets(str(exc)),
+                           error_kind=_gateway_kind(exc), attempts=attempt)
         return Outcome(verdict=verdict_for_status(response.status), response=response,
                        attempts=attempt)
 

@@ -17,6 +17,7 @@ at the edge with ``raise ... from exc``.
     ├── AdmissionTimeout            no instance slot became free within the admission wait
     ├── DeadlineExceeded            a host call ran out of the event's deadline (`timeout-ms`)
     ├── BrokerError                 a broker refused or lost a connection, publish or settle
+    ├── InvalidEvent                a CloudEvents JSON event is malformed (names the attribute)
     └── BuildError                  a component's build command failed
 
 Every message a user can cause names the file, field or address and says what to do.
@@ -96,6 +97,10 @@ class BrokerError(WasmgateError):
     """A broker connection, publish or settle failed (names the broker and address)."""
 
 
+class InvalidEvent(WasmgateError):
+    """A CloudEvents JSON event (``wasmgate invoke --event``) is malformed."""
+
+
 class BuildError(WasmgateError):
     """A component build command failed."""
 
@@ -113,6 +118,7 @@ __all__ = [
     "HandlerReturnedError",
     "HandlerTimeout",
     "HandlerTrap",
+    "InvalidEvent",
     "InvalidResponse",
     "WasmgateError",
 ]

@@ -563,12 +563,39 @@ def _names(mapping: Mapping[str, Any]) -> str:
     return ", ".join(f"`{n}`" for n in sorted(mapping)) or "(none)"
 
 
+# The URL schemes each client accepts; anything else fails later, inside the client, with
+# an error that names neither the file nor the field (redis-py: a bare ValueError).
+_URL_SCHEMES: Mapping[str, tuple[str, ...]] = {
+    "kafka": ("kafka",), "nats": ("nats", "tls", "ws", "wss"), "amqp": ("amqp", "amqps"),
+    "redis": ("redis", "rediss", "unix"),
+}
+_URL_EXAMPLES: Mapping[str, str] = {
+    "kafka": "kafka://127.0.0.1:9092", "nats": "nats://127.0.0.1:4222",
+    "amqp": "amqp://guest:guest@127.0.0.1:5672/", "redis": "redis://127.0.0.1:6379/0",
+}
+
+
+def _check_url(url: str, kind: str, where: str, field: str) -> None:
+    # NATS takes a comma-separated server list, each with its own scheme.
+    for server in url.split(",") if kind == "nats" else [url]:
+        scheme, sep, rest = server.strip().partition("://")
+        if not sep or scheme.lower() not in _URL_SCHEMES[kind] or not rest:
+            schemes = ", ".join(f"{s}://" for s in _URL_SCHEMES[kind])
+            raise ConfigError(f"{url!r} is not a {kind} URL: it must start with one of "
+                              f"{schemes} (e.g. {_URL_EXAMPLES[kind]!r})",
+                              path=where, field=field)
+
+
 def _cross_check(spec: Manifest, where: str) -> None:
+    for name, broker in spec.brokers.items():
+        _check_url(broker.url, broker.kind, where, _join(_join("brokers", name), "url"))
     for store, kv in spec.key_value.items():
         if kv.backend == "redis" and not kv.url:
             raise ConfigError('a redis key-value store needs `url`, e.g. '
                               '"redis://127.0.0.1:6379/0"', path=where,
                               field=_join(_join("key-value", store), "url"))
+        if kv.backend == "redis" and kv.url:
+            _check_url(kv.url, "redis", where, _join(_join("key-value", store), "url"))
     for db, sql in spec.sql.items():
         if sql.backend == "postgres" and not sql.url:
             raise ConfigError('a postgres database needs `url`, e.g. '
