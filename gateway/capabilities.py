@@ -18,7 +18,12 @@ from bindings.host.imports import Grants, HostImports
 from bindings.host.kv import KeyValueStore, SqliteKeyValue
 from bindings.host.outbound_http import OutboundHttp
 from bindings.host.publish import BrokerClients, Publisher
-from bindings.host.sql import PostgresDatabase, SqlDatabase, SqliteDatabase
+from bindings.host.sql import (
+    PostgresDatabase,
+    ResultLimits,
+    SqlDatabase,
+    SqliteDatabase,
+)
 from gateway.errors import ConfigError, WasmgateError
 from gateway.manifest import LoadedManifest
 from gateway.redaction import SecretRedactor
@@ -82,19 +87,26 @@ class Capabilities:
                 from bindings.host.kv_redis import RedisKeyValue
 
                 prefix = spec.prefix or f"wasmgate:{self.manifest.application.name}:{name}:"
-                self.stores[name] = RedisKeyValue(spec.url, name=name, prefix=prefix)
+                self.stores[name] = RedisKeyValue(spec.url, name=name, prefix=prefix,
+                                                  max_value_bytes=spec.max_value_bytes,
+                                                  max_total_bytes=spec.max_total_bytes)
             else:
-                self.stores[name] = SqliteKeyValue(self.manifest.kv_path(name), name=name)
+                self.stores[name] = SqliteKeyValue(self.manifest.kv_path(name), name=name,
+                                                   max_value_bytes=spec.max_value_bytes,
+                                                   max_total_bytes=spec.max_total_bytes)
         return self.stores[name]
 
     def database(self, name: str) -> SqlDatabase:
         if name not in self.databases:
             spec = self.manifest.sql_databases[name]
+            limits = ResultLimits(max_rows=spec.max_rows, max_bytes=spec.max_result_bytes)
             if spec.backend == "postgres" and spec.url:  # the manifest checked that url is set
                 self.databases[name] = PostgresDatabase(name, spec.url,
-                                                        max_connections=spec.max_connections)
+                                                        max_connections=spec.max_connections,
+                                                        limits=limits)
             else:
-                self.databases[name] = SqliteDatabase(name, self.manifest.sql_path(name))
+                self.databases[name] = SqliteDatabase(name, self.manifest.sql_path(name),
+                                                      limits=limits)
         return self.databases[name]
 
     def _outbound_for(self, component: str) -> OutboundHttp | None:

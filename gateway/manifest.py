@@ -103,6 +103,9 @@ class KeyValueStoreSpec(_Table):
     path: str | None = None  # sqlite; default: .wasmgate/<store>.sqlite
     url: str | None = None  # redis, e.g. redis://127.0.0.1:6379/0
     prefix: str | None = None  # redis
+    # Limits (docs/security.md): one value, and the whole store (keys + values, bytes).
+    max_value_bytes: Positive = 1024 * 1024
+    max_total_bytes: Positive = 64 * 1024 * 1024
 
 
 class SqlDatabaseSpec(_Table):
@@ -112,6 +115,10 @@ class SqlDatabaseSpec(_Table):
     path: str | None = None  # sqlite; default: .wasmgate/<name>.db
     url: str | None = None  # postgres, e.g. postgresql://user:${PGPASSWORD}@127.0.0.1/app
     max_connections: Positive = 4
+    # Limits on one query's result (docs/security.md); SQLite also refuses to build any
+    # single value larger than max-result-bytes.
+    max_rows: Positive = 10_000
+    max_result_bytes: Positive = 16 * 1024 * 1024
 
 
 BrokerKind = Literal["kafka", "nats", "amqp", "redis"]
