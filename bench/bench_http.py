@@ -260,7 +260,7 @@ def main() -> None:
         if len(seen) != 1:
             raise SystemExit(f"the servers answered {path} differently: {seen}")
     plain = {t.path: t.name for t in targets if t.side == "plain"}
-    print(f"\n| server | req/s | p50 ms | p99 ms | CPU µs/req | CPU vs plain ASGI |")
+    print("\n| server | req/s | p50 ms | p99 ms | CPU µs/req | CPU vs plain ASGI |")
     print("|---|---:|---:|---:|---:|---:|")
     for target in targets:
         runs = results[target.name]

@@ -41,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, os.environ.get("BENCH_TREE", str(ROOT)))
 sys.path.insert(1, str(ROOT))
 
+# ruff: noqa: E402 (imports follow the path set-up above)
+from bench._baseline import Side, baseline_side, current_side
 from bench._measure import (
     STAMP,
     StampedLatencies,
@@ -50,7 +52,6 @@ from bench._measure import (
     quiet_logging,
     ratios,
 )
-from bench._baseline import Side, baseline_side, current_side
 from bindings import WIT_DIR, WIT_WORLD
 from bindings.types import Event, Response
 from gateway.app import App

@@ -10,8 +10,11 @@ from __future__ import annotations
 import base64
 import time
 import uuid
+from datetime import UTC, datetime
 
 import msgspec
+
+from gateway.errors import InvalidEvent
 
 Pairs = list[tuple[str, str]]
 
@@ -80,41 +83,83 @@ class CloudEventJSON(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
 
 _cloud_event_decoder = msgspec.json.Decoder(CloudEventJSON)
 
-
 def event_from_cloudevent_json(raw: bytes) -> Event:
     """Decode a CloudEvents JSON document into an Event.
 
-    Raises ``msgspec.ValidationError`` / ``msgspec.DecodeError`` with the offending path.
+    Raises :class:`~gateway.errors.InvalidEvent` naming the attribute at fault (msgspec's
+    ``$.path`` for a wrong type), so a caller catches one error for any input.
     """
-    ce = _cloud_event_decoder.decode(raw)
+    try:
+        ce = _cloud_event_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise InvalidEvent(str(exc)) from exc
     if ce.data_base64 is not None:
-        data = base64.b64decode(ce.data_base64)
+        try:
+            data = base64.b64decode(ce.data_base64, validate=True)
+        except ValueError as exc:  # binascii.Error
+            raise InvalidEvent(f"`data_base64` is not valid base64: {exc}") from exc
     elif not bytes(ce.data) or bytes(ce.data) == b"null":
         data = b""
     else:
         value = msgspec.json.decode(ce.data)
         # A JSON string is the payload itself; anything else is passed on as JSON.
-        data = value.encode() if isinstance(value, str) else bytes(ce.data)
+        data = _utf8(value, "data") if isinstance(value, str) else bytes(ce.data)
     content_type = ce.datacontenttype
     if content_type is None and data and ce.data_base64 is None:
         content_type = "application/json"
-    ts = now_micros()
-    if ce.time is not None:
-        from datetime import datetime
-
-        ts = int(datetime.fromisoformat(ce.time.replace("Z", "+00:00")).timestamp() * 1_000_000)
-    return Event(
+    event = Event(
         id=ce.id or new_event_id(),
         source=ce.source,
         type=ce.type,
         subject=ce.subject,
-        time=ts,
+        time=now_micros() if ce.time is None else _micros(ce.time),
         content_type=content_type,
-        key=ce.key.encode() if ce.key is not None else None,
+        key=_utf8(ce.key, "key") if ce.key is not None else None,
         headers=list(ce.headers.items()),
         metadata=list(ce.metadata.items()),
         data=data,
     )
+    # JSON may carry lone surrogates ("\ud800"), which no WIT string can hold: refused here
+    # rather than failing when the event is handed to the component.
+    for name in ("id", "source", "type", "subject", "datacontenttype"):
+        text = getattr(ce, name)
+        if text is not None:
+            _utf8(text, name)
+    for name, pairs in (("headers", event.headers), ("metadata", event.metadata)):
+        for k, v in pairs:
+            _utf8(k + v, f"{name}.{k!r}" if k.isprintable() else name)
+    return event
+
+
+def _utf8(text: str, attribute: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidEvent(f"`{attribute}` is not valid Unicode text ({exc.reason} at "
+                           f"position {exc.start})") from None
+
+
+def _micros(text: str) -> int:
+    """RFC 3339 ``time`` as microseconds since the epoch (UTC when no offset is given)."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidEvent(f"`time` {text!r} is not an RFC 3339 timestamp "
+                           f"(e.g. \"2026-01-31T12:00:00Z\"): {exc}") from None
+    if moment.tzinfo is None:
+        # Without an offset the host's timezone would decide the value; RFC 3339 requires an
+        # offset, and UTC is the reading least likely to surprise.
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - _EPOCH
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    if micros < 0:
+        raise InvalidEvent(f"`time` {text!r} is before 1970-01-01T00:00:00Z; an event's time "
+                           "is unsigned microseconds since the Unix epoch")
+    # datetime stops at year 9999, far inside the WIT's u64, so only the lower bound checks.
+    return micros
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 __all__ = ["CloudEventJSON", "Event", "Pairs", "Response", "event_from_cloudevent_json",

@@ -8,19 +8,21 @@ manifest fails at start with a message that names the file and field.
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import structlog
 
 from bindings.host.kv import KeyValueStore
 from bindings.types import Event, Response
+from gateway.cache import compile_cache_dir
 from gateway.capabilities import Capabilities
 from gateway.dispatch import NO_RETRY, Dispatcher, Outcome, RetryPolicy
-from gateway.engine import PoolingLimits, WasmEngine
-from gateway.errors import ConfigError
+from gateway.engine import LoadedComponent, engine_for
+from gateway.errors import ComponentError, ConfigError
 from gateway.executor import InstancePool
 from gateway.manifest import LoadedManifest, load_manifest
+from gateway.redaction import remember_secrets
+from gateway.responses import check_response
 from triggers.base import Dispatch, Trigger, TriggerContext, factory_for
 
 log = structlog.get_logger("wasmgate.app")
@@ -32,13 +34,10 @@ class App:
     def __init__(self, manifest: LoadedManifest, *, listen: str = "127.0.0.1:3000") -> None:
         self.manifest = manifest
         self.listen = listen
-        consume_fuel = any(c.fuel for c in manifest.components.values())
-        # WASMGATE_CACHE_DIR shares compiled artifacts between apps (tests, CI, several
-        # apps on one host); by default each app keeps its own next to its manifest.
-        cache = os.environ.get("WASMGATE_CACHE_DIR") or manifest.root / ".wasmgate" / "cache"
-        pooling = PoolingLimits.for_components(manifest.components.values())
-        self.engine = WasmEngine(Path(cache), consume_fuel=consume_fuel, pooling=pooling)
+        self.engine = engine_for(manifest, compile_cache_dir(manifest))
         self.capabilities = Capabilities(manifest)
+        # Process-wide: every log event and CLI error is masked, whoever emits it.
+        remember_secrets(self.capabilities.redactor.secrets)
         self.pools: dict[str, InstancePool] = {}
         self.dispatcher = Dispatcher(self.invoke)
         self.triggers: list[Trigger] = []
@@ -54,8 +53,25 @@ class App:
     def _load_components(self) -> None:
         for name, spec in self.manifest.components.items():
             host = self.capabilities.host_imports(name)
-            compiled = self.engine.load_component(self.manifest.source_path(name), name=name)
+            compiled = self._compile(name)
             self.pools[name] = InstancePool(name, spec, self.engine, compiled, host)
+
+    def _compile(self, name: str) -> LoadedComponent:
+        """Component ``name``, compiled; a `source` that is no readable file (a directory, a
+        name too long for the file system) is a ConfigError naming the file and field."""
+        source = self.manifest.source_path(name)
+        where = {"path": str(self.manifest.path), "field": f"component.{name}.source"}
+        try:
+            if source.is_dir():
+                raise ConfigError(f"{source} is a directory; `source` is the component's "
+                                  ".wasm file (e.g. build/hello.wasm)", **where)
+            return self.engine.load_component(source, name=name)
+        except ComponentError as exc:
+            # Same class (callers tell "not built yet" from "not a component"), plus where.
+            raise type(exc)(f"{where['path']}: at `{where['field']}`: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read the component file {source}: "
+                              f"{exc.strerror or exc}", **where) from exc
 
     def _load_triggers(self) -> None:
         for kind, tables in self.manifest.triggers.items():
@@ -75,10 +91,27 @@ class App:
             raise ConfigError(f"no key-value store named {name!r} (known stores: {known}); "
                               f"declare it with [key-value.{name}]",
                               path=str(self.manifest.path))
-        return self.capabilities.store(name)
+        return self.capabilities.open_store(name)
+
+    def replace_component(self, name: str) -> InstancePool:
+        """Compile component ``name``'s current `source` into a new pool and route new events
+        to it; return the old pool, for the caller to close once its calls are done.
+
+        Blocks while compiling: call it off the event loop (``wasmgate watch`` does).
+        Raises ComponentError, leaving the old pool serving, if the new one cannot load.
+        """
+        spec = self.manifest.component(name)
+        compiled = self.engine.load_component(self.manifest.source_path(name), name=name)
+        pool = InstancePool(name, spec, self.engine, compiled,
+                            self.capabilities.host_imports(name))
+        # One assignment: invoke() looks the pool up per event, so every event goes wholly
+        # to the old pool or wholly to the new one.
+        old, self.pools[name] = self.pools[name], pool
+        return old
 
     async def invoke(self, component: str, event: Event) -> Response:
-        """Run one event through ``component`` (no retry policy)."""
+        """Run one event through ``component`` (no retry policy); return its response once
+        :func:`~gateway.responses.check_response` has passed it (else InvalidResponse)."""
         try:
             pool = self.pools[component]
         except KeyError:
@@ -88,7 +121,9 @@ class App:
         # worker thread running the call inherits this context).
         self.capabilities.start()  # idempotent; `wasmgate invoke` never calls start()
         with structlog.contextvars.bound_contextvars(event_id=event.id):
-            return await pool.call(event)
+            response = await pool.call(event)
+        check_response(component, response, self.manifest.components[component])
+        return response
 
     def _dispatch_for(self, trigger: Trigger) -> Dispatch:
         policy: RetryPolicy = getattr(trigger, "retry_policy", NO_RETRY)

@@ -1,22 +1,27 @@
-"""The `wasmgate` command line: up, build, invoke, componentize, new."""
+"""The `wasmgate` command line: up, watch, build, invoke, cache, componentize, new."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
 
-import msgspec
 import structlog
 
-from bindings.types import event_from_cloudevent_json
+from bindings.types import Event, event_from_cloudevent_json
 from gateway.app import App
-from gateway.build import build_all, componentize
-from gateway.errors import ConfigError, WasmgateError
+from gateway.build import BuildReport, build_all, componentize
+from gateway.cache import CompileCache, compile_cache_dir, format_size, max_cache_bytes
+from gateway.check import check_manifest
+from gateway.errors import ConfigError, InvalidEvent, WasmgateError
+from gateway.redaction import mask_secrets_processor, redact_secrets
 from gateway.templates import create_project, list_templates
+from gateway.watch import ComponentWatcher
 from gateway.workers import run_workers
+from triggers.http import LOG_REQUESTS_ENV
 
 
 def _configure_logging() -> None:
@@ -24,14 +29,15 @@ def _configure_logging() -> None:
                 else structlog.processors.JSONRenderer())
     structlog.configure(processors=[
         structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso"), renderer,
+        structlog.processors.TimeStamper(fmt="iso"), mask_secrets_processor, renderer,
     ], logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
 
-async def _up(manifest: str, listen: str) -> None:
+async def _up(manifest: str, listen: str, *, watch: bool = False) -> None:
     app = App.load(manifest, listen=listen)
     await app.start()
     stop = asyncio.Event()
+    watcher = asyncio.create_task(ComponentWatcher(app).run(stop)) if watch else None
     loop = asyncio.get_running_loop()
     signals = 0
 
@@ -46,21 +52,84 @@ async def _up(manifest: str, listen: str) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     await stop.wait()
+    if watcher is not None:
+        await watcher  # a rebuild under way ends first, so no pool is swapped in after stop
     structlog.get_logger("wasmgate").info("shutting down: stopping intake, finishing in-flight")
     await app.stop()
 
 
-async def _invoke(manifest: str, component: str, event_file: str) -> int:
-    app = App.load(manifest)
-    raw = sys.stdin.buffer.read() if event_file == "-" else Path(event_file).read_bytes()
+def _watch(manifest: str, listen: str) -> None:
     try:
-        event = event_from_cloudevent_json(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
+        _print_build(build_all(manifest))
+    except WasmgateError as exc:
+        # Like `spin watch`: serve what was built before and rebuild on the next edit. A
+        # component that was never built makes `up` fail below with a clear message.
+        structlog.get_logger("wasmgate").error(
+            "build failed; serving the previous build: fix the error and save to rebuild",
+            error=str(exc))
+    asyncio.run(_up(manifest, listen, watch=True))
+
+
+def _print_build(report: BuildReport) -> None:
+    def names(items: list[str]) -> str:
+        return ", ".join(items) if items else "none"
+
+    print(f"built: {names(report.built)}; unchanged, not rebuilt: {names(report.up_to_date)}")
+    print(f"compiled: {names(report.compiled)}; "
+          f"already compiled: {names(report.already_compiled)}")
+
+
+def _cache(action: str, manifest: str | None) -> int:
+    if action not in ("show", "clear"):
+        if manifest is not None:
+            raise ConfigError(f"unknown cache action {action!r}; use `wasmgate cache show` "
+                              "or `wasmgate cache clear`, then the manifest")
+        action, manifest = "show", action  # `wasmgate cache path/to/app`
+    loaded = check_manifest(manifest or "wasmgate.toml")
+    cache = CompileCache(compile_cache_dir(loaded))
+    if action == "clear":
+        deleted = cache.clear()
+        print(f"deleted {len(deleted)} files from {cache.directory}")
+        return 0
+    entries = cache.entries()
+    total = sum(e.size for e in entries)
+    print(f"compile cache: {cache.directory}")
+    print(f"{len(entries)} entries, {format_size(total)} of "
+          f"{format_size(max_cache_bytes(loaded))} (oldest are evicted past that)")
+    for entry in entries:
+        print(f"  {entry.path.name[:16]}…  {format_size(entry.size):>9}")
+    return 0
+
+
+def _read_event(event_file: str) -> Event:
+    """The event in ``event_file`` (``-``: stdin), or a ConfigError naming the file."""
+    if event_file == "-":
+        raw = sys.stdin.buffer.read()
+    else:
+        try:
+            raw = Path(event_file).read_bytes()
+        except FileNotFoundError:
+            raise ConfigError("event file does not exist; pass a CloudEvents JSON file "
+                              "(`wasmgate new` writes a sample event.json) or - for stdin",
+                              path=event_file) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read the event file: {exc.strerror or exc}",
+                              path=event_file) from None
+    try:
+        return event_from_cloudevent_json(raw)
+    except InvalidEvent as exc:
         raise ConfigError(f"not a CloudEvents JSON event: {exc}", path=event_file) from exc
+
+
+async def _invoke(manifest: str, component: str, event_file: str) -> int:
+    # The event first: a typo in its path should not wait for every component to compile.
+    event = _read_event(event_file)
+    app = App.load(manifest)
     outcome = await app.dispatcher.dispatch(component, event)
     await app.stop()
     if outcome.response is None:
-        print(f"error ({outcome.error_kind}): {outcome.error}", file=sys.stderr)
+        print(f"error ({outcome.error_kind}): {redact_secrets(outcome.error or '')}",
+              file=sys.stderr)
         return 1
     print(f"status: {outcome.response.status}")
     for k, v in outcome.response.headers:
@@ -147,15 +216,47 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", type=int, default=1, metavar="N",
                     help="worker processes sharing the port and the brokers' work "
                          "(default: 1; one process is GIL-bound at a few thousand calls/s)")
+    up.add_argument("--log-requests", action="store_true",
+                    help="log one line per HTTP request: method, path, status, duration, "
+                         "component")
+
+    watch = sub.add_parser(
+        "watch", formatter_class=_HelpFormatter,
+        help="build, run, and rebuild a component when its files change",
+        description="Build what changed (as `wasmgate build`), serve the app (as `wasmgate "
+                    "up`), then rebuild a component whenever its files change and swap it in "
+                    "without dropping events: calls in flight finish on the old version, new "
+                    "events go to the new one. A failed build keeps the old version serving "
+                    "and prints the error. Edits to wasmgate.toml need a restart.")
+    watch.add_argument("manifest", nargs="?", default="wasmgate.toml", help=_MANIFEST_HELP)
+    watch.add_argument("--listen", default="127.0.0.1:3000", metavar="HOST:PORT",
+                       help="address of the HTTP trigger (default: 127.0.0.1:3000)")
+    watch.add_argument("--log-requests", action="store_true",
+                       help="log one line per HTTP request (as in `up`)")
 
     build = sub.add_parser(
         "build", formatter_class=_HelpFormatter,
-        help="run the build command of every component",
-        description="Run each [component.<name>.build] command of the manifest, in its "
-                    "workdir, with this installation's wasmgate and componentize-py first "
-                    "on PATH.")
+        help="build the components that changed and compile them",
+        description="Check the whole manifest (trigger tables included), run each "
+                    "[component.<name>.build] command whose inputs changed since its last "
+                    "build (its files, the SDK, the WIT, the command and the environment "
+                    "variables it names), independent components in parallel, with this "
+                    "installation's wasmgate and componentize-py first on PATH; then compile "
+                    "every component into the compile cache, so `up` and `invoke` start "
+                    "without compiling.")
     build.add_argument("manifest", nargs="?", default="wasmgate.toml",
                        help=_MANIFEST_HELP)
+
+    cache = sub.add_parser(
+        "cache", formatter_class=_HelpFormatter,
+        help="show or clear the compile cache",
+        description="Show the compile cache of an app (WASMGATE_CACHE_DIR, else "
+                    ".wasmgate/cache next to the manifest): its entries and size against "
+                    "its limit (WASMGATE_CACHE_MAX_MB, else [application] "
+                    "compile-cache-max-mb, else 1024). `wasmgate cache clear` deletes it.")
+    cache.add_argument("action", nargs="?", default="show", metavar="show|clear",
+                       help="show (the default) or clear")
+    cache.add_argument("manifest", nargs="?", default=None, help=_MANIFEST_HELP)
 
     invoke = sub.add_parser(
         "invoke", formatter_class=_HelpFormatter,
@@ -199,13 +300,20 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _configure_logging()
+    if getattr(args, "log_requests", False):
+        # The environment, so that worker processes (`--workers N`) log requests too.
+        os.environ[LOG_REQUESTS_ENV] = "1"
     try:
         if args.command == "up" and args.workers > 1:
             return run_workers(args.manifest, args.listen, args.workers)
         if args.command == "up":
             asyncio.run(_up(args.manifest, args.listen))
+        elif args.command == "watch":
+            _watch(args.manifest, args.listen)
         elif args.command == "build":
-            build_all(args.manifest)
+            _print_build(build_all(args.manifest))
+        elif args.command == "cache":
+            return _cache(args.action, args.manifest)
         elif args.command == "componentize":
             componentize(args.app, Path(args.output), cwd=Path.cwd(),
                          paths=[Path(p).resolve() for p in args.path])
@@ -214,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             return asyncio.run(_invoke(args.manifest, args.component, args.event))
     except WasmgateError as exc:
-        print(f"wasmgate: {exc}", file=sys.stderr)
+        # A message may quote a secret (a handler's error, a URL); the App has told the
+        # redaction which values are secret by the time anything can fail with one.
+        print(f"wasmgate: {redact_secrets(str(exc))}", file=sys.stderr)
         return 2
     return 0
 

@@ -14,6 +14,9 @@ timeout
 other 4xx              DEAD_LETTER at once: a poison message is never
                        retried forever
 =====================  =============================================
+
+An event that ends without a response gets a status from its error: 504 a timeout, 503 no
+free instance (admission), 502 a response that cannot be sent on, 500 anything else.
 """
 
 from __future__ import annotations
@@ -30,12 +33,15 @@ import structlog
 from bindings.types import Event, Response
 from gateway import metrics
 from gateway.errors import (
+    AdmissionTimeout,
     HandlerError,
     HandlerReturnedError,
     HandlerTimeout,
     HandlerTrap,
+    InvalidResponse,
     WasmgateError,
 )
+from gateway.redaction import redact_secrets
 
 log = structlog.get_logger("wasmgate.dispatch")
 
@@ -52,7 +58,7 @@ class Outcome(msgspec.Struct, kw_only=True):
     verdict: Verdict
     response: Response | None = None
     error: str | None = None
-    error_kind: str | None = None  # "trap", "timeout", "returned-error", "admission", ...
+    error_kind: str | None = None  # "trap", "timeout", "admission", "invalid-response", ...
     attempts: int = 1
     # Set on RETRY when the broker does the redelivery (``in_process=False``): how long the
     # adapter should ask the broker to wait (JetStream nak(delay), a delayed requeue).
@@ -63,7 +69,7 @@ class Outcome(msgspec.Struct, kw_only=True):
         """The HTTP-style status: the response's, or one derived from the error."""
         if self.response is not None:
             return self.response.status
-        return 504 if self.error_kind == "timeout" else 500
+        return _ERROR_STATUSES.get(self.error_kind or "", 500)
 
 
 class RetryPolicy(msgspec.Struct, kw_only=True, frozen=True, rename="kebab",
@@ -146,12 +152,14 @@ class Dispatcher:
     async def _run_once(self, component: str, event: Event, attempt: int) -> Outcome:
         try:
             response = await self._invoke(component, event)
+        # The error text leaves the process (logs, dead-letter headers, replies, invoke's
+        # output), and a handler may have put a secret into it: masked here, once.
         except HandlerError as exc:
-            return Outcome(verdict=Verdict.RETRY, error=str(exc), error_kind=_kind_of(exc),
-                           attempts=attempt)
+            return Outcome(verdict=Verdict.RETRY, error=redact_secrets(str(exc)),
+                           error_kind=_kind_of(exc), attempts=attempt)
         except WasmgateError as exc:
-            return Outcome(verdict=Verdict.RETRY, error=str(exc), error_kind="gateway",
-                           attempts=attempt)
+            return Outcome(verdict=Verdict.RETRY, error=redact_secrets(str(exc)),
+                           error_kind=_gateway_kind(exc), attempts=attempt)
         return Outcome(verdict=verdict_for_status(response.status), response=response,
                        attempts=attempt)
 
@@ -170,11 +178,19 @@ def _record(component: str, outcome: Outcome, seconds: float) -> None:
 
 _ERROR_KINDS: Mapping[type[HandlerError], str] = {
     HandlerTrap: "trap", HandlerTimeout: "timeout", HandlerReturnedError: "returned-error",
+    InvalidResponse: "invalid-response",
 }
+_ERROR_STATUSES: Mapping[str, int] = {"timeout": 504, "admission": 503, "invalid-response": 502}
 
 
 def _kind_of(exc: HandlerError) -> str:
     return _ERROR_KINDS.get(type(exc), "handler")
+
+
+def _gateway_kind(exc: WasmgateError) -> str:
+    # A full pool is the gateway's state, not the handler's fault: a trigger answers it as
+    # "busy, come back later" (HTTP 503 + Retry-After), not as a failure.
+    return "admission" if isinstance(exc, AdmissionTimeout) else "gateway"
 
 
 def _attempt_of(event: Event) -> int:

@@ -25,7 +25,7 @@ import structlog
 
 from gateway import _native
 from gateway.errors import ComponentContractError, ComponentError, ComponentNotFound
-from gateway.manifest import ComponentSpec
+from gateway.manifest import ComponentSpec, LoadedManifest
 from gateway.progress import progress
 
 log = structlog.get_logger("wasmgate.engine")
@@ -58,10 +58,11 @@ class PoolingLimits:
     @classmethod
     def for_components(cls, specs: Iterable[ComponentSpec]) -> PoolingLimits:
         """Limits with a slot for every instance the components can have live at once (plus
-        one each for the load-time check) and memory slots as large as the largest
-        ``memory-mb``."""
+        one each for the load-time check), twice over so a rebuilt component can be swapped
+        in beside the old one (``wasmgate watch``), and memory slots as large as the
+        largest ``memory-mb``."""
         specs = list(specs)
-        slots = sum(s.max_instances + s.spare_instances + 1 for s in specs)
+        slots = 2 * sum(s.max_instances + s.spare_instances + 1 for s in specs)
         memory = max((s.memory_mb for s in specs), default=cls.max_memory_mb)
         return cls(slots=max(slots, 1), max_memory_mb=memory)
 
@@ -75,6 +76,14 @@ class PoolingLimits:
             "table_elements": self.table_elements,
             "keep_resident_bytes": self.keep_resident_kb << 10,
         }
+
+
+def engine_for(manifest: LoadedManifest, cache_dir: Path) -> WasmEngine:
+    """The engine an app of ``manifest`` runs on. ``wasmgate build`` compiles with the same
+    one, so the artifacts it caches are the ones ``up`` looks for."""
+    components = manifest.components.values()
+    return WasmEngine(cache_dir, consume_fuel=any(c.fuel for c in components),
+                      pooling=PoolingLimits.for_components(components))
 
 
 def pooling_from_env(default: PoolingLimits) -> PoolingLimits | None:

@@ -11,10 +11,13 @@ at the edge with ``raise ... from exc``.
     ├── HandlerError                one call failed; carries whether it is worth retrying
     │   ├── HandlerTrap             the guest trapped (panic, unreachable, out of memory)
     │   ├── HandlerTimeout          the call ran past its deadline (epoch interruption)
-    │   └── HandlerReturnedError    the guest returned `err(message)`
+    │   ├── HandlerReturnedError    the guest returned `err(message)`
+    │   └── InvalidResponse         its response cannot be sent on (bad status or header,
+    │                               over max-response-headers / max-response-bytes)
     ├── AdmissionTimeout            no instance slot became free within the admission wait
     ├── DeadlineExceeded            a host call ran out of the event's deadline (`timeout-ms`)
     ├── BrokerError                 a broker refused or lost a connection, publish or settle
+    ├── InvalidEvent                a CloudEvents JSON event is malformed (names the attribute)
     └── BuildError                  a component's build command failed
 
 Every message a user can cause names the file, field or address and says what to do.
@@ -76,6 +79,12 @@ class HandlerReturnedError(HandlerError):
     """The guest returned ``err(message)``."""
 
 
+class InvalidResponse(HandlerError):
+    """The guest's response cannot be sent on (see :mod:`gateway.responses`)."""
+
+    status = 502
+
+
 class AdmissionTimeout(WasmgateError):
     """Every instance slot stayed busy for the whole admission wait."""
 
@@ -86,6 +95,10 @@ class DeadlineExceeded(WasmgateError):
 
 class BrokerError(WasmgateError):
     """A broker connection, publish or settle failed (names the broker and address)."""
+
+
+class InvalidEvent(WasmgateError):
+    """A CloudEvents JSON event (``wasmgate invoke --event``) is malformed."""
 
 
 class BuildError(WasmgateError):
@@ -105,5 +118,7 @@ __all__ = [
     "HandlerReturnedError",
     "HandlerTimeout",
     "HandlerTrap",
+    "InvalidEvent",
+    "InvalidResponse",
     "WasmgateError",
 ]

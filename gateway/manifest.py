@@ -36,7 +36,7 @@ that names the file and the field:
 
 1. TOML parse.
 2. ``${VAR}`` / ``${VAR:-default}`` interpolation of every string value from the
-   environment (``$${`` is a literal ``${``).
+   environment (``$${`` is a literal ``${``; a default may nest: ``${A:-${B}}``).
 3. Schema decode (unknown fields get a "did you mean" hint), then cross checks: trigger
    components exist, key-value grants name declared stores, component names are valid.
 
@@ -83,6 +83,8 @@ class Application(_Table):
     # A TOML file of `name = "value"` pairs for variables marked `secret = true`, so secrets
     # need not sit in the environment. Relative to the manifest's directory.
     secrets_file: str | None = None
+    # Size limit of the compile cache (gateway/cache.py); WASMGATE_CACHE_MAX_MB overrides it.
+    compile_cache_max_mb: Positive | None = None
 
 
 class VariableSpec(_Table):
@@ -101,6 +103,9 @@ class KeyValueStoreSpec(_Table):
     path: str | None = None  # sqlite; default: .wasmgate/<store>.sqlite
     url: str | None = None  # redis, e.g. redis://127.0.0.1:6379/0
     prefix: str | None = None  # redis
+    # Limits (docs/security.md): one value, and the whole store (keys + values, bytes).
+    max_value_bytes: Positive = 1024 * 1024
+    max_total_bytes: Positive = 64 * 1024 * 1024
 
 
 class SqlDatabaseSpec(_Table):
@@ -110,6 +115,10 @@ class SqlDatabaseSpec(_Table):
     path: str | None = None  # sqlite; default: .wasmgate/<name>.db
     url: str | None = None  # postgres, e.g. postgresql://user:${PGPASSWORD}@127.0.0.1/app
     max_connections: Positive = 4
+    # Limits on one query's result (docs/security.md); SQLite also refuses to build any
+    # single value larger than max-result-bytes.
+    max_rows: Positive = 10_000
+    max_result_bytes: Positive = 16 * 1024 * 1024
 
 
 BrokerKind = Literal["kafka", "nats", "amqp", "redis"]
@@ -180,7 +189,16 @@ class ComponentSpec(_Table):
     allowed_outbound_hosts: list[str] = msgspec.field(default_factory=list)
     outbound_timeout_ms: Positive = 10_000
     outbound_max_response_bytes: Positive = 10 * 1024 * 1024
-    # "<broker>:<destination pattern>", e.g. "events:orders.*" (fnmatch-style wildcards).
+    # What one response may carry (gateway/responses.py); more is answered 502, not sent.
+    # 1 MiB (body plus header names and values) mirrors [[trigger.http]] max-body-bytes and
+    # stays under what the engine copies out of a guest in one call today (~2.5 MiB, a
+    # wasmtime default), so the error a user sees names this setting; 100 headers is ample
+    # for any real response.
+    max_response_headers: Positive = 100
+    max_response_bytes: Positive = 1024 * 1024
+    # "<broker>:<destination pattern>", e.g. "events:orders.*". Matched per token like NATS:
+    # `*` is exactly one non-empty token, `>` (last) one or more; tokens split at "." (Kafka,
+    # NATS), ":" (Redis), "<exchange>/<word>.<word>" (AMQP). docs/capabilities.md#publish.
     publish: list[str] = msgspec.field(default_factory=list)
     build: BuildSpec | None = None
 
@@ -316,13 +334,6 @@ def load_manifest(path: str | Path, env: Mapping[str, str] | None = None) -> Loa
 # --------------------------------------------------------------------------------------------
 # interpolation
 
-_INTERPOLATION = re.compile(
-    r"\$\$\{"  # escaped: a literal "${"
-    r"|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}"
-    r"|(?P<bad>\$\{)"
-)
-
-
 def _interpolate(value: Any, field: str, env: Mapping[str, str], where: str) -> Any:
     """Copy of ``value`` with ``${VAR}`` / ``${VAR:-default}`` replaced in every string."""
     if isinstance(value, str):
@@ -336,35 +347,107 @@ def _interpolate(value: Any, field: str, env: Mapping[str, str], where: str) -> 
     return value
 
 
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# `${A:-${B:-${C}}}` is fine; a default nested deeper than this is surely a mistake, and the
+# bound keeps a pathological value from exhausting the parser's recursion.
+_MAX_NESTING = 8
+
+
 def _interpolate_str(text: str, field: str, env: Mapping[str, str], where: str) -> str:
     if "${" not in text:
         return text
+    return _Interpolation(text, field, env, where).expand()
 
-    def substitute(match: re.Match[str]) -> str:
-        if match.group("bad") is not None:
-            raise ConfigError(
-                f"malformed interpolation in {text!r}; write ${{VAR}} or ${{VAR:-default}}, "
-                "or $${ for a literal ${",
-                path=where,
-                field=field,
-            )
-        name = match.group("name")
-        if name is None:
-            return "${"
-        default = match.group("default")
-        current = env.get(name)
-        if current is not None and (current != "" or default is None):
-            return current
-        if default is not None:
-            return default
-        raise ConfigError(
-            f"environment variable {name!r} is not set; set it in the environment or give a "
-            "default with ${VAR:-default}",
-            path=where,
-            field=field,
-        )
 
-    return _INTERPOLATION.sub(substitute, text)
+# A parsed value: literal text, or a reference `(name, default parts or None)`.
+_Reference = tuple[str, "list[_Part] | None"]
+_Part = str | _Reference
+
+
+class _Interpolation:
+    """A recursive-descent parser for one string value::
+
+        text      := (literal | "$${" | reference)*
+        reference := "${" NAME "}" | "${" NAME ":-" text "}"
+
+    A default may itself hold references (``${A:-${B}}``). The whole value is parsed before
+    anything is looked up, so a syntax error is reported as one; a default is only looked
+    up when it is used, so ``${A:-${B}}`` with ``A`` set does not need ``B``.
+    """
+
+    def __init__(self, text: str, field: str, env: Mapping[str, str], where: str) -> None:
+        self.text, self.field, self.env, self.where = text, field, env, where
+
+    def expand(self) -> str:
+        parts, _ = self._parse(0, depth=0)
+        return self._evaluate(parts)
+
+    def _error(self, message: str) -> ConfigError:
+        return ConfigError(message, path=self.where, field=self.field)
+
+    def _malformed(self, detail: str) -> ConfigError:
+        return self._error(
+            f"malformed interpolation in {self.text!r}: {detail}; write ${{VAR}} or "
+            "${VAR:-default} (a default may hold ${OTHER}), or $${ for a literal ${")
+
+    def _parse(self, i: int, *, depth: int) -> tuple[list[_Part], int]:
+        """Parts from ``i`` to the end, or (inside a default) to its closing ``}``; returns
+        them and the index of that ``}`` (or the end)."""
+        text = self.text
+        parts: list[_Part] = []
+        literal: list[str] = []
+        while i < len(text):
+            if text.startswith("$${", i):
+                literal.append("${")
+                i += 3
+            elif text.startswith("${", i):
+                parts.append("".join(literal))
+                literal = []
+                reference, i = self._reference(i + 2, depth=depth)
+                parts.append(reference)
+            elif depth and text[i] == "}":
+                parts.append("".join(literal))
+                return parts, i
+            else:
+                literal.append(text[i])
+                i += 1
+        if depth:
+            raise self._malformed("a default is missing its closing `}`")
+        parts.append("".join(literal))
+        return parts, i
+
+    def _reference(self, i: int, *, depth: int) -> tuple[_Reference, int]:
+        """The reference whose name starts at ``i``, and the index after its ``}``."""
+        match = _VARIABLE_NAME.match(self.text, i)
+        if match is None:
+            raise self._malformed("`${` must be followed by a variable name")
+        name, i = match.group(), match.end()
+        if self.text.startswith("}", i):
+            return (name, None), i + 1
+        if not self.text.startswith(":-", i):
+            raise self._malformed(f"expected `}}` or `:-` after `${{{name}`")
+        if depth >= _MAX_NESTING:
+            raise self._malformed(f"defaults nested more than {_MAX_NESTING} deep")
+        default, i = self._parse(i + 2, depth=depth + 1)
+        return (name, default), i + 1
+
+    def _evaluate(self, parts: list[_Part]) -> str:
+        out: list[str] = []
+        for part in parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            name, default = part
+            current = self.env.get(name)
+            if current is not None and (current != "" or default is None):
+                out.append(current)
+            elif default is not None:
+                out.append(self._evaluate(default))
+            else:
+                raise self._error(
+                    f"environment variable {name!r} is not set; set it in the environment or "
+                    "give a default with ${VAR:-default}")
+        return "".join(out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -493,12 +576,39 @@ def _names(mapping: Mapping[str, Any]) -> str:
     return ", ".join(f"`{n}`" for n in sorted(mapping)) or "(none)"
 
 
+# The URL schemes each client accepts; anything else fails later, inside the client, with
+# an error that names neither the file nor the field (redis-py: a bare ValueError).
+_URL_SCHEMES: Mapping[str, tuple[str, ...]] = {
+    "kafka": ("kafka",), "nats": ("nats", "tls", "ws", "wss"), "amqp": ("amqp", "amqps"),
+    "redis": ("redis", "rediss", "unix"),
+}
+_URL_EXAMPLES: Mapping[str, str] = {
+    "kafka": "kafka://127.0.0.1:9092", "nats": "nats://127.0.0.1:4222",
+    "amqp": "amqp://guest:guest@127.0.0.1:5672/", "redis": "redis://127.0.0.1:6379/0",
+}
+
+
+def _check_url(url: str, kind: str, where: str, field: str) -> None:
+    # NATS takes a comma-separated server list, each with its own scheme.
+    for server in url.split(",") if kind == "nats" else [url]:
+        scheme, sep, rest = server.strip().partition("://")
+        if not sep or scheme.lower() not in _URL_SCHEMES[kind] or not rest:
+            schemes = ", ".join(f"{s}://" for s in _URL_SCHEMES[kind])
+            raise ConfigError(f"{url!r} is not a {kind} URL: it must start with one of "
+                              f"{schemes} (e.g. {_URL_EXAMPLES[kind]!r})",
+                              path=where, field=field)
+
+
 def _cross_check(spec: Manifest, where: str) -> None:
+    for name, broker in spec.brokers.items():
+        _check_url(broker.url, broker.kind, where, _join(_join("brokers", name), "url"))
     for store, kv in spec.key_value.items():
         if kv.backend == "redis" and not kv.url:
             raise ConfigError('a redis key-value store needs `url`, e.g. '
                               '"redis://127.0.0.1:6379/0"', path=where,
                               field=_join(_join("key-value", store), "url"))
+        if kv.backend == "redis" and kv.url:
+            _check_url(kv.url, "redis", where, _join(_join("key-value", store), "url"))
     for db, sql in spec.sql.items():
         if sql.backend == "postgres" and not sql.url:
             raise ConfigError('a postgres database needs `url`, e.g. '
@@ -573,6 +683,12 @@ def _check_grants(spec: Manifest, name: str, component: ComponentSpec, where: st
                 f"publish grant {grant!r} names undeclared broker {broker!r}; declare it with "
                 f"[brokers.{broker}] (known brokers: {_names(spec.brokers)})",
                 path=where, field=_join(base, "publish"))
+        from bindings.host.publish_grants import parse_publish_grant
+
+        try:
+            parse_publish_grant(grant, spec.brokers[broker].kind)
+        except ValueError as exc:
+            raise ConfigError(str(exc), path=where, field=_join(base, "publish")) from None
     from bindings.host.outbound_http import parse_allowed_host
 
     for allowed in component.allowed_outbound_hosts:

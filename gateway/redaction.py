@@ -3,12 +3,21 @@
 * :func:`redact_url`: a broker or database URL without its password.
 * :class:`SecretRedactor`: replaces the values of variables marked ``secret = true`` in any
   text a guest logs or an error carries, so a handler that prints its token by mistake
-  does not leak it into the gateway's log stream.
+  does not leak it into the gateway's log stream. Matching ignores case: a host that
+  lowercases a URL (or a guest that upper-cases a token) must not unmask it.
+* The process-wide redactor: :func:`remember_secrets` feeds it (the App does, when it
+  loads a manifest), :func:`redact_secrets` masks one text with it, and
+  :func:`mask_secrets_processor` is the structlog processor that masks every log event, so
+  no log call site has to remember to redact.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from typing import Any
+
+import structlog
 
 MASK = "***"
 # Very short values would mask innocent text everywhere ("1", "on"); they are not masked.
@@ -26,18 +35,87 @@ def redact_url(url: str) -> str:
 
 
 class SecretRedactor:
-    """Masks every occurrence of known secret values in a text."""
+    """Masks every occurrence of known secret values in a text, ignoring case."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        # Longest first, so a secret that contains another is masked whole.
-        self._secrets = sorted({s for s in secrets if len(s) >= _MIN_SECRET_LENGTH},
-                               key=len, reverse=True)
+        self._secrets: frozenset[str] = frozenset()
+        self._pattern: re.Pattern[str] | None = None
+        self.add(secrets)
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        """The values masked (those long enough to mask)."""
+        return self._secrets
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Mask ``secrets`` too, from now on."""
+        merged = self._secrets | {s for s in secrets if len(s) >= _MIN_SECRET_LENGTH}
+        if merged == self._secrets:
+            return
+        # Longest first, so a secret that contains another is masked whole. One pattern (built
+        # once, swapped in whole so concurrent readers see the old or the new one) keeps a
+        # text with many secrets a single scan.
+        ordered = sorted(merged, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE)
+        self._secrets = merged
 
     def __bool__(self) -> bool:
         return bool(self._secrets)
 
     def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        return text
+        pattern = self._pattern
+        return text if pattern is None else pattern.sub(MASK, text)
+
+
+_PROCESS_REDACTOR = SecretRedactor()
+
+
+def remember_secrets(secrets: Iterable[str]) -> None:
+    """Mask ``secrets`` in every log event and CLI error of this process from now on."""
+    _PROCESS_REDACTOR.add(secrets)
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with every secret this process knows of masked."""
+    return _PROCESS_REDACTOR(text)
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return _PROCESS_REDACTOR(value)
+    if value is None or isinstance(value, bool | int | float | bytes):
+        return value
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_masked(v) for v in value)
+    # Exceptions, paths and other objects are rendered with str() by the renderers; mask
+    # that text, and keep the object itself when there is nothing to mask.
+    text = str(value)
+    masked = _PROCESS_REDACTOR(text)
+    return value if masked == text else masked
+
+
+def mask_secrets_processor(_logger: Any, _method: str, event_dict: Any) -> Any:
+    """structlog processor: every secret the process knows of masked in every field.
+
+    Place it after ``merge_contextvars`` and before the renderer. A traceback in
+    ``exc_info`` is rendered to text here first, as the secret may sit in its message.
+    """
+    if not _PROCESS_REDACTOR:
+        return event_dict
+    if event_dict.get("exc_info"):
+        event_dict = structlog.processors.format_exc_info(_logger, _method, event_dict)
+    return {key: _masked(value) for key, value in event_dict.items()}
+
+
+__all__ = [
+    "MASK",
+    "SecretRedactor",
+    "mask_secrets_processor",
+    "redact_secrets",
+    "redact_url",
+    "remember_secrets",
+]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from tests.fixtures.build import build_handler
+from tests.fixtures.build import WAT_ECHO, build_handler
 
 
 def _manifest(tmp_path: Path, component_table: str) -> Path:
@@ -94,9 +94,11 @@ def test_failed_build_names_component_command_and_fix(tmp_path: Path,
 def test_build_logs_start_and_end_with_duration_off_a_terminal(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     manifest = _manifest(tmp_path, 'source = "build/echo.wasm"\n[component.echo.build]\n'
-                                   'command = "true"')
+                                   f'command = "mkdir -p build && cp {WAT_ECHO} build/echo.wasm"')
     assert main(["build", str(manifest)]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    # Then compiling lines, unless the shared compile cache already holds the component.
+    lines = [line for line in lines if line["event"].startswith("building")]
     assert [line["event"] for line in lines] == ["building component echo",
                                                  "building component echo: done"]
     assert isinstance(lines[1]["seconds"], float)
@@ -110,3 +112,26 @@ def test_componentize_without_the_module_says_where_it_looked(
     err = capsys.readouterr().err
     assert f"no module `app` (app.py or app/__init__.py) in {tmp_path}" in err
     assert "wasmgate componentize handler -o" in err
+
+
+def test_a_missing_event_file_is_named_before_the_app_loads(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The component is not even built: the event file is checked first, without a traceback.
+    manifest = _manifest(tmp_path, 'source = "build/not-built.wasm"')
+    missing = tmp_path / "missing.json"
+    assert main(["invoke", "echo", "--event", str(missing), "--manifest", str(manifest)]) == 2
+    err = capsys.readouterr().err
+    assert f"wasmgate: {missing}: event file does not exist" in err
+    assert "not-built.wasm" not in err
+    assert "Traceback" not in err
+
+
+def test_an_event_before_1970_names_the_file_and_time(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = _manifest(tmp_path, f'source = "{build_handler("echo")}"')
+    event = tmp_path / "event.json"
+    event.write_text('{"id": "1", "time": "1969-07-20T20:17:40Z"}')
+    assert main(["invoke", "echo", "--event", str(event), "--manifest", str(manifest)]) == 2
+    err = capsys.readouterr().err
+    assert str(event) in err
+    assert "`time` '1969-07-20T20:17:40Z' is before 1970" in err

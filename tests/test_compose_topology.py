@@ -36,6 +36,9 @@ pytestmark = pytest.mark.wasm
 REPO = Path(__file__).resolve().parents[1]
 SHOP = REPO / "compose" / "shop"
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+# The replicas connect as the least-privilege role compose/postgres/init.sql creates, as in
+# compose; the fixture uses the superuser only to create that role and to clean up.
+APP_POSTGRES_URL = "postgresql://shop_app@127.0.0.1:5432/test"
 
 
 @pytest.fixture
@@ -59,11 +62,12 @@ def shop(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
     redis_db = 11
     env = {**os.environ, "PYTHONPATH": str(REPO),
            "KAFKA_URL": f"kafka://127.0.0.1:{kafka.port}",
-           "REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}", "POSTGRES_URL": POSTGRES_URL}
+           "REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}", "POSTGRES_URL": APP_POSTGRES_URL}
     client = redis.Redis.from_url(env["REDIS_URL"])
     client.flushdb()
     with psycopg.connect(POSTGRES_URL, autocommit=True) as pg:
         pg.execute("DROP TABLE IF EXISTS orders, invoices")
+        pg.execute((REPO / "compose" / "postgres" / "init.sql").read_text().encode())
     asyncio.run(_create_topics(kafka.port))
     try:
         yield root, env

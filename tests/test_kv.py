@@ -1,11 +1,17 @@
-"""The SQLite key-value backend behind the kv host import."""
+"""The key-value backends behind the kv host import: the SQLite store directly, and both
+backends' store quota and the Redis deadline through a real component."""
 
 from __future__ import annotations
 
+import json
+import socket
 import sqlite3
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -180,3 +186,173 @@ def test_closed_store_raises(tmp_path: Path) -> None:
     kv.close()
     with pytest.raises(KeyValueError, match="'gone' is closed"):
         kv.get("a")
+
+
+# -- the store's quota ---------------------------------------------------------------------
+
+
+def test_store_quota_counts_keys_and_values_and_frees_on_delete(tmp_path: Path) -> None:
+    with SqliteKeyValue(tmp_path / "kv.sqlite", name="cache", max_total_bytes=100) as kv:
+        kv.set("a", b"x" * 49)  # 50 bytes with its key
+        kv.set("a", b"x" * 9)  # replacing a value gives the old bytes back: 10
+        kv.set("b", b"x" * 89)  # 100: exactly full
+        with pytest.raises(KeyValueError) as info:
+            kv.set("c", b"")
+        kv.delete("b")
+        kv.set("c", b"x" * 89)
+        assert kv.usage_bytes() == 100
+    message = str(info.value)
+    assert "'cache'" in message and "101 bytes" in message
+    assert "`max-total-bytes` of [key-value.cache]" in message
+
+
+def test_store_quota_is_shared_by_every_opener_and_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "kv.sqlite"
+    with SqliteKeyValue(path, max_total_bytes=100) as first, \
+            SqliteKeyValue(path, max_total_bytes=100) as second:
+        first.set("a", b"x" * 59)
+        with pytest.raises(KeyValueError, match="max-total-bytes"):
+            second.set("b", b"x" * 59)
+        assert second.increment("n", 12) == 12
+    with SqliteKeyValue(path, max_total_bytes=100) as kv:
+        assert kv.usage_bytes() == 60 + 3
+
+
+def test_store_quota_purges_expired_keys_before_refusing(tmp_path: Path) -> None:
+    clock = FakeClock()
+    with SqliteKeyValue(tmp_path / "kv.sqlite", max_total_bytes=100, now_ms=clock) as kv:
+        kv.set("old", b"x" * 90, ttl_ms=1000)
+        with pytest.raises(KeyValueError, match="max-total-bytes"):
+            kv.set("new", b"x" * 90)
+        clock.now += 1000
+        kv.set("new", b"x" * 90)
+        assert kv.get("new") == b"x" * 90 and kv.usage_bytes() == 93
+
+
+def test_store_quota_counts_what_an_older_file_already_holds(tmp_path: Path) -> None:
+    path = tmp_path / "kv.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, "
+                 "expires_at INTEGER NULL)")
+    conn.execute("INSERT INTO kv VALUES ('é', x'00112233', NULL)")
+    conn.commit()
+    conn.close()
+    with SqliteKeyValue(path, max_total_bytes=10) as kv:
+        assert kv.usage_bytes() == 2 + 4
+        with pytest.raises(KeyValueError, match="max-total-bytes"):
+            kv.set("k", b"x" * 4)
+
+
+# -- through a real component: quota on both backends, the deadline on Redis -----------------
+
+
+def _kv_caller(app: Any) -> Any:
+    async def call(**msg: Any) -> Any:
+        from bindings.types import Event, new_event_id
+
+        event = Event(id=new_event_id(), source="t", type="t", data=json.dumps(msg).encode())
+        response = await app.invoke("caps", event)
+        return response.status, json.loads(response.body) if response.status == 200 else None
+    return call
+
+
+@pytest.mark.wasm
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_component_writes_stop_at_the_store_quota(tmp_path: Path, backend: str) -> None:
+    from gateway.app import App
+    from tests.test_capabilities import REDIS_URL, _manifest
+
+    prefix = f"quota-{uuid.uuid4().hex[:8]}:"
+    where = f'url = "{REDIS_URL}"\nprefix = "{prefix}"' if backend == "redis" else ""
+    app = App.load(_manifest(tmp_path, 'key-value-stores = ["small"]', f"""
+[key-value.small]
+backend = "{backend}"
+{where}
+max-value-bytes = 1000
+max-total-bytes = 2500
+"""))
+    call = _kv_caller(app)
+    try:
+        for i in range(2):  # 2 x (2 + 1000) bytes
+            assert await call(op="kv-set", store="small", key=f"k{i}", value="x" * 1000) == \
+                (200, {"ok": True})
+        status, full = await call(op="kv-set", store="small", key="k2", value="x" * 1000)
+        assert status == 200
+        assert "over the limit of 2500 bytes" in full["err"]
+        assert "`max-total-bytes` of [key-value.small]" in full["err"]
+        _, big = await call(op="kv-set", store="small", key="big", value="x" * 1001)
+        assert "`max-value-bytes` of [key-value.small]" in big["err"]
+        assert await call(op="kv-delete", store="small", key="k0") == (200, {"ok": True})
+        assert await call(op="kv-set", store="small", key="k2", value="x" * 1000) == \
+            (200, {"ok": True})
+        _, keys = await call(op="kv-list", store="small")
+        assert keys == {"ok": ["k1", "k2"]}
+    finally:
+        await app.stop()
+        if backend == "redis":
+            import redis
+
+            client = redis.Redis.from_url(REDIS_URL)
+            for key in client.scan_iter(match=f"{prefix}*"):
+                client.delete(key)
+            client.close()
+
+
+@pytest.fixture
+def silent_redis() -> Iterator[str]:
+    """A TCP server that accepts connections and never answers, like a stuck Redis."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+@pytest.mark.wasm
+async def test_component_redis_call_is_bounded_by_the_deadline(tmp_path: Path,
+                                                               silent_redis: str) -> None:
+    import structlog
+
+    from gateway.app import App
+    from tests.test_capabilities import _manifest
+
+    app = App.load(_manifest(tmp_path, 'key-value-stores = ["stuck"]\ntimeout-ms = 1000\n'
+                             "max-instances = 1", f"""
+[key-value.stuck]
+backend = "redis"
+url = "{silent_redis}"
+"""))
+    call = _kv_caller(app)
+    try:
+        started = time.monotonic()
+        with structlog.testing.capture_logs() as logs:
+            status, body = await call(op="kv-get", store="stuck", key="k")
+        # A hang guard, not a speed claim: the client's own socket timeout is 5 s.
+        assert time.monotonic() - started < 3.0
+        refusals = [e["error"] for e in logs if e["event"] == "host call refused or failed"]
+        assert refusals and "before the event's deadline (`timeout-ms`" in refusals[0]
+        if status == 200:
+            assert "deadline" in body["err"]
+        else:
+            assert status == 504  # the guest itself ran out of time on its way back
+        # The slot came back: the next event is served.
+        assert await call(op="config", name="greeting") == (200, {"ok": "hello"})
+    finally:
+        await app.stop()

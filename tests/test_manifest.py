@@ -311,3 +311,27 @@ def test_resolve_variables_unknown_component(tmp_path: Path) -> None:
     m = load(tmp_path, EXAMPLE)
     with pytest.raises(ConfigError, match="no component named 'nope'"):
         resolve_variables(m, "nope", {})
+
+
+def test_env_interpolation_nested_default(tmp_path: Path) -> None:
+    # Once `${A:-${B}}` gave "alpha}" and `${UNSET:-${B}}` a literal "${B}".
+    text = MINIMAL.replace('"build/hello.wasm"', '"${A:-${B}}/${UNSET:-${B}}/${C:-${D:-deep}}"')
+    m = load(tmp_path, text, env={"A": "alpha", "B": "beta"})
+    assert m.components["hello"].source == "alpha/beta/deep"
+    # A default that is not needed is not looked up: `${A:-${UNSET}}` with A set is fine.
+    text = MINIMAL.replace('"build/hello.wasm"', '"${A:-${UNSET}}.wasm"')
+    assert load(tmp_path, text, env={"A": "a"}).components["hello"].source == "a.wasm"
+
+
+def test_env_interpolation_nested_default_errors_name_the_field(tmp_path: Path) -> None:
+    text = MINIMAL.replace('"build/hello.wasm"', '"${UNSET:-${ALSO_UNSET}}"')
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text, env={})
+    assert str(tmp_path / "wasmgate.toml") in str(info.value)
+    assert "component.hello.source" in str(info.value)
+    assert "'ALSO_UNSET' is not set" in str(info.value)
+    for broken in ("${A:-${B}", "${A:-x", "${A", "${A:-${B:-${C:-${D:-${E:-${F:-${G:-${H:-"
+                   "${I:-x}}}}}}}}}"):
+        with pytest.raises(ConfigError, match="malformed interpolation") as info:
+            load(tmp_path, MINIMAL.replace('"build/hello.wasm"', f'"{broken}"'), env={})
+        assert "component.hello.source" in str(info.value)

@@ -274,7 +274,8 @@ def _claim_store(config: CronConfig, context: TriggerContext) -> KeyValueStore |
 def _load_timezone(name: str, context: TriggerContext) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    # OSError: a name too long for the file system ("File name too long") is not a zone either.
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         reason = str(exc).strip("'\"")
         raise ConfigError(
             f"unknown timezone {name!r} ({reason}); use an IANA name such as "

@@ -3,8 +3,25 @@
 Routes are exact (``/hello``) or wildcard (``/api/...`` matches ``/api`` and everything
 under it). Every request becomes one event; the handler's response is the HTTP response.
 Oversize bodies get 413, a handler timeout 504, any other handler failure 500 with a short
-body (details go to the log). ``/healthz`` answers 200 while the gateway runs; ``/metrics``
-serves the Prometheus metrics (unless a route claims that path).
+body (details go to the log, with the component and event id).
+
+A full instance pool (no slot free within ``admission-timeout-ms``) is 503 with
+``Retry-After: 1``: a slot frees as soon as any call ends, and the client waits its turn
+again in admission, so a short pause is enough without hammering. A response that cannot be
+sent is 502, never a dropped connection: one :func:`~gateway.responses.check_response`
+refused (status outside 100-599, a bad header name, CR/LF/NUL in a value, more than
+``max-response-headers`` headers or ``max-response-bytes`` bytes), or one HTTP cannot carry:
+a 1xx status as the final answer, header text outside Latin-1, a ``content-length`` that is
+not the body's length, a body on a 204 or 304. The gateway frames every body itself: the
+guest's ``transfer-encoding`` is dropped and exactly one ``content-length`` is sent (on a
+HEAD reply the guest's own, if it gave one, as the length a GET would have had).
+
+With ``WASMGATE_LOG_REQUESTS=1`` (``wasmgate up --log-requests``) every request is logged
+once it is answered: method, path, status, duration in ms and the component (none for
+``/healthz``, ``/metrics`` and unrouted paths).
+
+``/healthz`` answers 200 while the gateway runs; ``/metrics`` serves the Prometheus metrics
+(unless a route claims that path).
 
 Slow clients are bounded so they cannot hold the gateway: the request line and headers must
 arrive within ``header-timeout-ms`` of the connection opening or the request's first byte
@@ -22,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any, ClassVar
 
@@ -29,9 +47,10 @@ import msgspec
 import structlog
 import uvicorn
 
-from bindings.types import Event, new_event_id, now_micros
+from bindings.types import Event, Response, new_event_id, now_micros
 from gateway import metrics
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, InvalidResponse
+from gateway.responses import excerpt
 from gateway.workers import REUSE_PORT_ENV, worker_index
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.http_protocol import protocol_class
@@ -91,6 +110,10 @@ def uvicorn_config(
                                               keep_alive_timeout=keep_alive_timeout))
 
 
+# "1": log one line per request (`wasmgate up --log-requests`); an environment variable so
+# that worker processes inherit it.
+LOG_REQUESTS_ENV = "WASMGATE_LOG_REQUESTS"
+
 # Which process answered: with `--workers N` several share the port.
 _HEALTH = msgspec.json.encode({"status": "ok", "pid": os.getpid(), "worker": worker_index()})
 
@@ -120,6 +143,7 @@ class HttpServer:
         self._connection_limits: dict[str, tuple[int, str]] = {}
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
+        self._log_requests = os.environ.get(LOG_REQUESTS_ENV) == "1"
 
     @classmethod
     def on(cls, listen: str) -> HttpServer:
@@ -173,6 +197,28 @@ class HttpServer:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        if not self._log_requests:
+            await self._handle(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status: int | None = None  # None: the client left before an answer
+
+        async def send_and_record(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, send_and_record)
+        finally:
+            path: str = scope["path"]
+            route = next((r for r in self.routes if r.matches(path)), None)
+            log.info("http request", method=scope["method"], path=path, status=status,
+                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                     component=route.component if route is not None else None)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         if path == "/healthz":
             await _reply(send, 200, [("content-type", "application/json")], _HEALTH)
@@ -205,13 +251,37 @@ class HttpServer:
         event = _event_for(scope, body)
         outcome = await route.dispatch(route.component, event)
         if outcome.response is not None:  # the handler answered, whatever the status
-            await _reply(send, outcome.response.status, outcome.response.headers,
-                         outcome.response.body)
+            try:
+                head = _http_head(route.component, outcome.response, scope["method"])
+            except InvalidResponse as exc:
+                # The dispatcher counted this event as answered; this counts what HTTP refused.
+                metrics.counter("wasmgate_http_unsendable_responses_total",
+                                "Handler responses HTTP cannot carry, answered 502 instead.",
+                                component=route.component)
+                log.error("handler response cannot be sent", component=route.component,
+                          event_id=event.id, error=str(exc))
+                await _reply(send, 502, [], _FAILURE_BODIES[502])
+                return
+            await send({"type": "http.response.start", "status": outcome.response.status,
+                        "headers": head})
+            await send({"type": "http.response.body", "body": outcome.response.body})
             return
         log.error("handler failed", component=route.component, event_id=event.id,
                   error=outcome.error, kind=outcome.error_kind)
-        message = b"handler timed out\n" if outcome.status == 504 else b"handler failed\n"
-        await _reply(send, outcome.status, [], message)
+        headers = [("retry-after", _RETRY_AFTER_S)] if outcome.status == 503 else []
+        await _reply(send, outcome.status, headers,
+                     _FAILURE_BODIES.get(outcome.status, b"handler failed\n"))
+
+
+_FAILURE_BODIES = {
+    502: b"handler response cannot be sent\n",
+    503: b"component busy, retry later\n",
+    504: b"handler timed out\n",
+}
+# Seconds, for a 503 (full pool): see the module docstring.
+_RETRY_AFTER_S = "1"
+# Responses that carry no body, and so no content-length of ours (RFC 9110 §8.6).
+_NO_BODY_STATUSES = (204, 304)
 
 
 class _BodyTooLarge(Exception):
@@ -245,6 +315,52 @@ def _event_for(scope: Scope, body: bytes) -> Event:
                   ("query", scope["query_string"].decode("latin-1"))],
         data=body,
     )
+
+
+def _http_head(component: str, response: Response, method: str) -> list[tuple[bytes, bytes]]:
+    """Return the response's headers as uvicorn should send them; raise InvalidResponse if
+    HTTP/1.1 cannot carry the response (what :mod:`gateway.responses` checks is given)."""
+    status, body = response.status, response.body
+    if status < 200:
+        # uvicorn would write it as the final answer; a client takes a 1xx as interim (and a
+        # 101 as a protocol switch) and goes on waiting or talking something else.
+        raise InvalidResponse(f"component `{component}` returned status {status}: a 1xx "
+                              "status is interim in HTTP and cannot be the response")
+    if status in _NO_BODY_STATUSES and body:
+        # Sent, the body would be read as the start of the next response on the connection.
+        raise InvalidResponse(f"component `{component}` returned status {status} with a "
+                              f"{len(body)}-byte body; a {status} response has no body")
+    head: list[tuple[bytes, bytes]] = []
+    lengths: set[bytes] = set()
+    for name, value in response.headers:
+        try:
+            raw_name, raw_value = name.lower().encode("latin-1"), value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise InvalidResponse(
+                f"component `{component}` returned header {excerpt(name)} with text outside "
+                "Latin-1; HTTP header values are bytes: percent-encode it or use RFC 8187 "
+                "(`filename*=UTF-8''...`)") from None
+        if raw_name == b"content-length":
+            lengths.add(raw_value.strip())
+        elif raw_name != b"transfer-encoding":  # the gateway frames the body itself
+            head.append((raw_name, raw_value))
+    length = str(len(body)).encode()
+    if lengths:
+        given = lengths.pop()
+        # 19 digits hold any real length; more would make uvicorn's int() refuse it.
+        if lengths or not given.isdigit() or len(given) > 19:
+            shown = excerpt(b", ".join(sorted({given, *lengths})).decode("latin-1"))
+            raise InvalidResponse(f"component `{component}` returned content-length {shown}; "
+                                  "it must be one number")
+        if method == "HEAD":  # the length a GET would have had; the body is not sent
+            length = given
+        elif int(given) != len(body):
+            raise InvalidResponse(
+                f"component `{component}` returned content-length {given.decode()} with a "
+                f"{len(body)}-byte body; leave content-length out and the gateway sets it")
+    if status not in _NO_BODY_STATUSES:
+        head.append((b"content-length", length))
+    return head
 
 
 async def _reply(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:

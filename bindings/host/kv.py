@@ -1,12 +1,18 @@
 """The key-value host import's backend: one SQLite file per store.
 
 Calls arrive on executor worker threads, so one connection is shared behind a lock
-(``check_same_thread=False``). The file is in WAL mode and holds a single table::
+(``check_same_thread=False``). The file is in WAL mode and holds::
 
     kv(key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at INTEGER NULL)
+    kv_usage(id INTEGER PRIMARY KEY CHECK (id = 0), bytes INTEGER NOT NULL)
 
 ``expires_at`` is wall-clock milliseconds since the Unix epoch (it must survive restarts);
 an expired key reads as missing everywhere and is physically removed lazily.
+
+``kv_usage`` holds the store's size (UTF-8 bytes of every key plus its value), kept by
+triggers in the same transaction as each write, so every process sharing the file sees
+the same figure. A write that would take it past ``max-total-bytes`` first purges expired
+keys, then is refused.
 """
 
 from __future__ import annotations
@@ -24,17 +30,40 @@ from gateway.errors import WasmgateError
 
 MAX_KEY_BYTES = 1024
 DEFAULT_MAX_VALUE_BYTES = 1 << 20
+DEFAULT_MAX_TOTAL_BYTES = 64 << 20
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 _DECIMAL = re.compile(rb"^-?[0-9]+$")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS kv (
-    key TEXT PRIMARY KEY,
-    value BLOB NOT NULL,
-    expires_at INTEGER NULL
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS kv (
+        key TEXT PRIMARY KEY,
+        value BLOB NOT NULL,
+        expires_at INTEGER NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS kv_usage (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        bytes INTEGER NOT NULL
+    )""",
+    # A file from before kv_usage existed: count what it already holds.
+    """INSERT OR IGNORE INTO kv_usage (id, bytes)
+        SELECT 0, coalesce(sum(length(CAST(key AS BLOB)) + length(value)), 0) FROM kv""",
+    """CREATE TRIGGER IF NOT EXISTS kv_usage_insert AFTER INSERT ON kv BEGIN
+        UPDATE kv_usage SET bytes = bytes + length(CAST(new.key AS BLOB))
+                                          + length(new.value);
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS kv_usage_delete AFTER DELETE ON kv BEGIN
+        UPDATE kv_usage SET bytes = bytes - length(CAST(old.key AS BLOB))
+                                          - length(old.value);
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS kv_usage_update AFTER UPDATE ON kv BEGIN
+        UPDATE kv_usage SET bytes = bytes - length(CAST(old.key AS BLOB)) - length(old.value)
+                                          + length(CAST(new.key AS BLOB)) + length(new.value);
+    END""",
 )
-"""
+_UPSERT = ("INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) "
+           "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+           "expires_at = excluded.expires_at")
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 
 
@@ -55,11 +84,13 @@ class SqliteKeyValue:
         *,
         name: str = "default",
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
         now_ms: Callable[[], int] | None = None,
     ) -> None:
         self.path = Path(path)
         self.name = name
         self.max_value_bytes = max_value_bytes
+        self.max_total_bytes = max_total_bytes
         self._now_ms = now_ms or _wall_clock_ms
         self._lock = threading.Lock()
         try:
@@ -74,7 +105,16 @@ class SqliteKeyValue:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(_SCHEMA)
+            # One transaction, so two processes opening an older file at once count its
+            # existing keys into kv_usage exactly once.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
         except sqlite3.Error as exc:
             conn.close()
             raise KeyValueError(
@@ -97,13 +137,17 @@ class SqliteKeyValue:
         """Store ``value`` under ``key``; with ``ttl_ms`` it expires that many ms from now."""
         data = check_write(self.name, key, value, ttl_ms, self.max_value_bytes)
         with self._lock:
-            expires_at = None if ttl_ms is None else self._now_ms() + ttl_ms
-            self._db().execute(
-                "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
-                "expires_at = excluded.expires_at",
-                (key, data, expires_at),
-            )
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                now = self._now_ms()
+                self._make_room(db, key, data, now)
+                expires_at = None if ttl_ms is None else now + ttl_ms
+                db.execute(_UPSERT, (key, data, expires_at))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     def delete(self, key: str) -> None:
         """Remove ``key``; deleting a missing key is not an error."""
@@ -153,12 +197,9 @@ class SqliteKeyValue:
                         f"key-value store {self.name!r}: incrementing key {key!r} by {delta} "
                         "overflows a signed 64-bit integer"
                     )
-                db.execute(
-                    "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
-                    "expires_at = excluded.expires_at",
-                    (key, str(new).encode("ascii"), expires_at),
-                )
+                data = str(new).encode("ascii")
+                self._make_room(db, key, data, now)
+                db.execute(_UPSERT, (key, data, expires_at))
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -180,10 +221,8 @@ class SqliteKeyValue:
                 taken = db.execute(f"SELECT 1 FROM kv WHERE key = ? AND {_LIVE}",
                                    (key, now)).fetchone()
                 if taken is None:
-                    db.execute(
-                        "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) "
-                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
-                        "expires_at = excluded.expires_at", (key, data, now + ttl_ms))
+                    self._make_room(db, key, data, now)
+                    db.execute(_UPSERT, (key, data, now + ttl_ms))
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -230,6 +269,35 @@ class SqliteKeyValue:
     def _check_key(self, key: str) -> None:
         check_key(self.name, key)
 
+    def _make_room(self, db: sqlite3.Connection, key: str, data: bytes, now: int) -> None:
+        """Refuse writing ``data`` under ``key`` when the store would pass
+        ``max_total_bytes``; expired keys are purged first. Runs inside the write's
+        transaction."""
+        added = entry_size(key, data)
+        (used,) = db.execute("SELECT bytes FROM kv_usage WHERE id = 0").fetchone()
+        if int(used) + added <= self.max_total_bytes:
+            return  # fits even without counting the value it replaces: the common case
+        if self._grown_size(db, key, added) <= self.max_total_bytes:
+            return
+        db.execute("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
+        total = self._grown_size(db, key, added)
+        if total > self.max_total_bytes:
+            raise over_quota(self.name, key, total, self.max_total_bytes)
+
+    def _grown_size(self, db: sqlite3.Connection, key: str, added: int) -> int:
+        """The store's size once ``key`` holds an entry of ``added`` bytes."""
+        (used,) = db.execute("SELECT bytes FROM kv_usage WHERE id = 0").fetchone()
+        row = db.execute("SELECT length(CAST(key AS BLOB)) + length(value) FROM kv "
+                         "WHERE key = ?", (key,)).fetchone()
+        return int(used) - (0 if row is None else int(row[0])) + added
+
+    def usage_bytes(self) -> int:
+        """The store's size: UTF-8 bytes of every key plus its value (expired included
+        until purged)."""
+        with self._lock:
+            (used,) = self._db().execute("SELECT bytes FROM kv_usage WHERE id = 0").fetchone()
+        return int(used)
+
     def _parse_int(self, key: str, value: bytes) -> int:
         if not _DECIMAL.match(value):
             raise not_an_integer(self.name, key, value)
@@ -261,7 +329,8 @@ def check_write(store: str, key: str, value: bytes, ttl_ms: int | None,
     if len(data) > max_value_bytes:
         raise KeyValueError(
             f"key-value store {store!r}: value for key {key!r} is {len(data)} bytes, "
-            f"over the limit of {max_value_bytes} bytes"
+            f"over the limit of {max_value_bytes} bytes set by `max-value-bytes` of "
+            f"[key-value.{store}]"
         )
     if ttl_ms is not None and ttl_ms <= 0:
         raise KeyValueError(
@@ -269,6 +338,19 @@ def check_write(store: str, key: str, value: bytes, ttl_ms: int | None,
             f"of milliseconds, got {ttl_ms}"
         )
     return data
+
+
+def entry_size(key: str, value: bytes) -> int:
+    """What one entry counts against ``max-total-bytes``: its key's UTF-8 plus its value."""
+    return len(key.encode("utf-8", errors="surrogatepass")) + len(value)
+
+
+def over_quota(store: str, key: str, total: int, max_total_bytes: int) -> KeyValueError:
+    return KeyValueError(
+        f"key-value store {store!r}: writing key {key!r} would make the store {total} bytes "
+        f"(keys plus values), over the limit of {max_total_bytes} bytes set by "
+        f"`max-total-bytes` of [key-value.{store}]; delete keys, give them a TTL, or raise "
+        "`max-total-bytes`")
 
 
 def not_an_integer(store: str, key: str, value: bytes) -> KeyValueError:
@@ -295,6 +377,7 @@ class KeyValueStore(Protocol):
 
 
 __all__ = [
+    "DEFAULT_MAX_TOTAL_BYTES",
     "DEFAULT_MAX_VALUE_BYTES",
     "MAX_KEY_BYTES",
     "KeyValueError",
@@ -302,4 +385,6 @@ __all__ = [
     "SqliteKeyValue",
     "check_key",
     "check_write",
+    "entry_size",
+    "over_quota",
 ]

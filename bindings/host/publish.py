@@ -2,8 +2,9 @@
 
 This is what turns handlers into pipelines (an HTTP webhook handler publishes to Kafka, a
 Kafka handler publishes to NATS). Deny by default: a component's ``publish`` grants list
-``"<broker>:<destination pattern>"`` (fnmatch wildcards) and anything else is refused with
-an error value naming the grant to add.
+``"<broker>:<destination pattern>"`` (matched token by token, NATS-style ``*`` and ``>``:
+see :mod:`bindings.host.publish_grants`) and anything else is refused with an error value
+naming the grant to add.
 
 Every send is awaited with the broker's own confirmation before the guest gets its
 receipt: Kafka ``acks=all``, a JetStream ack, a RabbitMQ publisher confirm (with
@@ -11,7 +12,9 @@ receipt: Kafka ``acks=all``, a JetStream ack, a RabbitMQ publisher confirm (with
 
 The producers live on the app's event loop, one per broker, opened on first use and shared
 by every component. Host calls run on the executor's worker threads, so a send is handed to
-the loop with ``run_coroutine_threadsafe`` and the worker waits for the receipt.
+the loop with ``run_coroutine_threadsafe`` and the worker waits for the receipt, at most
+until the event's deadline (:mod:`gateway.deadline`), so a broker that never confirms
+cannot hold an instance slot past ``timeout-ms``.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import fnmatch
 from typing import Any
 
-from gateway.errors import WasmgateError
+from bindings.host.publish_grants import PublishGrant, parse_publish_grant
+from gateway import deadline
+from gateway.errors import ConfigError, DeadlineExceeded, WasmgateError
 from gateway.manifest import BrokerSpec
 from gateway.redaction import redact_url
 from gateway.tls import ssl_context
@@ -51,6 +55,7 @@ class BrokerClients:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._producers: dict[str, _Producer] = {}
         self._opening: dict[str, asyncio.Lock] = {}
+        self._inflight: set[asyncio.Task[str]] = set()
 
     @property
     def bound(self) -> bool:
@@ -60,17 +65,37 @@ class BrokerClients:
         self._loop = loop
 
     def publish_from_thread(self, message: OutboundMessage) -> str:
-        """Publish from a worker thread; blocks until the broker confirmed."""
+        """Publish from a worker thread; blocks until the broker confirmed, at most until
+        the event's deadline (and never longer than ``PUBLISH_TIMEOUT_S``)."""
         if self._loop is None:
             raise PublishError("publishing is not available before the app has started")
-        future = asyncio.run_coroutine_threadsafe(self.publish(message), self._loop)
+        where = f"a publish to {message.destination!r} on broker `{message.broker}`"
+        left = deadline.check(where)
+        wait = PUBLISH_TIMEOUT_S if left is None else min(left, PUBLISH_TIMEOUT_S)
+        future = asyncio.run_coroutine_threadsafe(self._tracked(message), self._loop)
         try:
-            return future.result(timeout=PUBLISH_TIMEOUT_S)
+            return future.result(timeout=wait)
         except TimeoutError:
             future.cancel()
+            # Cancelling stops the wait, not a message already on the wire: say so.
+            if left is not None and left < PUBLISH_TIMEOUT_S:
+                raise DeadlineExceeded(
+                    f"broker `{message.broker}` did not confirm the {where[2:]} within "
+                    f"{wait * 1000:.0f} ms, what was left of the event's deadline "
+                    "(`timeout-ms`); the message may still arrive") from None
             raise PublishError(
                 f"broker `{message.broker}` did not confirm a publish to "
-                f"{message.destination!r} within {PUBLISH_TIMEOUT_S:.0f} s") from None
+                f"{message.destination!r} within {PUBLISH_TIMEOUT_S:.0f} s; the message may "
+                "still arrive") from None
+
+    async def _tracked(self, message: OutboundMessage) -> str:
+        # Remembered until done, so close() can let a publish cancelled at its deadline
+        # finish closing its half-open connection before the loop goes away.
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+        return await self.publish(message)
 
     async def publish(self, message: OutboundMessage) -> str:
         producer = await self._producer(message.broker)
@@ -97,6 +122,11 @@ class BrokerClients:
                 producer = _PRODUCERS[spec.kind](name, spec)
                 try:
                     await asyncio.wait_for(producer.open(), spec.connect_timeout_ms / 1000)
+                except asyncio.CancelledError:
+                    # The publishing thread stopped waiting (the event's deadline): a
+                    # half-open connection must not outlive the attempt.
+                    await _quietly(producer.close())
+                    raise
                 except Exception as exc:
                     await _quietly(producer.close())
                     raise PublishError(
@@ -106,6 +136,8 @@ class BrokerClients:
         return self._producers[name]
 
     async def close(self) -> None:
+        if self._inflight:
+            await asyncio.wait(list(self._inflight), timeout=PUBLISH_TIMEOUT_S)
         producers, self._producers = list(self._producers.values()), {}
         for producer in producers:
             await _quietly(producer.close())
@@ -117,20 +149,27 @@ class Publisher:
     def __init__(self, component: str, grants: list[str], clients: BrokerClients) -> None:
         self.component = component
         self.clients = clients
-        self.grants = [tuple(g.split(":", 1)) for g in grants]
+        self.grants: list[PublishGrant] = []
+        for grant in grants:
+            broker = grant.partition(":")[0]
+            if broker not in clients.brokers:
+                continue  # the manifest refuses these; check() refuses the broker anyway
+            try:
+                self.grants.append(parse_publish_grant(grant, clients.brokers[broker].kind))
+            except ValueError as exc:
+                raise ConfigError(str(exc), field=f"component.{component}.publish") from None
 
     def check(self, broker: str, destination: str) -> None:
         if broker not in self.clients.brokers:
             known = ", ".join(f"`{b}`" for b in sorted(self.clients.brokers)) or "(none)"
             raise PublishError(f"no broker named `{broker}` is declared (known brokers: "
                                f"{known}); declare it with [brokers.{broker}]")
-        for granted_broker, pattern in self.grants:
-            if granted_broker == broker and fnmatch.fnmatchcase(destination, pattern):
-                return
+        if any(grant.matches(broker, destination) for grant in self.grants):
+            return
         raise PublishError(
             f"component `{self.component}` may not publish to {destination!r} on broker "
-            f"`{broker}`; add \"{broker}:{destination}\" (or a pattern) to `publish` of "
-            f"[component.{self.component}]")
+            f"`{broker}`; add \"{broker}:{destination}\" (or a pattern: `*` one token, `>` "
+            f"the rest) to `publish` of [component.{self.component}]")
 
     def send(self, message: OutboundMessage) -> str:
         self.check(message.broker, message.destination)
@@ -185,9 +224,11 @@ class _KafkaProducer(_Producer):
 
 class _NatsProducer(_Producer):
     async def open(self) -> None:
-        import nats
+        from nats.aio.client import Client
 
-        self._nc = await nats.connect(
+        # Created before connecting, so close() can end an attempt that was cancelled.
+        self._nc = Client()
+        await self._nc.connect(
             self.spec.url, user=self.spec.username, password=self.spec.password,
             tls=ssl_context(self.spec.tls),
             connect_timeout=max(1, self.spec.connect_timeout_ms // 1000),

@@ -8,22 +8,57 @@ decimals to real, dates, times, UUIDs, JSON and the rest to their text form.
 Host calls run on the executor's worker threads, so both backends are blocking clients
 guarded for use from many threads: SQLite with one connection behind a lock (SQLite
 serialises writers anyway), PostgreSQL with a small pool of psycopg connections.
+
+What a grant reaches, and for how long (docs/security.md):
+
+- A SQLite grant is that one file. An authorizer on the connection refuses ATTACH,
+  DETACH, ``VACUUM INTO``, extension loading, file-reaching functions and every PRAGMA
+  but a few read-only ones, so a guest cannot open, copy into or read another file (the
+  key-value store's included) nor change the journal or safety settings every component
+  sharing the connection relies on.
+- A PostgreSQL grant is whatever the configured role may do: the gateway warns at the
+  first connection when that role is a superuser. Statements reach the server as written
+  (``$1``-style parameters, no client-side ``%`` parsing).
+- Every statement is bounded by what is left of the event's deadline (gateway/deadline.py):
+  SQLite through a progress handler that interrupts it, PostgreSQL through
+  ``statement_timeout``. The instance slot comes back on time.
+- Results are bounded before they reach the guest: ``max-rows`` and ``max-result-bytes``
+  of ``[sql.<name>]``; SQLite also refuses to build any single value larger than
+  ``max-result-bytes`` (``SELECT zeroblob(1000000000)`` fails instead of allocating 1 GB).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import decimal
+import math
 import queue
+import re
 import sqlite3
 import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from gateway.errors import WasmgateError
+import structlog
+
+from gateway import deadline
+from gateway.errors import DeadlineExceeded, WasmgateError
 
 SqlValue = None | int | float | str | bytes
+
+DEFAULT_MAX_ROWS = 10_000
+DEFAULT_MAX_RESULT_BYTES = 16 * 1024 * 1024
+# How many SQLite virtual-machine steps run between two deadline checks: small enough that
+# an interrupted statement stops within a millisecond or so, large enough to cost nothing.
+_PROGRESS_STEPS = 1000
+# Waiting for a connection slot when no event deadline is set (a direct call, a test).
+_NO_DEADLINE_WAIT_S = 30.0
+
+log = structlog.get_logger("wasmgate.sql")
 
 
 class SqlError(WasmgateError):
@@ -34,6 +69,15 @@ class SqlError(WasmgateError):
 class RowSet:
     columns: list[str]
     rows: list[list[SqlValue]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ResultLimits:
+    """Bounds on what one query may return (``[sql.<name>]`` ``max-rows`` and
+    ``max-result-bytes``)."""
+
+    max_rows: int = DEFAULT_MAX_ROWS
+    max_bytes: int = DEFAULT_MAX_RESULT_BYTES
 
 
 class SqlDatabase(Protocol):
@@ -63,6 +107,38 @@ def to_value(value: Any) -> SqlValue:
     return str(value)
 
 
+def _size(value: SqlValue) -> int:
+    """Bytes ``value`` takes in the guest: text as UTF-8, blobs as is, 8 for a number."""
+    if isinstance(value, str):
+        return len(value.encode("utf-8", errors="surrogatepass"))
+    if isinstance(value, bytes):
+        return len(value)
+    return 8 if value is not None else 1
+
+
+def _bounded_rows(name: str, limits: ResultLimits, rows: Iterable[Sequence[Any]]
+                  ) -> list[list[SqlValue]]:
+    """Convert ``rows``, refusing as soon as the result passes ``limits`` (before the rest
+    is read or anything is copied to the guest)."""
+    out: list[list[SqlValue]] = []
+    total = 0
+    for row in rows:
+        if len(out) == limits.max_rows:
+            raise SqlError(
+                f"database `{name}`: the result has more than {limits.max_rows} rows, the "
+                f"limit set by `max-rows` of [sql.{name}]; add a LIMIT to the query or raise "
+                "`max-rows`")
+        values = [to_value(v) for v in row]
+        total += sum(_size(v) for v in values)
+        if total > limits.max_bytes:
+            raise SqlError(
+                f"database `{name}`: the result is over {limits.max_bytes} bytes, the limit "
+                f"set by `max-result-bytes` of [sql.{name}]; select fewer rows or columns or "
+                "raise `max-result-bytes`")
+        out.append(values)
+    return out
+
+
 def _check_params(name: str, params: list[SqlValue]) -> list[SqlValue]:
     for i, p in enumerate(params):
         if p is not None and not isinstance(p, int | float | str | bytes):
@@ -71,82 +147,245 @@ def _check_params(name: str, params: list[SqlValue]) -> list[SqlValue]:
     return params
 
 
-class SqliteDatabase:
-    """One SQLite file (WAL), shared by every thread behind a lock."""
+def _deadline_passed(name: str) -> DeadlineExceeded:
+    return DeadlineExceeded(
+        f"database `{name}`: the statement was stopped at the event's deadline "
+        "(`timeout-ms` of the component); make the statement cheaper or raise `timeout-ms`")
 
-    def __init__(self, name: str, path: Path) -> None:
+
+# -- SQLite ------------------------------------------------------------------------------------
+
+# PRAGMAs a guest may run: ones that take a table or index name and only describe it...
+_DESCRIBING_PRAGMAS = frozenset({
+    "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
+    "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check",
+})
+# ...and settings that may be read but not changed (changing any of them would change the
+# file or the connection every component sharing this grant relies on).
+_READABLE_PRAGMAS = frozenset({
+    "user_version", "application_id", "schema_version", "data_version", "page_count",
+    "page_size", "freelist_count", "encoding", "foreign_keys", "journal_mode",
+    "collation_list", "function_list", "pragma_list", "module_list", "compile_options",
+})
+# SQL functions that reach files or load code, refused even where this build of SQLite
+# would have them (readfile/writefile/edit come with the CLI's fileio extension).
+_REFUSED_FUNCTIONS = frozenset({"load_extension", "readfile", "writefile", "edit",
+                                "fts3_tokenizer"})
+_VACUUM = re.compile(r"^\s*vacuum\b", re.IGNORECASE)
+# VACUUM of the main database in place: SQLite implements it with an ATTACH of a nameless
+# temporary database, which the authorizer lets through for this statement only.
+_PLAIN_VACUUM = re.compile(r"^\s*vacuum(\s+main)?\s*;?\s*$", re.IGNORECASE)
+
+
+class SqliteDatabase:
+    """One SQLite file (WAL), shared by every thread behind a lock, confined to that file."""
+
+    def __init__(self, name: str, path: Path, *, limits: ResultLimits | None = None) -> None:
         self.name = name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
-                                     timeout=5.0)
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        self.limits = limits or ResultLimits()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(path, check_same_thread=False,
+                                         isolation_level=None, timeout=5.0)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+        except (OSError, sqlite3.Error) as exc:
+            raise SqlError(f"database `{name}`: cannot open {path} as a SQLite file ({exc}); "
+                           f"check `path` of [sql.{name}]") from None
+        # Python may be built with extension loading; make sure it is off either way.
+        if hasattr(self._conn, "enable_load_extension"):
+            self._conn.enable_load_extension(False)
+        # No string, blob or row may be built larger than what a result may carry:
+        # `zeroblob(1000000000)` fails at once instead of allocating 1 GB.
+        self._conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max(1, self.limits.max_bytes))
         self._lock = threading.Lock()
+        # Per-statement state for the authorizer and the progress handler; only touched
+        # while holding the lock.
+        self._refused: str | None = None
+        self._vacuum = False
+        self._plain_vacuum = False
+        self._stop_at: float | None = None
+        self._interrupted = False
+        self._conn.set_authorizer(self._authorize)
+        self._conn.set_progress_handler(self._progress, _PROGRESS_STEPS)
 
     def query(self, statement: str, params: list[SqlValue]) -> RowSet:
-        with self._lock:
+        with self._statement(statement):
             try:
                 cursor = self._conn.execute(statement, _check_params(self.name, params))
                 columns = [d[0] for d in cursor.description or ()]
-                rows = [[to_value(v) for v in row] for row in cursor.fetchall()]
+                rows = _bounded_rows(self.name, self.limits, cursor)
             except sqlite3.Error as exc:
-                raise SqlError(f"database `{self.name}`: {exc}") from None
+                raise self._error(exc) from None
         return RowSet(columns=columns, rows=rows)
 
     def execute(self, statement: str, params: list[SqlValue]) -> int:
-        with self._lock:
+        with self._statement(statement):
             try:
                 cursor = self._conn.execute(statement, _check_params(self.name, params))
             except sqlite3.Error as exc:
-                raise SqlError(f"database `{self.name}`: {exc}") from None
+                raise self._error(exc) from None
         return max(cursor.rowcount, 0)
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
+    # -- confinement -----------------------------------------------------------------------
+
+    def _authorize(self, action: int, arg1: str | None, arg2: str | None,
+                   _db: str | None, _trigger: str | None) -> int:
+        refused = self._refusal(action, arg1, arg2)
+        if refused is None:
+            return sqlite3.SQLITE_OK
+        self._refused = refused
+        return sqlite3.SQLITE_DENY
+
+    def _refusal(self, action: int, arg1: str | None, arg2: str | None) -> str | None:
+        """What ``action`` would do that the grant does not allow, or None if allowed."""
+        if action == sqlite3.SQLITE_ATTACH:
+            if self._plain_vacuum and arg1 == "":
+                return None
+            return "VACUUM INTO" if self._vacuum else f"ATTACH of {arg1!r}"
+        if action == sqlite3.SQLITE_DETACH:
+            return "DETACH"
+        if action == sqlite3.SQLITE_PRAGMA:
+            pragma = (arg1 or "").lower()
+            if pragma in _DESCRIBING_PRAGMAS or (pragma in _READABLE_PRAGMAS and arg2 is None):
+                return None
+            return f"PRAGMA {pragma}" + ("" if arg2 is None else f" = {arg2}")
+        if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _REFUSED_FUNCTIONS:
+            return f"the function {arg2}()"
+        return None
+
+    def _progress(self) -> int:
+        # Non-zero interrupts the running statement (sqlite3.OperationalError "interrupted").
+        if self._stop_at is not None and time.monotonic() >= self._stop_at:
+            self._interrupted = True
+            return 1
+        return 0
+
+    @contextlib.contextmanager
+    def _statement(self, statement: str) -> Iterator[None]:
+        """Hold the lock for one statement, with its deadline and refusal state set."""
+        left = deadline.check(f"database `{self.name}`")
+        # Waiting for another statement counts against this event's deadline too.
+        if not self._lock.acquire(timeout=-1 if left is None else left):
+            raise DeadlineExceeded(
+                f"database `{self.name}`: still busy with another statement at the event's "
+                "deadline (`timeout-ms` of the component)")
+        try:
+            self._refused = None
+            self._interrupted = False
+            self._vacuum = bool(_VACUUM.match(statement))
+            self._plain_vacuum = bool(_PLAIN_VACUUM.match(statement))
+            left = deadline.remaining()
+            self._stop_at = None if left is None else time.monotonic() + left
+            yield
+        finally:
+            self._stop_at = None
+            self._lock.release()
+
+    def _error(self, exc: sqlite3.Error) -> WasmgateError:
+        """The guest-facing error for a failed statement."""
+        if self._refused is not None:
+            return SqlError(
+                f"database `{self.name}`: {self._refused} is refused: the grant [sql.{self.name}]"
+                " reaches this one database file and nothing else")
+        if self._interrupted:
+            return _deadline_passed(self.name)
+        if isinstance(exc, sqlite3.DataError) and "too big" in str(exc):
+            return SqlError(
+                f"database `{self.name}`: {exc}: no value may be over {self.limits.max_bytes} "
+                f"bytes, the limit set by `max-result-bytes` of [sql.{self.name}]")
+        return SqlError(f"database `{self.name}`: {exc}")
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+
 
 class PostgresDatabase:
-    """A PostgreSQL database through a small pool of psycopg connections (autocommit)."""
+    """A PostgreSQL database through a small pool of psycopg connections (autocommit).
+
+    Statements go through psycopg's raw cursor: PostgreSQL's own ``$1`` placeholders, the
+    text sent as written (a ``%`` in a literal or a ``$1`` inside a ``$$`` body is the
+    server's business, not a placeholder).
+    """
 
     def __init__(self, name: str, url: str, *, max_connections: int = 4,
-                 connect_timeout_s: float = 5.0) -> None:
+                 connect_timeout_s: float = 5.0, limits: ResultLimits | None = None) -> None:
         self.name = name
+        self.limits = limits or ResultLimits()
         self._url = url
         self._timeout = connect_timeout_s
         self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
         self._slots = threading.BoundedSemaphore(max_connections)
+        self._role_checked = threading.Event()
 
-    def _connect(self) -> Any:
+    def _connect(self, left: float | None) -> Any:
+        import psycopg
+
+        timeout = self._timeout if left is None else min(self._timeout, left)
+        try:
+            # libpq waits at least 2 s whatever is asked for.
+            conn = psycopg.connect(self._url, autocommit=True,
+                                   connect_timeout=max(2, math.ceil(timeout)),
+                                   cursor_factory=psycopg.RawCursor)
+        except psycopg.Error as exc:
+            raise SqlError(f"database `{self.name}`: cannot connect: {exc}") from None
+        if not self._role_checked.is_set():
+            self._role_checked.set()
+            self._warn_if_superuser(conn)
+        return conn
+
+    def _warn_if_superuser(self, conn: Any) -> None:
+        """Log once when the configured role is a superuser: a handler could then read the
+        server's files (``pg_read_file``) or run programs (``COPY ... PROGRAM``)."""
         import psycopg
 
         try:
-            return psycopg.connect(self._url, autocommit=True,
-                                   connect_timeout=max(1, int(self._timeout)))
-        except psycopg.Error as exc:
-            raise SqlError(f"database `{self.name}`: cannot connect: {exc}") from None
+            row = conn.execute("SELECT current_user, rolsuper FROM pg_roles "
+                               "WHERE rolname = current_user").fetchone()
+        except psycopg.Error:
+            return  # the statement that follows reports a broken connection
+        if row is not None and row[1]:
+            log.warning(
+                "sql database connects as a superuser", database=self.name, role=row[0],
+                hint=f"set `url` of [sql.{self.name}] to a role with only the privileges the "
+                     "handlers need (see docs/security.md); a handler granted this database "
+                     "can read the server's files")
 
     def _run(self, statement: str, params: list[SqlValue], *, fetch: bool) -> Any:
         import psycopg
 
-        # Our placeholders are PostgreSQL's own ($1, $2 ...); psycopg's are %s. Translate
-        # only outside quotes so a literal '$1' in a string stays untouched.
-        text = _dollar_to_pyformat(statement)
-        if not self._slots.acquire(timeout=30):
-            raise SqlError(f"database `{self.name}`: no connection free within 30 s")
+        left = deadline.check(f"database `{self.name}`")
+        if not self._slots.acquire(timeout=_NO_DEADLINE_WAIT_S if left is None else left):
+            if left is not None:
+                raise DeadlineExceeded(
+                    f"database `{self.name}`: no connection free before the event's deadline "
+                    f"(`timeout-ms` of the component); raise `max-connections` of "
+                    f"[sql.{self.name}]")
+            raise SqlError(f"database `{self.name}`: no connection free within "
+                           f"{_NO_DEADLINE_WAIT_S:.0f} s; raise `max-connections` of "
+                           f"[sql.{self.name}]")
         conn = None
         try:
             try:
                 conn = self._idle.get_nowait()
             except queue.Empty:
-                conn = self._connect()
+                conn = self._connect(deadline.remaining())
             with conn.cursor() as cursor:
-                args = {f"p{i + 1}": v for i, v in enumerate(_check_params(self.name, params))}
-                cursor.execute(text, args)
+                self._bound_by_deadline(cursor)
+                cursor.execute(statement, _check_params(self.name, params))
                 if fetch:
                     columns = [d.name for d in cursor.description or ()]
-                    rows = [[to_value(v) for v in row] for row in cursor.fetchall()]
+                    rows = (_bounded_rows(self.name, self.limits, iter(cursor.fetchone, None))
+                            if cursor.description else [])
                     return RowSet(columns=columns, rows=rows)
                 return max(cursor.rowcount, 0)
+        except psycopg.errors.QueryCanceled as exc:
+            if "statement timeout" in str(exc):
+                raise _deadline_passed(self.name) from None
+            raise SqlError(f"database `{self.name}`: {str(exc).strip()}") from None
         except psycopg.Error as exc:
             if conn is not None and conn.closed:
                 conn = None  # a broken connection is not returned to the pool
@@ -156,6 +395,14 @@ class PostgresDatabase:
             if conn is not None:
                 self._idle.put(conn)
             self._slots.release()
+
+    def _bound_by_deadline(self, cursor: Any) -> None:
+        """Let the server cancel the statement when the event's deadline passes (0: none)."""
+        left = deadline.remaining()
+        if left is not None and left <= 0:
+            raise _deadline_passed(self.name)
+        ms = 0 if left is None else max(1, math.ceil(left * 1000))
+        cursor.execute("SELECT set_config('statement_timeout', $1, false)", [str(ms)])
 
     def query(self, statement: str, params: list[SqlValue]) -> RowSet:
         result: RowSet = self._run(statement, params, fetch=True)
@@ -173,29 +420,14 @@ class PostgresDatabase:
                 return
 
 
-def _dollar_to_pyformat(statement: str) -> str:
-    out: list[str] = []
-    quote: str | None = None
-    i = 0
-    while i < len(statement):
-        ch = statement[i]
-        if quote:
-            out.append(ch)
-            if ch == quote:
-                quote = None
-        elif ch in ("'", '"'):
-            quote = ch
-            out.append(ch)
-        elif ch == "%":
-            out.append("%%")
-        elif ch == "$" and i + 1 < len(statement) and statement[i + 1].isdigit():
-            j = i + 1
-            while j < len(statement) and statement[j].isdigit():
-                j += 1
-            out.append(f"%(p{statement[i + 1:j]})s")
-            i = j
-            continue
-        else:
-            out.append(ch)
-        i += 1
-    return "".join(out)
+__all__ = [
+    "DEFAULT_MAX_RESULT_BYTES",
+    "DEFAULT_MAX_ROWS",
+    "PostgresDatabase",
+    "ResultLimits",
+    "RowSet",
+    "SqlDatabase",
+    "SqlError",
+    "SqlValue",
+    "SqliteDatabase",
+]

@@ -206,13 +206,13 @@ impl Engine {
         let key = self.artifact_name(&wasm);
         let artifact = cache_dir.join(format!("{key}.cwasm"));
         let engine = self.engine.clone();
-        let (component, from_cache, cache_note) =
-            py.detach(move || load_or_compile(&engine, &wasm, &cache_dir, &artifact))
-                .map_err(|e| {
-                    ComponentLoadError::new_err(format!(
-                        "{label} is not a valid WebAssembly component: {e:#}"
-                    ))
-                })?;
+        let (component, from_cache, cache_note) = py
+            .detach(move || load_or_compile(&engine, &wasm, &cache_dir, &artifact))
+            .map_err(|e| {
+                ComponentLoadError::new_err(format!(
+                    "{label} is not a valid WebAssembly component: {e:#}"
+                ))
+            })?;
         let world = detect_world(&self.engine, &component).map_err(|found| {
             ComponentContractError::new_err(format!(
                 "{label} exports neither the function `handle` of the world \
@@ -282,13 +282,19 @@ fn load_or_compile(
         // the gateway owns; wasmtime checks the header and refuses a mismatched one.
         match unsafe { Component::deserialize_file(engine, artifact) } {
             Ok(component) => return Ok((component, true, None)),
-            Err(e) => note = Some(format!("discarded unreadable cache entry {artifact:?}: {e}")),
+            Err(e) => {
+                note = Some(format!(
+                    "discarded unreadable cache entry {artifact:?}: {e}"
+                ))
+            }
         }
     }
     let component = Component::new(engine, wasm)?;
     let bytes = component.serialize()?;
     if let Err(e) = write_atomically(cache_dir, artifact, &bytes) {
-        note = Some(format!("could not write the compile cache {artifact:?}: {e}"));
+        note = Some(format!(
+            "could not write the compile cache {artifact:?}: {e}"
+        ));
     }
     Ok((component, false, note))
 }
@@ -336,8 +342,8 @@ pub struct LoadedComponent {
 #[pymethods]
 impl LoadedComponent {
     /// True when the compiled artifact came from the cache (nothing was compiled).
-    #[getter]
-    fn from_cache(&self) -> bool {
+    #[getter(from_cache)]
+    fn loaded_from_cache(&self) -> bool {
         self.from_cache
     }
 

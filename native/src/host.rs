@@ -73,9 +73,7 @@ impl HostState {
                 let mut items = vec![func];
                 items.extend(args(py)?);
                 let result = match &self.call_context {
-                    Some(ctx) => ctx
-                        .bind(py)
-                        .call_method1("run", PyTuple::new(py, items)?)?,
+                    Some(ctx) => ctx.bind(py).call_method1("run", PyTuple::new(py, items)?)?,
                     None => {
                         let func = items.remove(0);
                         func.call1(PyTuple::new(py, items)?)?
@@ -143,7 +141,13 @@ impl kv::Host for HostState {
         self.call_python(
             "kv_get",
             |py| Ok(vec![py_str(py, &store), py_str(py, &key)]),
-            |v| if v.is_none() { Ok(None) } else { to_vec(v).map(Some) },
+            |v| {
+                if v.is_none() {
+                    Ok(None)
+                } else {
+                    to_vec(v).map(Some)
+                }
+            },
         )
     }
 
@@ -161,7 +165,12 @@ impl kv::Host for HostState {
                     Some(t) => t.into_pyobject(py)?.into_any(),
                     None => py.None().into_bound(py),
                 };
-                Ok(vec![py_str(py, &store), py_str(py, &key), py_bytes(py, &value), ttl])
+                Ok(vec![
+                    py_str(py, &store),
+                    py_str(py, &key),
+                    py_bytes(py, &value),
+                    ttl,
+                ])
             },
             |_| Ok(()),
         )

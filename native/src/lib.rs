@@ -48,7 +48,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("NativeError", py.get_type::<NativeError>())?;
     m.add("ComponentLoadError", py.get_type::<ComponentLoadError>())?;
-    m.add("ComponentContractError", py.get_type::<ComponentContractError>())?;
+    m.add(
+        "ComponentContractError",
+        py.get_type::<ComponentContractError>(),
+    )?;
     m.add("InstantiateError", py.get_type::<InstantiateError>())?;
     m.add("WASMTIME_VERSION", engine::WASMTIME_VERSION)?;
     m.add_class::<engine::Engine>()?;

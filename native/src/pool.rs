@@ -323,10 +323,7 @@ impl Pool {
             settings: s,
             engine: engine.engine.clone(),
             pre,
-            imports: Arc::new(HostImports {
-                host,
-                variables,
-            }),
+            imports: Arc::new(HostImports { host, variables }),
             idle: Mutex::new(Vec::new()),
             spares: Mutex::new(Vec::new()),
             background_wake: Condvar::new(),
@@ -385,7 +382,10 @@ impl Pool {
         let busy = self.shared.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
         if busy > threads.workers.len() && threads.workers.len() < self.max_instances {
             let shared = self.shared.clone();
-            let receiver = threads.receiver.clone().expect("receiver lives until close");
+            let receiver = threads
+                .receiver
+                .clone()
+                .expect("receiver lives until close");
             let handle = std::thread::Builder::new()
                 .name(format!("wasmgate-{}", self.shared.settings.name))
                 .spawn(move || worker(shared, receiver))
@@ -464,10 +464,10 @@ impl Drop for Pool {
 
 fn instantiate_error(name: &str, timeout_ms: u64, err: &wasmtime::Error) -> PyErr {
     let detail = match err.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => format!(
-            "its start code ran past `timeout-ms` ({timeout_ms} ms)"
-        ),
+        Some(Trap::Interrupt) => format!("its start code ran past `timeout-ms` ({timeout_ms} ms)"),
         _ => format!("{err:#}"),
     };
-    InstantiateError::new_err(format!("component `{name}` cannot be instantiated: {detail}"))
+    InstantiateError::new_err(format!(
+        "component `{name}` cannot be instantiated: {detail}"
+    ))
 }

@@ -1,0 +1,333 @@
+"""Property tests of the two parsers a user feeds directly: the manifest loader and the
+CloudEvents JSON reader of ``wasmgate invoke``.
+
+Whatever the input, the outcome is one of two: it loads, or it fails with a WasmgateError whose
+message names where (the manifest or secrets file, and the field). A raw ``ValueError``,
+``OSError`` or ``sqlite3`` error escaping means a user sees a traceback instead of a fix.
+
+The manifest strategy is structure-aware: it starts from a valid manifest that uses every
+table and trigger kind (brokers on ports nothing listens on: loading connects to none), then
+sets, deletes or adds keys at random depths, with values of any type, long strings, existing
+directories, URLs without a scheme and interpolation syntax.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from bindings.types import Event, event_from_cloudevent_json
+from gateway.app import App
+from gateway.errors import WasmgateError
+from tests.fixtures.build import WAT_ECHO
+
+# A few hundred examples keep the suite fast; WASMGATE_FUZZ_EXAMPLES=10000 digs deeper.
+_SETTINGS = settings(max_examples=int(os.environ.get("WASMGATE_FUZZ_EXAMPLES", "300")),
+                     deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+DIRECTORY = "<a directory>"  # replaced by an existing directory when the manifest is written
+
+VALID: dict[str, Any] = {
+    "application": {"name": "fuzz", "description": "property test"},
+    "variables": {"greeting": {"default": "hi"},
+                  "token": {"secret": True, "default": "tok-secret-1"}},
+    "key-value": {"default": {"backend": "sqlite", "path": ".wasmgate/kv.sqlite"},
+                  "cache": {"backend": "redis", "url": "redis://127.0.0.1:9/0"}},
+    "sql": {"local": {"backend": "sqlite", "path": "data/app.db"},
+            "pg": {"backend": "postgres", "url": "postgresql://app@127.0.0.1:9/app"}},
+    "brokers": {"k": {"kind": "kafka", "url": "kafka://127.0.0.1:9"},
+                "n": {"kind": "nats", "url": "nats://127.0.0.1:9"},
+                "r": {"kind": "redis", "url": "redis://127.0.0.1:9/0"},
+                "a": {"kind": "amqp", "url": "amqp://guest:guest@127.0.0.1:9/"}},
+    "component": {"echo": {
+        "source": str(WAT_ECHO), "key-value-stores": ["default", "cache"],
+        "sql-databases": ["local", "pg"], "publish": ["n:orders.*"],
+        "allowed-outbound-hosts": ["https://example.com"], "variables": {"greeting": "hey"},
+    }},
+    "trigger": {
+        "http": [{"route": "/echo", "component": "echo"}],
+        "cron": [{"schedule": "*/5 * * * *", "timezone": "UTC", "component": "echo"}],
+        "kafka": [{"component": "echo", "broker": "k", "topics": ["t"]}],
+        "nats": [{"component": "echo", "broker": "n", "subject": "s"}],
+        "nats-jetstream": [{"component": "echo", "broker": "n", "stream": "S",
+                            "consumer": "c"}],
+        "redis": [{"component": "echo", "broker": "r", "channels": ["c"]}],
+        "redis-streams": [{"component": "echo", "broker": "r", "stream": "s"}],
+        "amqp": [{"component": "echo", "broker": "a", "queue": "q"}],
+    },
+}
+
+_TRICKY_STRINGS = [
+    "", " ", "x" * 256, "é" * 300, "a/" * 200, DIRECTORY, "/", ".", "..", "/dev/null",
+    "127.0.0.1:6379", "localhost", "redis:/x", "://", "redis://", "postgresql://",
+    "http://[::1", "nats://:99999", "amqp://h:port/", "kafka://", "*://*:*",
+    "${UNSET}", "${A:-${B}}", "${UNSET:-${HOME}}", "$${", "${", "${A:-", "}",
+    "Europe/Nowhere", "../../etc/passwd", "\x00", "UTC\n", "*/5 * * * *", "@yearly",
+    "echo", "default", "n:orders.*", "n:", "kafka", "sqlite", "redis", "postgres", "\ud800",
+]
+
+# Text TOML can hold (a lone surrogate cannot be written in TOML at all; one case of it is
+# enough, and it is in _TRICKY_STRINGS).
+_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=30)
+_leaf = st.one_of(
+    st.sampled_from(_TRICKY_STRINGS),
+    _text,
+    st.integers(),
+    st.integers(min_value=-2, max_value=2),
+    st.booleans(),
+    st.floats(),
+)
+_value = st.recursive(
+    _leaf,
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(["component", "url", "path", "x", "source"])
+                      | _text, inner, max_size=3),
+    max_leaves=6,
+)
+# What the fuzzing that found the raw exceptions used: weighted up, so a few hundred
+# examples meet them.
+_HOSTILE = [DIRECTORY, "x" * 256, "127.0.0.1:6379", "Europe/" + "x" * 256, "", "/dev/null",
+            "${A:-${B}}", "http://[::1"]
+_string = st.sampled_from(_HOSTILE) | st.sampled_from(_TRICKY_STRINGS) | _text
+
+
+def _replacement(old: Any) -> st.SearchStrategy[Any]:
+    # Mostly a value of the same type, so more mutants get past the schema to the code that
+    # opens files, parses URLs and timezones, where the raw exceptions were.
+    if isinstance(old, str):
+        return st.one_of(_string, _string, _value)
+    if isinstance(old, bool):
+        return st.booleans() | _value
+    if isinstance(old, int):
+        return st.integers(-1, 2**64) | _value
+    return _value
+
+
+_new_key = st.sampled_from(["url", "path", "source", "timezone", "secrets-file", "backend",
+                            "kind", "route", "schedule", "broker", "workdir", "build",
+                            "command", "claim-store", "tls", "ca-file", "prefix"]) \
+    | _text.filter(bool)
+
+
+def _places(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every key and list index in ``node``, as paths from the root."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) \
+        if isinstance(node, list) else ()
+    out = []
+    for key, child in items:
+        out.append((*path, key))
+        out += _places(child, (*path, key))
+    return out
+
+
+def _at(document: Any, path: tuple[Any, ...]) -> Any:
+    for part in path:
+        document = document[part]
+    return document
+
+
+def _mutate(data: st.DataObject, document: dict[str, Any]) -> None:
+    """Set, delete or add one entry anywhere in ``document``, every place equally likely, so
+    a value deep in a table (a component's `source`, a store's `path`) is as likely a target
+    as a whole table."""
+    places = _places(document)
+    path = data.draw(st.sampled_from(places)) if places else ()
+    *parents, key = path or ("application",)
+    container: Any = document
+    for part in parents:
+        container = container[part]
+    action = data.draw(st.sampled_from(["set", "set", "set", "delete", "add"]))
+    if action == "add" and isinstance(container[key], dict):
+        container[key][data.draw(_new_key)] = data.draw(_value)
+    elif action == "delete" and isinstance(container, dict):
+        del container[key]
+    else:
+        container[key] = data.draw(_replacement(container.get(key) if isinstance(
+            container, dict) else container[key]))
+
+
+def _toml_value(value: Any, directory: str) -> str:
+    """``value`` in TOML's inline syntax (strings as JSON strings, which TOML accepts)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, str):
+        return json.dumps(directory if value == DIRECTORY else value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v, directory) for v in value) + "]"
+    items = (f"{json.dumps(k)} = {_toml_value(v, directory)}" for k, v in value.items())
+    return "{" + ", ".join(items) + "}"
+
+
+def _toml(document: dict[str, Any], directory: str) -> str:
+    return "".join(f"{json.dumps(k)} = {_toml_value(v, directory)}\n"
+                   for k, v in document.items())
+
+
+async def _load_and_release(path: Path) -> None:
+    # As `wasmgate up` does it (inside the loop), minus starting the triggers; so the
+    # triggers are not stopped either (a NATS trigger never started cannot be), only what
+    # loading opened is released.
+    app = App.load(path)
+    for pool in app.pools.values():
+        pool.close()
+    await app.capabilities.close()
+    app.engine.close()
+
+
+def _assert_loads_or_names_where(path: Path) -> None:
+    try:
+        asyncio.run(_load_and_release(path))
+    except WasmgateError as exc:
+        event(type(exc).__name__)  # --hypothesis-show-statistics: how often each outcome
+        assert str(path.parent) in str(exc), f"the error does not say where: {exc}"
+    else:
+        event("loaded")
+
+
+def test_the_unmutated_manifest_loads(tmp_path: Path) -> None:
+    path = tmp_path / "wasmgate.toml"
+    path.write_text(_toml(VALID, str(tmp_path)))
+    asyncio.run(_load_and_release(path))
+
+
+@_SETTINGS
+@given(data=st.data(), mutations=st.integers(1, 4))
+def test_any_mutated_manifest_loads_or_names_where(data: st.DataObject, mutations: int) -> None:
+    document = copy.deepcopy(VALID)
+    for _ in range(mutations):
+        _mutate(data, document)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "a-directory").mkdir()
+        path = root / "wasmgate.toml"
+        path.write_text(_toml(document, str(root / "a-directory")), encoding="utf-8")
+        _assert_loads_or_names_where(path)
+
+
+_LEAVES = [p for p in _places(VALID) if not isinstance(_at(VALID, p), dict | list)]
+
+
+@_SETTINGS
+@given(place=st.sampled_from(_LEAVES), value=st.sampled_from(_HOSTILE))
+def test_one_hostile_value_anywhere_loads_or_names_where(place: tuple[Any, ...],
+                                                         value: str) -> None:
+    """The smaller space the raw exceptions lived in (one long name, directory or
+    scheme-less URL in any one place), so a few hundred examples cover most of it."""
+    document = copy.deepcopy(VALID)
+    *parents, key = place
+    _at(document, tuple(parents))[key] = value
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "a-directory").mkdir()
+        path = root / "wasmgate.toml"
+        path.write_text(_toml(document, str(root / "a-directory")), encoding="utf-8")
+        _assert_loads_or_names_where(path)
+
+
+@pytest.mark.parametrize(("table", "field", "value"), [
+    ("key-value", "cache", {"backend": "redis", "url": "127.0.0.1:6379"}),
+    ("brokers", "r", {"kind": "redis", "url": "127.0.0.1:6379"}),
+    ("sql", "local", {"backend": "sqlite", "path": DIRECTORY}),
+    ("key-value", "default", {"backend": "sqlite", "path": DIRECTORY}),
+    ("component", "echo", {"source": DIRECTORY}),
+    ("component", "echo", {"source": "x" * 256}),
+])
+def test_fuzzing_finds_are_config_errors_naming_the_field(tmp_path: Path, table: str,
+                                                          field: str, value: Any) -> None:
+    """The raw exceptions fuzzing found: each is now a ConfigError naming file and field."""
+    document = copy.deepcopy(VALID)
+    document[table][field] = value
+    path = tmp_path / "wasmgate.toml"
+    path.write_text(_toml(document, str(tmp_path)))
+    with pytest.raises(WasmgateError) as info:
+        asyncio.run(_load_and_release(path))
+    assert str(path) in str(info.value)
+    assert f"{table}.{field}" in str(info.value)
+
+
+def test_a_timezone_too_long_for_a_file_name_names_the_trigger_field(tmp_path: Path) -> None:
+    document = copy.deepcopy(VALID)
+    document["trigger"]["cron"][0]["timezone"] = "Europe/" + "x" * 256
+    path = tmp_path / "wasmgate.toml"
+    path.write_text(_toml(document, str(tmp_path)))
+    with pytest.raises(WasmgateError) as info:
+        asyncio.run(_load_and_release(path))
+    assert "trigger.cron[0].timezone" in str(info.value)
+
+
+# -- CloudEvents ---------------------------------------------------------------------------
+
+_timestamps = st.one_of(
+    st.datetimes().map(lambda d: d.isoformat()),
+    st.datetimes().map(lambda d: d.isoformat() + "Z"),
+    st.sampled_from(["1969-12-31T23:59:59Z", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59Z",
+                     "1970-01-01T00:00:00Z", "not a time", "", "2026-13-01T00:00:00Z"]),
+    st.text(max_size=30),
+)
+_json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) \
+    | st.text(max_size=20)
+_json = st.recursive(_json_scalars, lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+_attributes = st.fixed_dictionaries({}, optional={
+    "specversion": st.just("1.0") | _json, "id": st.text(max_size=20) | _json,
+    "source": st.text(max_size=20) | _json, "type": st.text(max_size=20) | _json,
+    "subject": st.text(max_size=20) | _json, "time": _timestamps | _json,
+    "datacontenttype": st.text(max_size=20) | _json, "data": _json,
+    "data_base64": st.text(max_size=20) | st.binary(max_size=20).map(
+        lambda b: __import__("base64").b64encode(b).decode()) | _json,
+    "key": st.text(max_size=20) | _json,
+    "headers": st.dictionaries(st.text(max_size=8), st.text(max_size=8)) | _json,
+    "metadata": st.dictionaries(st.text(max_size=8), st.text(max_size=8)) | _json,
+})
+_LONE_SURROGATE = '"\\ud800"'
+
+
+@_SETTINGS
+@given(attributes=_attributes, surrogate_in=st.sampled_from([None, "id", "key", "data"]))
+def test_any_cloudevent_parses_or_is_an_invalid_event(attributes: dict[str, Any],
+                                                      surrogate_in: str | None) -> None:
+    raw = json.dumps(attributes)
+    if surrogate_in is not None:  # json.dumps cannot produce one from a Python str
+        raw = raw[:-1] + (", " if attributes else "") + f'"{surrogate_in}": {_LONE_SURROGATE}}}'
+    try:
+        event = event_from_cloudevent_json(raw.encode())
+    except WasmgateError as exc:
+        assert str(exc), "an InvalidEvent says what is wrong"
+        return
+    assert isinstance(event, Event)
+    # What the WIT can carry: u64 time, UTF-8 strings.
+    assert 0 <= event.time < 2**64
+    for text in (event.id, event.source, event.type, event.subject, event.content_type or "",
+                 *(k + v for k, v in [*event.headers, *event.metadata])):
+        text.encode("utf-8")
+
+
+@_SETTINGS
+@given(raw=st.binary(max_size=200))
+def test_any_bytes_parse_or_are_an_invalid_event(raw: bytes) -> None:
+    with contextlib.suppress(WasmgateError):  # anything else fails the test
+        event_from_cloudevent_json(raw)
+
+
+def test_a_time_before_1970_is_refused_naming_time() -> None:
+    from gateway.errors import InvalidEvent
+
+    with pytest.raises(InvalidEvent, match="`time` '1969-12-31T23:59:59Z' is before 1970"):
+        event_from_cloudevent_json(b'{"time": "1969-12-31T23:59:59Z"}')
