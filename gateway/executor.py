@@ -39,14 +39,18 @@ from gateway.errors import (
     HandlerReturnedError,
     HandlerTimeout,
     HandlerTrap,
+    InvalidResponse,
 )
 from gateway.manifest import ComponentSpec
 
 log = structlog.get_logger("wasmgate.executor")
 guest_log = structlog.get_logger("wasmgate.guest")
 
+# Host calls end this much before the event's deadline at most (a tenth of it when less).
+HOST_CALL_RESERVE_MAX_S = 0.5
+
 # Outcome kinds of a native call (native/src/event.rs).
-OK, RETURNED, TRAP, TIMEOUT, UNAVAILABLE = range(5)
+OK, RETURNED, TRAP, TIMEOUT, UNAVAILABLE, INVALID = range(6)
 
 
 # componentize-py's runtime reports an uncaught exception by panicking after the traceback.
@@ -127,6 +131,8 @@ class InstancePool:
             "fuel": spec.fuel,
             "spare_instances": spec.spare_instances if spec.isolation == "fresh" else 0,
             "stderr_max_bytes": 0 if spec.guest_stderr == "discard" else spec.stderr_max_bytes,
+            "max_response_headers": spec.max_response_headers,
+            "max_response_bytes": spec.max_response_bytes,
             "variables": dict(host.variables),
         }
         try:
@@ -138,6 +144,10 @@ class InstancePool:
                     "WASMGATE_POOLING=0 to check)" if pooling is not None else "")
             raise ComponentError(f"{exc}{hint}") from None
         self._slots = asyncio.Semaphore(spec.max_instances)
+        # Host calls must end a little before the event does, so the guest can still take
+        # the error a late host call returns and answer with it, instead of being cut off.
+        timeout_s = spec.timeout_ms / 1000
+        self._host_deadline_s = timeout_s - min(timeout_s / 10, HOST_CALL_RESERVE_MAX_S)
 
     @property
     def instantiated(self) -> int:
@@ -169,7 +179,7 @@ class InstancePool:
         try:
             # Host calls made by this event bound their waits by what is left of it; they
             # run on the pool's thread inside a copy of this context.
-            with deadline_after(self.spec.timeout_ms / 1000):
+            with deadline_after(self._host_deadline_s):
                 self._native.submit(call_id, event, contextvars.copy_context(),
                                     completions.queue)
         except BaseException as exc:
@@ -188,7 +198,7 @@ class InstancePool:
     def call_blocking(self, event: Event) -> Response:
         """Run ``event`` on this thread (GIL released), without admission: for tools and
         benchmarks that have no event loop."""
-        with deadline_after(self.spec.timeout_ms / 1000):
+        with deadline_after(self._host_deadline_s):
             try:
                 kind, payload, stderr, dropped = self._native.call(
                     event, contextvars.copy_context())
@@ -210,6 +220,8 @@ class InstancePool:
             error = HandlerTimeout(
                 f"component `{self.name}` ran past its {self.spec.timeout_ms} ms timeout "
                 "(`timeout-ms`)")
+        elif kind == INVALID:
+            error = InvalidResponse(payload)
         elif kind == TRAP:
             said = f"; the guest said: {last_line}" if last_line else ""
             error = HandlerTrap(f"component `{self.name}` trapped: {payload}{said}")

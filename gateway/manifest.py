@@ -190,12 +190,11 @@ class ComponentSpec(_Table):
     outbound_timeout_ms: Positive = 10_000
     outbound_max_response_bytes: Positive = 10 * 1024 * 1024
     # What one response may carry (gateway/responses.py); more is answered 502, not sent.
-    # 1 MiB (body plus header names and values) mirrors [[trigger.http]] max-body-bytes and
-    # stays under what the engine copies out of a guest in one call today (~2.5 MiB, a
-    # wasmtime default), so the error a user sees names this setting; 100 headers is ample
-    # for any real response.
+    # The executor checks both as soon as it has lifted the response, before a byte of it
+    # becomes a Python object. 16 MiB (body plus header names and values) is far above an
+    # API reply and bounds the host memory one call can hold; 100 headers is ample.
     max_response_headers: Positive = 100
-    max_response_bytes: Positive = 1024 * 1024
+    max_response_bytes: Positive = 16 * 1024 * 1024
     # "<broker>:<destination pattern>", e.g. "events:orders.*". Matched per token like NATS:
     # `*` is exactly one non-empty token, `>` (last) one or more; tokens split at "." (Kafka,
     # NATS), ":" (Redis), "<exchange>/<word>.<word>" (AMQP). docs/capabilities.md#publish.

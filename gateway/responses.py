@@ -15,7 +15,7 @@ Limits, per ``[component.<name>]``:
 setting                   default    bounds
 ========================  =========  =================================================
 ``max-response-headers``  100        how many headers one response may carry
-``max-response-bytes``    1 MiB      the body plus every header's name and value
+``max-response-bytes``    16 MiB     the body plus every header's name and value
 ========================  =========  =================================================
 
 What every response must also be, whatever the limits:
@@ -25,6 +25,8 @@ What every response must also be, whatever the limits:
 * header values without control characters (CR, LF, NUL, ...); a tab is allowed.
 
 What only HTTP adds (1xx finals, Latin-1 text, framing) is checked by the HTTP trigger.
+The two limits are also enforced by the native executor right after it lifts a response
+(with the same messages), so an oversized body never becomes a Python object.
 """
 
 from __future__ import annotations

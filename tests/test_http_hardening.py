@@ -111,10 +111,10 @@ async def test_100_headers_are_sent_and_100000_are_502_naming_max_response_heade
 
 
 @on_module_loop
-async def test_response_over_1_mib_is_502_naming_max_response_bytes(
+async def test_response_over_16_mib_is_502_naming_max_response_bytes(
         gateway: str, caplog: pytest.LogCaptureFixture) -> None:
-    await _assert_refused(gateway, caplog, **{"body-bytes": 1024 * 1024 + 1},
-                          reason="over its max-response-bytes = 1048576")
+    await _assert_refused(gateway, caplog, **{"body-bytes": 16 * 1024 * 1024 + 1},
+                          reason="over its max-response-bytes = 16777216")
 
 
 @on_module_loop

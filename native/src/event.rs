@@ -50,6 +50,8 @@ pub enum Outcome {
     Timeout,
     /// No instance could be made for the call (limits, start code).
     Unavailable(String),
+    /// The guest's response is over a size limit; it is not passed on.
+    Invalid(String),
 }
 
 impl Outcome {
@@ -58,6 +60,7 @@ impl Outcome {
     pub const TRAP: u8 = 2;
     pub const TIMEOUT: u8 = 3;
     pub const UNAVAILABLE: u8 = 4;
+    pub const INVALID: u8 = 5;
 
     /// `(kind, payload)`: payload is `(status, headers, body)` for OK, else a message.
     pub fn into_python(self, py: Python<'_>) -> PyResult<(u8, Py<PyAny>)> {
@@ -81,6 +84,7 @@ impl Outcome {
             Outcome::Unavailable(m) => {
                 (Self::UNAVAILABLE, m.into_pyobject(py)?.into_any().unbind())
             }
+            Outcome::Invalid(m) => (Self::INVALID, m.into_pyobject(py)?.into_any().unbind()),
         })
     }
 }

@@ -25,7 +25,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use crate::completion::{CompletionQueue, Completions, Done};
 use crate::engine::{Engine, LoadedComponent, EPOCH_TICK};
 use crate::event::{event_from_python, Finished, Outcome};
-use crate::host::types::Event;
+use crate::host::types::{Event, Response};
 use crate::host::{link, Handler, HandlerPre, HostImports, HostState};
 use crate::limits::Limits;
 use crate::stderr::StderrCapture;
@@ -48,6 +48,8 @@ struct Settings {
     fuel: Option<u64>,
     stderr_max_bytes: usize,
     spare_instances: usize,
+    max_response_headers: usize,
+    max_response_bytes: usize,
 }
 
 struct Shared {
@@ -153,7 +155,7 @@ impl Shared {
         let context = inst.store.data_mut().call_context.take();
         let (stderr, stderr_dropped) = inst.store.data().stderr.take();
         let outcome = match result {
-            Ok(Ok(response)) => Outcome::Ok(response),
+            Ok(Ok(response)) => self.check_size(response),
             Ok(Err(message)) => Outcome::Returned(message),
             Err(err) => self.classify(&err, &inst.store.data().limits),
         };
@@ -173,6 +175,37 @@ impl Shared {
             stderr_dropped,
         };
         (finished, context)
+    }
+
+    /// Refuse a response over `max-response-headers` / `max-response-bytes` before it is
+    /// copied again (into Python); the words match gateway/responses.py.
+    fn check_size(&self, response: Response) -> Outcome {
+        let s = &self.settings;
+        let name = &s.name;
+        let count = response.headers.len();
+        if count > s.max_response_headers {
+            return Outcome::Invalid(format!(
+                "component `{name}` returned {count} headers, over its max-response-headers = \
+                 {}; raise `max-response-headers` in [component.{name}] if that many are \
+                 intended",
+                s.max_response_headers
+            ));
+        }
+        let size = response.body.len()
+            + response
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        if size > s.max_response_bytes {
+            return Outcome::Invalid(format!(
+                "component `{name}` returned a {size}-byte response (body and headers), over \
+                 its max-response-bytes = {}; raise `max-response-bytes` in \
+                 [component.{name}] if that much is intended",
+                s.max_response_bytes
+            ));
+        }
+        Outcome::Ok(response)
     }
 
     fn classify(&self, err: &wasmtime::Error, limits: &Limits) -> Outcome {
@@ -303,6 +336,8 @@ impl Pool {
             fuel: setting(settings, "fuel")?,
             stderr_max_bytes: setting(settings, "stderr_max_bytes")?,
             spare_instances: setting(settings, "spare_instances")?,
+            max_response_headers: setting(settings, "max_response_headers")?,
+            max_response_bytes: setting(settings, "max_response_bytes")?,
         };
         let max_instances: usize = setting(settings, "max_instances")?;
         let variables: HashMap<String, String> = setting(settings, "variables")?;
