@@ -18,9 +18,11 @@ state into the next event.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextvars
 import itertools
 import re
+import time
 import weakref
 from typing import Any
 
@@ -29,7 +31,7 @@ import structlog
 from bindings.host.imports import HostImports
 from bindings.types import Event, Response
 from gateway import _native
-from gateway.deadline import deadline_after
+from gateway.deadline import deadline_after, reset_deadline, set_deadline
 from gateway.engine import LoadedComponent, WasmEngine
 from gateway.errors import (
     AdmissionTimeout,
@@ -67,27 +69,45 @@ def _explanation(lines: list[str]) -> str | None:
 
 
 class _LoopCompletions:
-    """The finished calls of one event loop: futures by call id, and the eventfd reader
-    that resolves them."""
+    """The finished calls of one event loop: what each call waits on, by call id, and the
+    eventfd reader that settles them."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.queue = _native.CompletionQueue()
-        self.waiting: dict[int, asyncio.Future[_native.CallResult]] = {}
+        self.waiting: dict[int, tuple[asyncio.Future[_native.CallResult],
+                                      asyncio.Semaphore]] = {}
         self._ids = itertools.count()
         self._loop = loop
         loop.add_reader(self.queue.fileno(), self._drain)
 
-    def expect(self) -> tuple[int, asyncio.Future[_native.CallResult]]:
+    def expect(self, slots: asyncio.Semaphore
+               ) -> tuple[int, asyncio.Future[_native.CallResult]]:
+        """A call id and the future its result will settle; ``slots`` gets its slot back
+        when the call ends, whether or not anyone still waits for it."""
         call_id = next(self._ids)
         future: asyncio.Future[_native.CallResult] = self._loop.create_future()
-        self.waiting[call_id] = future
+        self.waiting[call_id] = (future, slots)
         return call_id, future
 
     def _drain(self) -> None:
         for call_id, kind, payload, stderr, dropped in self.queue.drain():
-            future = self.waiting.pop(call_id, None)
-            if future is not None and not future.done():
+            future, slots = self.waiting.pop(call_id)
+            # The slot is freed when the guest is done, not when a cancelled caller stopped
+            # waiting: until now the call held an instance.
+            slots.release()
+            if not future.done():
                 future.set_result((kind, payload, stderr, dropped))
+
+
+# Every live native pool. Its worker threads keep a Python thread state (native/src/pool.rs),
+# so they must be stopped before the interpreter finalizes: at exit, close them all.
+_live_pools: weakref.WeakSet[_native.Pool] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_pools() -> None:
+    for pool in list(_live_pools):
+        pool.close()
 
 
 _completions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopCompletions] = (
@@ -143,6 +163,7 @@ class InstancePool:
             hint = ("; the pooling allocator's limits may be too small for it (set "
                     "WASMGATE_POOLING=0 to check)" if pooling is not None else "")
             raise ComponentError(f"{exc}{hint}") from None
+        _live_pools.add(self._native)
         self._slots = asyncio.Semaphore(spec.max_instances)
         # Host calls must end a little before the event does, so the guest can still take
         # the error a late host call returns and answer with it, instead of being cut off.
@@ -175,13 +196,14 @@ class InstancePool:
                 f"for {self.spec.admission_timeout_ms} ms; raise `max-instances` or "
                 "`admission-timeout-ms`") from None
         completions = _completions_for(asyncio.get_running_loop())
-        call_id, future = completions.expect()
+        call_id, future = completions.expect(self._slots)
+        # Host calls made by this event bound their waits by what is left of it; they run
+        # on the pool's thread inside a copy of this context.
+        token = set_deadline(time.monotonic() + self._host_deadline_s)
+        context = contextvars.copy_context()
+        reset_deadline(token)
         try:
-            # Host calls made by this event bound their waits by what is left of it; they
-            # run on the pool's thread inside a copy of this context.
-            with deadline_after(self._host_deadline_s):
-                self._native.submit(call_id, event, contextvars.copy_context(),
-                                    completions.queue)
+            self._native.submit(call_id, event, context, completions.queue)
         except BaseException as exc:
             completions.waiting.pop(call_id, None)
             self._slots.release()
@@ -189,10 +211,7 @@ class InstancePool:
                 raise HandlerTrap(f"component `{self.name}`: the event cannot be passed to "
                                   f"it: {exc}") from None
             raise
-        # The slot is freed when the call ends, not when a cancelled caller stops waiting:
-        # the guest is still running in it.
-        future.add_done_callback(lambda _: self._slots.release())
-        kind, payload, stderr, dropped = await asyncio.shield(future)
+        kind, payload, stderr, dropped = await future
         return self._outcome(kind, payload, stderr, dropped)
 
     def call_blocking(self, event: Event) -> Response:
@@ -241,7 +260,7 @@ class InstancePool:
         lines = [line for line in lines if line]
         for line in lines:
             guest_log.warning("guest stderr", component=self.name, line=line)
-        if dropped:
+        if dropped and self.spec.guest_stderr != "discard":
             guest_log.warning("guest stderr truncated", component=self.name,
                               dropped_bytes=dropped,
                               hint="raise `stderr-max-bytes` to keep more")

@@ -31,8 +31,8 @@ from gateway.errors import WasmgateError
 from gateway.redaction import SecretRedactor
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
-# One `log.emit` message is cut past this many bytes, and says how many it dropped.
-LOG_MESSAGE_MAX_BYTES = 8 * 1024
+# One `log.emit` message is cut past this many characters, and says how many it dropped.
+LOG_MESSAGE_MAX_CHARS = 8 * 1024
 
 T = TypeVar("T")
 Pairs = list[tuple[str, str]]
@@ -112,9 +112,9 @@ class HostImports:
     # -- log -----------------------------------------------------------------------------
 
     def log_emit(self, level: str, message: str) -> None:
-        if len(message) > LOG_MESSAGE_MAX_BYTES:
-            cut = len(message) - LOG_MESSAGE_MAX_BYTES
-            message = f"{message[:LOG_MESSAGE_MAX_BYTES]}... ({cut} characters dropped)"
+        if len(message) > LOG_MESSAGE_MAX_CHARS:
+            cut = len(message) - LOG_MESSAGE_MAX_CHARS
+            message = f"{message[:LOG_MESSAGE_MAX_CHARS]}... ({cut} characters dropped)"
         method = {"warn": "warning"}.get(level, level if level in LOG_LEVELS else "info")
         getattr(self.log, method)(self.redact(message))
 
