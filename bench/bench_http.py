@@ -83,13 +83,13 @@ class Target:
 
 TARGETS = [
     Target("plain ASGI /const", "plain", "/const"),
-    Target("wasm pooled, wasmtime-py", "wasmtime-py", "/pooled/const"),
-    Target("wasm pooled, native", "native", "/pooled/const"),
-    Target("wasm fresh, wasmtime-py", "wasmtime-py", "/fresh/const"),
-    Target("wasm fresh, native", "native", "/fresh/const"),
+    Target("wasm pooled (wasmtime-py)", "wasmtime-py", "/pooled/const"),
+    Target("wasm pooled (native)", "native", "/pooled/const"),
+    Target("wasm fresh (wasmtime-py)", "wasmtime-py", "/fresh/const"),
+    Target("wasm fresh (native)", "native", "/fresh/const"),
     Target("plain ASGI /hello", "plain", "/hello"),
-    Target("demo hello, wasmtime-py", "wasmtime-py", "/hello"),
-    Target("demo hello, native", "native", "/hello"),
+    Target("demo hello (wasmtime-py)", "wasmtime-py", "/hello"),
+    Target("demo hello (native)", "native", "/hello"),
 ]
 
 
@@ -186,11 +186,14 @@ def measure(target: Target, sides: dict[str, Side], echo: str,
                                "--spares", str(0 if target.side == "wasmtime-py"
                                                else args.spares)], env=env)
     try:
-        deadline = time.monotonic() + 60  # the wasm server compiles on its first run
+        deadline = time.monotonic() + 600  # the wasm server compiles on its first run
         while True:
             try:
                 body = _get(listen, target.path)
-                break
+                # The listener is up before every route is: wait for this one.
+                if body != b"no route\n":
+                    break
+                time.sleep(0.1)
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{target.name} server did not start") from None

@@ -116,12 +116,18 @@ impl Shared {
 
     fn retire(&self, inst: Instance) {
         if self.settings.spare_instances > 0 && !self.closed.load(Ordering::Relaxed) {
-            // Tearing a large guest down takes time; the background thread does it.
-            self.retired.lock().push(inst);
-            self.background_wake.notify_one();
-        } else {
-            drop(inst);
+            // Tearing a large guest down takes time; the background thread does it. Its
+            // queue is bounded: a retired instance still holds an allocator slot, so past
+            // `spare-instances` waiting teardowns this call tears its own down.
+            let mut retired = self.retired.lock();
+            if retired.len() < self.settings.spare_instances {
+                retired.push(inst);
+                drop(retired);
+                self.background_wake.notify_one();
+                return;
+            }
         }
+        drop(inst);
     }
 
     /// Run one event to its end on this thread. Never touches Python except through
