@@ -16,14 +16,14 @@ from bindings.host.kv import KeyValueStore
 from bindings.types import Event, Response
 from gateway.cache import compile_cache_dir
 from gateway.capabilities import Capabilities
-from gateway.dispatch import NO_RETRY, Dispatcher, Outcome, RetryPolicy
+from gateway.dispatch import Dispatcher
 from gateway.engine import LoadedComponent, engine_for
 from gateway.errors import ComponentError, ConfigError
 from gateway.executor import InstancePool
 from gateway.manifest import LoadedManifest, load_manifest
 from gateway.redaction import remember_secrets
 from gateway.responses import check_response
-from triggers.base import Dispatch, Trigger, TriggerContext, factory_for
+from triggers.base import Trigger, TriggerContext, factory_for
 
 log = structlog.get_logger("wasmgate.app")
 
@@ -125,19 +125,12 @@ class App:
         check_response(component, response, self.manifest.components[component])
         return response
 
-    def _dispatch_for(self, trigger: Trigger) -> Dispatch:
-        policy: RetryPolicy = getattr(trigger, "retry_policy", NO_RETRY)
-        in_process: bool = getattr(trigger, "retry_in_process", True)
-
-        async def dispatch(component: str, event: Event) -> Outcome:
-            return await self.dispatcher.dispatch(component, event, policy,
-                                                  in_process=in_process)
-        return dispatch
-
     async def start(self) -> None:
         """Start every trigger's intake."""
         for trigger in self.triggers:
-            await trigger.start(self._dispatch_for(trigger))
+            # One classified call per dispatch; each trigger applies its own retry policy
+            # through triggers.delivery.deliver.
+            await trigger.start(self.dispatcher.dispatch)
         log.info("app started", app=self.manifest.application.name,
                  components=sorted(self.pools), triggers=len(self.triggers))
 

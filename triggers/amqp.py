@@ -8,10 +8,11 @@ Each ``[[trigger.amqp]]`` table names a ``queue`` on a ``[brokers.<name>]`` of k
   when a connection drops or the gateway dies is requeued by the broker.
 * **Prefetch = concurrency.** The broker never hands this consumer more unacked messages
   than ``concurrency``; a slow handler pushes back on the broker, not on memory.
-* **Retries in process.** A failed attempt is retried here after the backoff, the message
-  held unacked, so its key's lane (and the queue's order) is kept and nothing is ever in
-  a second place. The attempt number survives a redelivery through the quorum queue's
-  ``x-delivery-count``.
+* **Retries in process** (:func:`~triggers.delivery.deliver`). A failed attempt is retried
+  here after the backoff, the message held unacked, so its key's lane (and the queue's
+  order) is kept and nothing is ever in a second place. The attempt number survives a
+  redelivery through the quorum queue's ``x-delivery-count``; a message delivered more
+  than ``max-attempts`` times (it crashed the gateway each time) is dead-lettered unrun.
 * **Dead letters are published, not rejected.** After the last attempt (or at once on a
   4xx) a copy with the original headers plus ``wasmgate-dead-letter-*`` goes to the
   ``dead-letter`` exchange, confirmed, and only then is the original acked. Without
@@ -42,7 +43,7 @@ from aio_pika.abc import (
 from yarl import URL
 
 from bindings.types import Event
-from gateway.dispatch import Outcome, Verdict
+from gateway.dispatch import Outcome
 from gateway.errors import BrokerError, ConfigError
 from gateway.manifest import BrokerSpec
 from gateway.redaction import redact_url
@@ -60,8 +61,9 @@ from triggers.delivery import (
     ConnectionWatch,
     OrderedLanes,
     Positive,
+    Settle,
+    deliver,
     describe,
-    is_dead_letter,
     lane_key,
 )
 
@@ -145,13 +147,10 @@ class AmqpTrigger:
     """One ``[[trigger.amqp]]`` table: consumes ``queue`` into ``component``."""
 
     kind: ClassVar[str] = "amqp"
-    # The dispatcher retries while the message is held unacked (see the module docstring).
-    retry_in_process: ClassVar[bool] = True
 
     def __init__(self, config: AmqpConfig, context: TriggerContext) -> None:
         self.config = config
         self.component = config.component
-        self.retry_policy = config.retry_policy
         self.spec: BrokerSpec = context.broker(config.broker)
         self.ready = asyncio.Event()  # set while consuming; cleared when the link is down
         self._watch = ConnectionWatch(f"amqp:{config.queue}", config.broker, self.spec)
@@ -273,74 +272,9 @@ class AmqpTrigger:
     async def _handle(self, session: _Session, message: AbstractIncomingMessage,
                       event: Event) -> None:
         assert self._dispatch is not None
-        count = delivery_count(message)
-        if count > self.retry_policy.max_attempts:
-            # Handed out that often and never settled: it kills or hangs the gateway
-            # (a crash, a hard stop each time). Running it again would do that again.
-            outcome = _exhausted(count)
-        else:
-            outcome = await self._dispatch(self.component, event)
-        try:
-            await self._settle(session, message, event, outcome)
-        except Exception as exc:
-            # Unacked: the broker redelivers it when this connection ends.
-            log.warning("could not settle message; it will be redelivered",
-                        queue=self.config.queue, event_id=event.id, verdict=outcome.verdict.value,
-                        error=describe(exc))
-
-    async def _settle(self, session: _Session, message: AbstractIncomingMessage,
-                      event: Event, outcome: Outcome) -> None:
-        if outcome.verdict is Verdict.ACK:
-            await self._reply(session, message, outcome)
-            await message.ack()
-        elif is_dead_letter(outcome):
-            await self._reply(session, message, outcome)
-            await self._dead_letter(session, message, event, outcome)
-        else:
-            # Only reachable with a broker-side retry policy (retry_in_process = False).
-            await asyncio.sleep(outcome.retry_delay_s or 0)
-            await message.nack(requeue=True)
-
-    async def _reply(self, session: _Session, message: AbstractIncomingMessage,
-                     outcome: Outcome) -> None:
-        if not message.reply_to:
-            return
-        try:
-            await session.publish("", message.reply_to, reply_message(message, outcome),
-                                  mandatory=True)
-        except aiormq.exceptions.PublishError:
-            # The requester's queue is gone (it gave up); the work itself is done.
-            log.warning("reply-to queue does not exist; reply dropped",
-                        queue=self.config.queue, reply_to=message.reply_to,
-                        correlation_id=message.correlation_id)
-
-    async def _dead_letter(self, session: _Session, message: AbstractIncomingMessage,
-                           event: Event, outcome: Outcome) -> None:
-        fields = {"queue": self.config.queue, "event_id": event.id,
-                  "attempts": outcome.attempts, "status": outcome.status,
-                  "error": outcome.error}
-        exchange = self.config.dead_letter
-        if exchange is None:
-            log.warning("dead letter rejected to the queue's own dead-letter policy "
-                        "(no dead-letter exchange configured)", **fields)
-            await message.reject(requeue=False)
-            return
-        routing_key = dead_letter_routing_key(self.config)
-        try:
-            await session.publish(exchange, routing_key,
-                                  dead_letter_message(message, event, outcome, self.component),
-                                  mandatory=True)
-        except (aiormq.exceptions.AMQPError, BrokerError, TimeoutError) as exc:
-            # Never ack what has not safely arrived elsewhere: requeue after a pause (the
-            # next delivery counts as a later attempt, so it comes straight back here).
-            log.error("dead letter not confirmed; message requeued", exchange=exchange,
-                      routing_key=routing_key, reason=describe(exc), **fields)
-            await asyncio.sleep(min(5.0, self.config.max_backoff_ms / 1000))
-            await message.nack(requeue=True)
-            return
-        log.warning("message dead-lettered", exchange=exchange, routing_key=routing_key,
-                    **fields)
-        await message.ack()
+        await deliver(event, _Settle(self.config, session, message, event), run=self._dispatch,
+                      component=self.component, policy=self.config.retry_policy,
+                      mode="in-process", delivery_count=delivery_count(message))
 
     # -- stop helpers -------------------------------------------------------------------
 
@@ -367,10 +301,55 @@ class AmqpTrigger:
                          error=describe(exc))
 
 
-def _exhausted(count: int) -> Outcome:
-    return Outcome(verdict=Verdict.DEAD_LETTER, error_kind="redelivery", attempts=count - 1,
-                   error=f"delivered {count} times without an outcome (the gateway stopped "
-                         "or crashed during every attempt); max-attempts reached")
+class _Settle(Settle):
+    """Reply, ack, or publish the dead letter (confirmed) and ack, on the message's own
+    session: after a reconnect its delivery tag means nothing."""
+
+    def __init__(self, config: AmqpConfig, session: _Session,
+                 message: AbstractIncomingMessage, event: Event) -> None:
+        self.config, self.session, self.message, self.event = config, session, message, event
+
+    async def ack(self, outcome: Outcome) -> None:
+        await self.message.ack()
+
+    async def reply(self, outcome: Outcome) -> None:
+        message = self.message
+        if not message.reply_to:
+            return
+        try:
+            await self.session.publish("", message.reply_to, reply_message(message, outcome),
+                                       mandatory=True)
+        except aiormq.exceptions.PublishError:
+            # The requester's queue is gone (it gave up); the work itself is done.
+            log.warning("reply-to queue does not exist; reply dropped",
+                        queue=self.config.queue, reply_to=message.reply_to,
+                        correlation_id=message.correlation_id)
+
+    async def dead_letter(self, outcome: Outcome, reason: str) -> None:
+        config, message = self.config, self.message
+        exchange = config.dead_letter
+        if exchange is None:
+            log.warning("dead letter rejected to the queue's own dead-letter policy "
+                        "(no dead-letter exchange configured)", queue=config.queue,
+                        event_id=self.event.id)
+            await message.reject(requeue=False)
+            return
+        routing_key = dead_letter_routing_key(config)
+        try:
+            await self.session.publish(
+                exchange, routing_key,
+                dead_letter_message(message, self.event, outcome, config.component),
+                mandatory=True)
+        except (aiormq.exceptions.AMQPError, BrokerError, TimeoutError) as exc:
+            # Never ack what has not safely arrived elsewhere: requeue after a pause (the
+            # next delivery counts as a later attempt, so it comes straight back here).
+            log.error("dead letter not confirmed; message requeued", exchange=exchange,
+                      routing_key=routing_key, reason=describe(exc), queue=config.queue,
+                      event_id=self.event.id)
+            await asyncio.sleep(min(5.0, config.max_backoff_ms / 1000))
+            await message.nack(requeue=True)
+            return
+        await message.ack()
 
 
 async def _close_quietly(connection: AbstractConnection) -> None:

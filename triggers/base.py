@@ -1,8 +1,9 @@
 """The Trigger protocol and the registry of trigger kinds.
 
-A trigger adapter owns its connection, its config schema and its settle logic. It turns a
-native message into an :class:`~bindings.types.Event`, awaits ``dispatch(component, event)``
-and settles the source from the returned :class:`~gateway.dispatch.Outcome`. Awaiting is
+A trigger adapter owns its connection, its config schema and its settle primitives. It turns
+a native message into an :class:`~bindings.types.Event` and hands it, with a
+:class:`~triggers.delivery.Settle`, to :func:`~triggers.delivery.deliver`, which runs it
+through ``dispatch(component, event)`` and settles it (HTTP awaits ``dispatch`` itself). Awaiting is
 the backpressure: a full instance pool makes the adapter wait, never drop.
 
 The manifest keeps every ``[[trigger.<kind>]]`` table raw; the adapter registered for
@@ -24,7 +25,9 @@ if TYPE_CHECKING:
     from bindings.types import Event
     from gateway.dispatch import Outcome
 
-# dispatch(component_id, event) -> Outcome. Never raises for handler failures.
+# dispatch(component_id, event) -> Outcome: one classified call. Never raises for handler
+# failures. A broker trigger runs it through triggers.delivery.deliver with its own retry
+# policy (max-attempts, backoff) and retry mode; HTTP answers with the one call's status.
 Dispatch = Callable[[str, "Event"], Awaitable["Outcome"]]
 
 
@@ -40,11 +43,6 @@ class Trigger(Protocol):
     async def stop(self) -> None:
         """Stop intake, let in-flight events finish and settle, release the connection."""
 
-
-# Optional attributes a trigger may define, read by the app when it builds its dispatch:
-#   retry_policy: gateway.dispatch.RetryPolicy   (default: no retries)
-#   retry_in_process: bool                       (default True; False when the broker
-#                                                 redelivers, e.g. JetStream nak(delay))
 
 
 class TriggerFactory(Protocol):

@@ -11,9 +11,14 @@ Delivery (at least once):
   handler acked it or it was dead-lettered; the trigger commits, per partition, the highest
   *contiguous* settled offset (:mod:`triggers.kafka_offsets`), every ``commit-interval-ms``,
   on a rebalance and at stop. A crash re-delivers what was not committed: duplicates, never
-  loss. Kafka keeps no delivery count, so ``attempt`` restarts at 1 after a redelivery.
-* **Retries in process.** A failed record is re-run here with backoff (the dispatcher's
-  policy) while later records keep flowing; its offset holds the commit point back.
+  loss.
+* **Attempts survive a crash.** Kafka keeps no delivery count, so each attempt is counted
+  in a key-value store before it runs (:mod:`triggers.kafka_attempts`, ``attempts-store``);
+  a record started more than ``max-attempts`` times (it killed the gateway every time) is
+  dead-lettered without running.
+* **Retries in process** (:func:`~triggers.delivery.deliver`). A failed record is re-run
+  here with backoff while later records keep flowing; its offset holds the commit point
+  back.
 * **Dead letters.** After ``max-attempts``, or at once on a 4xx, the record (same key,
   value and headers, plus the ``wasmgate-dead-letter-*`` headers) is produced to the
   ``dead-letter`` topic, acknowledged by the broker, before its offset is settled. Without
@@ -45,8 +50,9 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import OffsetAndMetadata
 
+from bindings.host.kv import KeyValueStore
 from bindings.types import Event
-from gateway.dispatch import Outcome, RetryPolicy, Verdict
+from gateway.dispatch import Outcome, with_attempt
 from gateway.errors import ConfigError
 from gateway.manifest import BrokerSpec
 from triggers.base import Dispatch, TriggerContext, decode_config, register
@@ -55,11 +61,14 @@ from triggers.delivery import (
     ConnectionWatch,
     OrderedLanes,
     Positive,
+    Settle,
     attempt_metadata,
     dead_letter_headers,
+    deliver,
     describe,
     lane_key,
 )
+from triggers.kafka_attempts import AttemptLedger
 from triggers.kafka_offsets import OffsetBook, PartitionOffsets
 
 log = structlog.get_logger("wasmgate.kafka")
@@ -106,20 +115,20 @@ class KafkaConfig(BrokerTriggerConfig, kw_only=True, forbid_unknown_fields=True,
     # uncommitted for redelivery.
     shutdown_grace_ms: Positive = 30_000
     client_id: str | None = None
+    # The [key-value.<name>] store counting each record's attempts (triggers.kafka_attempts);
+    # every replica of the group should share it. None: .wasmgate/kafka-attempts.sqlite.
+    attempts_store: str | None = None
 
 
 class KafkaTrigger:
     """One ``[[trigger.kafka]]`` table: consumes ``topics`` in ``group`` into ``component``."""
 
     kind: ClassVar[str] = "kafka"
-    # Kafka cannot nak one record: a failed record is retried here, holding its offset.
-    retry_in_process: ClassVar[bool] = True
 
     def __init__(self, config: KafkaConfig, context: TriggerContext) -> None:
         self.config = config
         self.component = config.component
         self.group = config.group or f"wasmgate-{config.component}"
-        self.retry_policy: RetryPolicy = config.retry_policy
         spec = context.broker(config.broker)
         self._client_options = client_options(spec, context, config.broker)
         self._source = f"wasmgate/kafka/{config.broker}"
@@ -135,6 +144,11 @@ class KafkaTrigger:
         self._intake: asyncio.Task[None] | None = None
         self._committer: asyncio.Task[None] | None = None
         self._first_attempt = asyncio.Event()
+        # A named store is resolved now (a wrong name fails at load); the default file is
+        # opened at start.
+        self._attempt_store = _attempt_store(config, context)
+        self._state_dir = context.state_dir
+        self._attempts: AttemptLedger | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -144,6 +158,9 @@ class KafkaTrigger:
         if self._intake is not None:
             raise RuntimeError(f"kafka trigger for group {self.group!r} already started")
         self._dispatch = dispatch
+        self._attempts = (AttemptLedger(self._attempt_store, self.group)
+                          if self._attempt_store is not None
+                          else AttemptLedger.local(self._state_dir, self.group))
         self._intake = asyncio.create_task(self._run(), name=f"wasmgate-kafka:{self.group}")
         self._committer = asyncio.create_task(self._commit_loop(),
                                               name=f"wasmgate-kafka-commit:{self.group}")
@@ -180,6 +197,9 @@ class KafkaTrigger:
         producer, self._producer = self._producer, None
         if producer is not None:
             await _quietly(producer.stop())
+        attempts, self._attempts = self._attempts, None
+        if attempts is not None:
+            attempts.close()
         log.info("kafka trigger stopped", component=self.component, group=self.group)
 
     @property
@@ -295,21 +315,13 @@ class KafkaTrigger:
         if offsets.revoked:
             return  # its partition moved to another member, which runs it
         assert self._dispatch is not None
-        outcome = await self._dispatch(self.component, event)
-        if outcome.verdict is not Verdict.ACK:
-            # Retries ran in process, so anything else is final (is_dead_letter holds).
-            await self._dead_letter(record, event, outcome)
-        offsets.finish(record.offset)
-        self._commit_wanted.set()
+        settle = _Settle(self, offsets, record, event)
+        await deliver(event, settle, run=self._dispatch, component=self.component,
+                      policy=self.config.retry_policy, mode="in-process",
+                      delivery_count=await settle.count_start())
 
-    async def _dead_letter(self, record: Record, event: Event, outcome: Outcome) -> None:
-        topic = self.config.dead_letter
-        fields: dict[str, Any] = dict(component=self.component, event_id=event.id,
-                                      status=outcome.status, error=outcome.error,
-                                      attempts=outcome.attempts)
-        if topic is None:
-            log.error("record dead-lettered and dropped (no dead-letter topic set)", **fields)
-            return
+    async def _send_dead_letter(self, topic: str, record: Record, event: Event,
+                                outcome: Outcome) -> None:
         added = dead_letter_headers(event, outcome, self.component)[len(event.headers):]
         # The original header bytes are kept as they were (event headers are decoded text).
         headers = [*record.headers, *((k, v.encode()) for k, v in added)]
@@ -323,7 +335,6 @@ class KafkaTrigger:
                 await self._watch.down(exc)
                 continue
             self._watch.up()
-            log.warning("record dead-lettered", dead_letter=topic, **fields)
             return
 
     async def _producer_started(self) -> AIOKafkaProducer:
@@ -391,6 +402,47 @@ class KafkaTrigger:
         self._book.revoke(revoked)
 
 
+class _Settle(Settle):
+    """Settling a record is marking its offset done (the commit loop commits the contiguous
+    prefix); a dead letter is produced and acknowledged first. Each attempt is counted in
+    the attempt ledger before it runs (:mod:`triggers.kafka_attempts`)."""
+
+    def __init__(self, trigger: KafkaTrigger, offsets: PartitionOffsets, record: Record,
+                 event: Event) -> None:
+        self.trigger, self.offsets, self.record, self.event = trigger, offsets, record, event
+
+    async def count_start(self) -> int:
+        """Record one more start of this record; the count is its attempt number."""
+        r = self.record
+        try:
+            assert self.trigger._attempts is not None
+            return await self.trigger._attempts.start(r.topic, r.partition, r.offset)
+        except Exception as exc:
+            log.warning("could not record the attempt; running it uncounted",
+                        event_id=self.event.id, error=describe(exc))
+            return 1
+
+    async def ack(self, outcome: Outcome) -> None:
+        await self._done()
+
+    async def dead_letter(self, outcome: Outcome, reason: str) -> None:
+        topic = self.trigger.config.dead_letter
+        if topic is not None:
+            await self.trigger._send_dead_letter(topic, self.record, self.event, outcome)
+        await self._done()
+
+    async def next_attempt(self, event: Event, attempt: int, delay_s: float) -> Event | None:
+        await asyncio.sleep(delay_s)
+        return with_attempt(event, max(attempt, await self.count_start()))
+
+    async def _done(self) -> None:
+        r = self.record
+        self.offsets.finish(r.offset)
+        self.trigger._commit_wanted.set()
+        if self.trigger._attempts is not None:
+            await self.trigger._attempts.forget(r.topic, r.partition, r.offset)
+
+
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
     """Hands rebalance callbacks to the trigger (aiokafka awaits them)."""
 
@@ -455,6 +507,19 @@ def client_options(spec: BrokerSpec, context: TriggerContext, name: str) -> dict
     elif context_ssl is not None:
         options["security_protocol"] = "SSL"
     return options
+
+
+def _attempt_store(config: KafkaConfig, context: TriggerContext) -> KeyValueStore | None:
+    if config.attempts_store is None:
+        return None
+    if context.key_value is None:
+        raise ConfigError("`attempts-store` needs the app's key-value stores",
+                          path=context.manifest_path, field=f"{context.field}.attempts-store")
+    try:
+        return context.key_value(config.attempts_store)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).split(": ", 1)[-1], path=context.manifest_path,
+                          field=f"{context.field}.attempts-store") from None
 
 
 def _validate(config: KafkaConfig, context: TriggerContext) -> None:
