@@ -178,7 +178,6 @@ async def test_next_attempt_none_leaves_the_message_to_the_broker() -> None:
     class Stopping(Recorder):
         async def next_attempt(self, event: Event, attempt: int, delay_s: float) -> None:
             self._note("wait", attempt)
-            return None
 
     script, settle = Script(_failed()), Stopping()
     outcome = await _deliver(script, settle)

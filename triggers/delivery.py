@@ -178,8 +178,8 @@ async def _settle_final(event: Event, settle: Settle, outcome: Outcome, componen
             return
         reason = outcome.error or f"handler answered status {outcome.status}"
         log.error("event dead-lettered", component=component, event_id=event.id,
-                  subject=event.subject, status=outcome.status, error_kind=outcome.error_kind,
-                  attempts=outcome.attempts, reason=reason)
+                  subject=event.subject, status=outcome.status, error=reason,
+                  error_kind=outcome.error_kind, attempts=outcome.attempts)
         metrics.counter("wasmgate_dead_letters_total", "Messages dead-lettered, by why.",
                         component=component, error_kind=outcome.error_kind or "status")
         await settle.dead_letter(outcome, reason)
