@@ -14,6 +14,7 @@ import structlog
 
 from bindings.host.kv import KeyValueStore
 from bindings.types import Event, Response
+from gateway import brokers
 from gateway.cache import compile_cache_dir
 from gateway.capabilities import Capabilities
 from gateway.dispatch import Dispatcher
@@ -46,6 +47,8 @@ class App:
     def load(cls, path: str | Path, *, listen: str = "127.0.0.1:3000") -> App:
         """Load and validate the manifest at ``path``; compile and link every component."""
         app = cls(load_manifest(path), listen=listen)
+        # Every [brokers.x] table, whether a trigger or only `publish` uses it.
+        brokers.check(dict(app.manifest.brokers), path=str(app.manifest.path))
         app._load_components()
         app._load_triggers()
         return app

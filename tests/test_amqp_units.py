@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from bindings.types import Response
+from gateway.brokers.amqp import connection_url
 from gateway.dispatch import Outcome, Verdict
 from gateway.errors import ConfigError
 from gateway.manifest import BrokerSpec, TlsSpec
-from triggers.amqp import build, connection_url
+from triggers.amqp import build
 from triggers.amqp_messages import (
     REPLY_STATUS,
     dead_letter_message,

@@ -40,14 +40,13 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
 )
-from yarl import URL
 
 from bindings.types import Event
+from gateway.brokers.amqp import connect
 from gateway.dispatch import Outcome
 from gateway.errors import BrokerError, ConfigError
 from gateway.manifest import BrokerSpec
 from gateway.redaction import redact_url
-from gateway.tls import ssl_context
 from triggers.amqp_messages import (
     dead_letter_message,
     delivery_count,
@@ -217,11 +216,9 @@ class AmqpTrigger:
                 await self._watch.down(exc)
 
     async def _open(self) -> _Session:
-        connection = await aio_pika.connect(
-            connection_url(self.spec), ssl_context=ssl_context(self.spec.tls),
-            timeout=self.spec.connect_timeout_ms / 1000,
-            client_properties={"connection_name":
-                               f"wasmgate {self.component} <- {self.config.queue}"})
+        connection: AbstractConnection = await connect(
+            self.config.broker, self.spec,
+            connection_name=f"wasmgate {self.component} <- {self.config.queue}")
         try:
             channel = await connection.channel(publisher_confirms=False)
             # Prefetch is the concurrency: the broker stops delivering at that many unacked.
@@ -359,16 +356,6 @@ async def _close_quietly(connection: AbstractConnection) -> None:
         log.debug("error closing AMQP connection", error=describe(exc))
 
 
-def connection_url(spec: BrokerSpec) -> str:
-    """The broker URL with the manifest's ``username`` / ``password`` applied."""
-    url = URL(spec.url)
-    if spec.username is not None:
-        url = url.with_user(spec.username)
-    if spec.password is not None:
-        url = url.with_password(spec.password)
-    return str(url)
-
-
 def _topology_hint(config: AmqpConfig, exc: aiormq.exceptions.ChannelClosed) -> str:
     if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
         return (f"{describe(exc)}: with declare = false the queue {config.queue!r} and the "
@@ -409,4 +396,4 @@ def build(config: dict[str, Any], *, context: TriggerContext) -> AmqpTrigger:
 
 register("amqp", build)
 
-__all__ = ["AmqpConfig", "AmqpTrigger", "build", "connection_url"]
+__all__ = ["AmqpConfig", "AmqpTrigger", "build"]

@@ -37,24 +37,21 @@ from __future__ import annotations
 
 import asyncio
 import re
-import ssl
 from collections.abc import Awaitable
 from functools import partial
 from typing import Any, ClassVar, Literal, Protocol
-from urllib.parse import parse_qs, urlsplit
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import OffsetAndMetadata
 
 from bindings.host.kv import KeyValueStore
 from bindings.types import Event
+from gateway.brokers.kafka import client_options
 from gateway.dispatch import Outcome, with_attempt
 from gateway.errors import ConfigError
-from gateway.manifest import BrokerSpec
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.delivery import (
     BrokerTriggerConfig,
@@ -130,7 +127,7 @@ class KafkaTrigger:
         self.component = config.component
         self.group = config.group or f"wasmgate-{config.component}"
         spec = context.broker(config.broker)
-        self._client_options = client_options(spec, context, config.broker)
+        self._client_options = client_options(config.broker, spec, path=context.manifest_path)
         self._source = f"wasmgate/kafka/{config.broker}"
         self._watch = ConnectionWatch(f"kafka:{self.group}", config.broker, spec)
         self._book = OffsetBook()
@@ -465,50 +462,6 @@ async def _quietly(closing: Awaitable[object]) -> None:
 
 # -- configuration ---------------------------------------------------------------------------
 
-def client_options(spec: BrokerSpec, context: TriggerContext, name: str) -> dict[str, Any]:
-    """aiokafka client keyword arguments for ``[brokers.<name>]``: bootstrap servers from
-    ``kafka://host:port[,host:port]``, TLS, SASL (``?sasl-mechanism=SCRAM-SHA-256``)."""
-    where = f"brokers.{name}.url"
-    parts = urlsplit(spec.url)
-    if parts.scheme != "kafka" or not parts.netloc:
-        raise ConfigError(f"invalid Kafka URL {spec.url!r}; write kafka://host:9092 "
-                          "(several bootstrap servers: kafka://host1:9092,host2:9092)",
-                          path=context.manifest_path, field=where)
-    servers = [s.strip() for s in parts.netloc.rpartition("@")[2].split(",") if s.strip()]
-    for server in servers:
-        host, _, port = server.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"bootstrap server {server!r} in {spec.url!r} needs host:port",
-                              path=context.manifest_path, field=where)
-    query = parse_qs(parts.query)
-    mechanism = query.get("sasl-mechanism", ["PLAIN"])[0].upper()
-    if mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
-        raise ConfigError(f"unsupported sasl-mechanism {mechanism!r}; use PLAIN, "
-                          "SCRAM-SHA-256 or SCRAM-SHA-512", path=context.manifest_path,
-                          field=where)
-    options: dict[str, Any] = {
-        "bootstrap_servers": servers,
-        "request_timeout_ms": max(spec.connect_timeout_ms, 1000),
-        "retry_backoff_ms": spec.reconnect_min_ms,
-    }
-    context_ssl: ssl.SSLContext | None = None
-    if spec.tls is not None:
-        tls = spec.tls
-        context_ssl = create_ssl_context(cafile=tls.ca_file, certfile=tls.cert_file,
-                                         keyfile=tls.key_file)
-        if tls.insecure_skip_verify:
-            context_ssl.check_hostname = False
-            context_ssl.verify_mode = ssl.CERT_NONE
-        options["ssl_context"] = context_ssl
-    if spec.username is not None:
-        options.update(security_protocol="SASL_SSL" if context_ssl else "SASL_PLAINTEXT",
-                       sasl_mechanism=mechanism, sasl_plain_username=spec.username,
-                       sasl_plain_password=spec.password or "")
-    elif context_ssl is not None:
-        options["security_protocol"] = "SSL"
-    return options
-
-
 def _attempt_store(config: KafkaConfig, context: TriggerContext) -> KeyValueStore | None:
     if config.attempts_store is None:
         return None
@@ -550,4 +503,4 @@ def build_kafka_trigger(config: dict[str, Any], *, context: TriggerContext) -> K
 
 register("kafka", build_kafka_trigger)
 
-__all__ = ["KafkaConfig", "KafkaTrigger", "build_kafka_trigger", "client_options"]
+__all__ = ["KafkaConfig", "KafkaTrigger", "build_kafka_trigger"]

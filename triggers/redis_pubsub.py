@@ -29,6 +29,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from bindings.types import Event, new_event_id, now_micros
+from gateway.brokers.redis import CONNECTION_ERRORS, redis_client
 from gateway.errors import ConfigError
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.delivery import (
@@ -40,7 +41,6 @@ from triggers.delivery import (
     describe,
     lane_key,
 )
-from triggers.redis_client import CONNECTION_ERRORS, redis_client
 
 log = structlog.get_logger("wasmgate.redis")
 

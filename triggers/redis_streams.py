@@ -40,6 +40,7 @@ import structlog
 from redis.exceptions import RedisError, ResponseError
 
 from bindings.types import Event
+from gateway.brokers.redis import CONNECTION_ERRORS, redis_client
 from gateway.dispatch import Outcome
 from gateway.errors import ConfigError
 from triggers.base import Dispatch, TriggerContext, decode_config, register
@@ -54,7 +55,6 @@ from triggers.delivery import (
     describe,
     lane_key,
 )
-from triggers.redis_client import CONNECTION_ERRORS, redis_client
 from triggers.redis_consumer import ConsumerName, claim_consumer_name
 from triggers.redis_entries import Fields, dead_letter_fields, entry_to_event
 
