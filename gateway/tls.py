@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 
 from gateway.errors import ConfigError
@@ -20,6 +21,11 @@ def ssl_context(tls: TlsSpec | None, *, broker: str | None = None,
     if tls is None:
         return None
     field = f"brokers.{broker}.tls" if broker else "tls"
+    for name, file in (("ca-file", tls.ca_file), ("cert-file", tls.cert_file),
+                       ("key-file", tls.key_file)):
+        if file is not None and not os.path.isfile(file):
+            raise ConfigError(f"{name} {file!r} does not exist (or is not a file)",
+                              path=path, field=f"{field}.{name}")
     try:
         context = ssl.create_default_context(cafile=tls.ca_file)
         if tls.cert_file:
