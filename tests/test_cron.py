@@ -302,6 +302,17 @@ def test_unknown_config_key_is_a_config_error() -> None:
     assert "shedule-tz" in message
 
 
+def test_a_misspelt_field_gets_the_manifests_did_you_mean() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_cron_trigger(
+            {"component": "c", "schedule": "0 * * * *", "timezon": "UTC"}, context=CONTEXT
+        )
+    message = str(info.value)
+    assert "at `trigger.cron[0].timezon`: unknown field `timezon`; did you mean `timezone`?" \
+        in message
+    assert "Object contains unknown field" not in message
+
+
 def test_missing_schedule_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="schedule"):
         build_cron_trigger({"component": "c"}, context=CONTEXT)

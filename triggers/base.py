@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 import msgspec
 
 from gateway.errors import ConfigError
-from gateway.manifest import BrokerSpec
+from gateway.manifest import BrokerSpec, schema_error
 
 if TYPE_CHECKING:
     from bindings.host.kv import KeyValueStore
@@ -97,15 +97,13 @@ def factory_for(kind: str, *, manifest_path: str) -> TriggerFactory:
 
 
 def decode_config(raw: dict[str, Any], schema: type[T], context: TriggerContext) -> T:
-    """Decode a raw trigger table into ``schema``, naming the file and field on error."""
+    """Decode a raw trigger table into ``schema``; errors name the file and field the way
+    the rest of the manifest does (an unknown field gets "did you mean")."""
     try:
         return msgspec.convert(raw, schema)
     except msgspec.ValidationError as exc:
-        # msgspec says "... - at `$.route`"; rewrite `$` as the trigger's own field path.
-        message = str(exc)
-        message = (message.replace("`$", f"`{context.field}") if "`$" in message
-                   else f"{message} - at `{context.field}`")
-        raise ConfigError(message, path=context.manifest_path) from exc
+        raise schema_error(raw, schema, exc, path=context.manifest_path,
+                           field=context.field) from exc
 
 
 def _load_builtin_triggers() -> None:
