@@ -144,3 +144,6 @@ class App:
             pool.close()
         await self.capabilities.close()
         self.engine.close()
+
+
+__all__ = ["App"]

@@ -123,3 +123,7 @@ _BUILTIN_MODULES = ("triggers.cron", "triggers.http", "triggers.kafka", "trigger
                     "triggers.jetstream", "triggers.amqp", "triggers.redis_pubsub",
                     "triggers.redis_streams")
 _MISSING: dict[str, str] = {}
+
+
+__all__ = ["Dispatch", "Trigger", "TriggerContext", "TriggerFactory", "decode_config",
+           "factory_for", "register"]

@@ -434,4 +434,4 @@ def build_kafka_trigger(config: dict[str, Any], *, context: TriggerContext) -> K
 
 register("kafka", build_kafka_trigger)
 
-__all__ = ["KafkaConfig", "KafkaTrigger", "build_kafka_trigger"]
+__all__ = ["KafkaConfig", "KafkaTrigger", "Record", "build_kafka_trigger"]
