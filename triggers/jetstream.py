@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import re
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-import msgspec
 import nats.errors
 import nats.js.errors
 import structlog
@@ -47,12 +45,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
 from bindings.types import Event, now_micros
 from gateway.dispatch import Outcome
-from gateway.errors import BrokerError, ConfigError
+from gateway.errors import BrokerError
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.delivery import (
-    BrokerTriggerConfig,
     OrderedLanes,
-    Positive,
     Settle,
     attempt_metadata,
     dead_letter_headers,
@@ -60,36 +56,17 @@ from triggers.delivery import (
     describe,
     lane_key,
 )
+from triggers.jetstream_config import JetStreamConfig, validate
 from triggers.nats_connection import (
     NatsConnection,
     content_type,
     header_dict,
     header_pairs,
-    subject_matches,
 )
 
 log = structlog.get_logger("wasmgate.nats-jetstream")
 
-_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _STOP_GRACE_S = 30.0
-
-
-class JetStreamConfig(BrokerTriggerConfig, kw_only=True, forbid_unknown_fields=True,
-                      rename="kebab"):
-    """The schema of one ``[[trigger.nats-jetstream]]`` table."""
-
-    stream: str
-    consumer: str  # the durable consumer's name, shared by every replica
-    # create = true: create the stream (with `subjects`) and the consumer when missing, and
-    # update the consumer's settings; false: bind to the existing ones.
-    create: bool = False
-    subjects: list[str] = msgspec.field(default_factory=list)
-    filter_subject: str | None = None
-    storage: Literal["file", "memory"] = "file"
-    ack_wait_ms: Annotated[int, msgspec.Meta(ge=300)] = 30_000
-    max_ack_pending: Positive = 1000
-    batch: Positive | None = None  # default: concurrency
-    fetch_wait_ms: Annotated[int, msgspec.Meta(ge=10)] = 1000
 
 
 class JetStreamTrigger:
@@ -98,7 +75,7 @@ class JetStreamTrigger:
     kind: ClassVar[str] = "nats-jetstream"
 
     def __init__(self, config: JetStreamConfig, context: TriggerContext) -> None:
-        _validate(config, context)
+        validate(config, context)
         self.config = config
         self.component = config.component
         self.source = f"wasmgate/nats-jetstream/{config.broker}"
@@ -355,30 +332,6 @@ def _log_crash(task: asyncio.Task[None]) -> None:
     # Intake must never end silently: a crash here means the trigger stopped consuming.
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.error("intake stopped by an unexpected error", error=describe(exc), exc_info=exc)
-
-
-def _validate(config: JetStreamConfig, context: TriggerContext) -> None:
-    def fail(field: str, message: str) -> ConfigError:
-        return ConfigError(message, path=context.manifest_path, field=f"{context.field}.{field}")
-
-    for field, name in (("stream", config.stream), ("consumer", config.consumer)):
-        if not _NAME.match(name):
-            raise fail(field, f"{field} name {name!r} may only hold letters, digits, `-` and "
-                       "`_` (no dots, spaces or wildcards)")
-    if config.create and not config.subjects:
-        raise fail("subjects", "create = true needs the stream's subjects, e.g. "
-                   'subjects = ["orders.>"]')
-    if config.subjects and not config.create:
-        raise fail("subjects", "subjects is only used to create the stream; set create = true "
-                   "or remove it (an existing stream keeps its own subjects)")
-    target = config.dead_letter
-    if target is not None:
-        inputs = [*config.subjects, *([config.filter_subject] if config.filter_subject else [])]
-        for pattern in inputs:
-            if subject_matches(pattern, target):
-                raise fail("dead-letter", f"dead-letter subject {target!r} matches the input "
-                           f"subject {pattern!r}: dead letters would be consumed again; pick a "
-                           "subject outside the stream")
 
 
 def build_jetstream_trigger(config: dict[str, Any], *, context: TriggerContext

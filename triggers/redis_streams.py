@@ -31,7 +31,6 @@ One ``[[trigger.redis-streams]]`` table consumes one ``stream`` as consumer ``co
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -42,13 +41,10 @@ from redis.exceptions import RedisError, ResponseError
 from bindings.types import Event
 from gateway.brokers.redis import CONNECTION_ERRORS, redis_client
 from gateway.dispatch import Outcome
-from gateway.errors import ConfigError
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.delivery import (
-    BrokerTriggerConfig,
     ConnectionWatch,
     OrderedLanes,
-    Positive,
     Settle,
     dead_letter_headers,
     deliver,
@@ -57,29 +53,11 @@ from triggers.delivery import (
 )
 from triggers.redis_consumer import ConsumerName, claim_consumer_name
 from triggers.redis_entries import Fields, dead_letter_fields, entry_to_event
+from triggers.redis_streams_config import RedisStreamsConfig, validate
 
 log = structlog.get_logger("wasmgate.redis-streams")
 
-_START_ID = re.compile(r"^(\$|0|\d+(-\d+)?)$")
 Entry = tuple[bytes, Fields]
-
-
-class RedisStreamsConfig(BrokerTriggerConfig, kw_only=True, forbid_unknown_fields=True,
-                         rename="kebab"):
-    """The schema of one ``[[trigger.redis-streams]]`` table."""
-
-    stream: str
-    group: str = "wasmgate"
-    # None: generated once per gateway instance and kept in .wasmgate/redis-streams/.
-    consumer: str | None = None
-    create_group: bool = True
-    # Where a group created by the trigger starts: "$" = new entries only, "0" = all.
-    start_id: str = "$"
-    batch_size: Positive = 32
-    block_ms: Positive = 1000
-    # The visibility timeout: an entry pending this long on any consumer is reclaimed.
-    claim_idle_ms: Positive = 30_000
-    claim_interval_ms: Positive = 5_000
 
 
 class RedisStreamsTrigger:
@@ -397,15 +375,7 @@ def build_redis_streams_trigger(config: dict[str, Any], *, context: TriggerConte
                                 ) -> RedisStreamsTrigger:
     """Decode and validate one ``[[trigger.redis-streams]]`` table (the registered factory)."""
     decoded = decode_config(config, RedisStreamsConfig, context)
-    if not _START_ID.match(decoded.start_id):
-        raise ConfigError(f"start-id {decoded.start_id!r} is not \"$\" (new entries only), "
-                          "\"0\" (the whole stream) or an entry id like \"1700000000000-0\"",
-                          path=context.manifest_path, field=f"{context.field}.start-id")
-    if decoded.dead_letter == decoded.stream:
-        raise ConfigError("dead-letter is the consumed stream itself; name another stream, "
-                          f"e.g. \"{decoded.stream}.dead-letter\"",
-                          path=context.manifest_path, field=f"{context.field}.dead-letter")
-    context.broker(decoded.broker)
+    validate(decoded, context)
     return RedisStreamsTrigger(decoded, context)
 
 
