@@ -120,7 +120,7 @@ class KafkaTrigger:
         if self._intake is not None:
             raise RuntimeError(f"kafka trigger for group {self.group!r} already started")
         self._dispatch = dispatch
-        self._attempts = (AttemptLedger(self._attempt_store, self.group)
+        self._attempts = (AttemptLedger.in_store(self._attempt_store, self.group)
                           if self._attempt_store is not None
                           else AttemptLedger.local(self._state_dir, self.group))
         self._intake = asyncio.create_task(self._run(), name=f"wasmgate-kafka:{self.group}")
@@ -161,7 +161,7 @@ class KafkaTrigger:
             await _quietly(producer.stop())
         attempts, self._attempts = self._attempts, None
         if attempts is not None:
-            attempts.close()
+            await attempts.close()
         log.info("kafka trigger stopped", component=self.component, group=self.group)
 
     @property
@@ -402,7 +402,7 @@ class _Settle(Settle):
         self.offsets.finish(r.offset)
         self.trigger._commit_wanted.set()
         if self.trigger._attempts is not None:
-            await self.trigger._attempts.forget(r.topic, r.partition, r.offset)
+            self.trigger._attempts.forget(r.topic, r.partition, r.offset)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
