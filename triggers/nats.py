@@ -139,10 +139,10 @@ class NatsTrigger:
 
     async def _handle(self, msg: Msg, event: Event) -> None:
         assert self._dispatch is not None
+        self.handled += 1
         await deliver(event, _Settle(self, msg, event), run=self._dispatch,
                       component=self.component, policy=self.config.retry_policy,
                       mode="in-process")
-        self.handled += 1
 
     async def stop(self) -> None:
         """Unsubscribe (the broker stops sending), run what was already received, reply,
