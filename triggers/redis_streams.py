@@ -283,8 +283,10 @@ class RedisStreamsTrigger:
         entries this instance still holds, so no other consumer's XAUTOCLAIM takes them
         while a slow handler or a retry backoff is running."""
         period_ms = max(1, self.config.claim_idle_ms // 3)
-        while True:
-            await asyncio.sleep(period_ms / 1000)
+        # Ends on the stop flag, not only on cancellation: redis-py can turn a cancel that
+        # lands mid-command into a TimeoutError (a RedisError, logged below), and a loop
+        # that outlived its cancel would keep stop() waiting forever.
+        while not await self._stopped_within(period_ms / 1000):
             if not self._held:
                 continue
             try:
