@@ -14,16 +14,17 @@ import structlog
 
 from bindings.host.kv import KeyValueStore
 from bindings.types import Event, Response
+from gateway import brokers
 from gateway.cache import compile_cache_dir
 from gateway.capabilities import Capabilities
-from gateway.dispatch import NO_RETRY, Dispatcher, Outcome, RetryPolicy
+from gateway.dispatch import Dispatcher
 from gateway.engine import LoadedComponent, engine_for
 from gateway.errors import ComponentError, ConfigError
 from gateway.executor import InstancePool
 from gateway.manifest import LoadedManifest, load_manifest
 from gateway.redaction import remember_secrets
 from gateway.responses import check_response
-from triggers.base import Dispatch, Trigger, TriggerContext, factory_for
+from triggers.base import Trigger, TriggerContext, factory_for
 
 log = structlog.get_logger("wasmgate.app")
 
@@ -46,6 +47,8 @@ class App:
     def load(cls, path: str | Path, *, listen: str = "127.0.0.1:3000") -> App:
         """Load and validate the manifest at ``path``; compile and link every component."""
         app = cls(load_manifest(path), listen=listen)
+        # Every [brokers.x] table, whether a trigger or only `publish` uses it.
+        brokers.check(dict(app.manifest.brokers), path=str(app.manifest.path))
         app._load_components()
         app._load_triggers()
         return app
@@ -125,19 +128,12 @@ class App:
         check_response(component, response, self.manifest.components[component])
         return response
 
-    def _dispatch_for(self, trigger: Trigger) -> Dispatch:
-        policy: RetryPolicy = getattr(trigger, "retry_policy", NO_RETRY)
-        in_process: bool = getattr(trigger, "retry_in_process", True)
-
-        async def dispatch(component: str, event: Event) -> Outcome:
-            return await self.dispatcher.dispatch(component, event, policy,
-                                                  in_process=in_process)
-        return dispatch
-
     async def start(self) -> None:
         """Start every trigger's intake."""
         for trigger in self.triggers:
-            await trigger.start(self._dispatch_for(trigger))
+            # One classified call per dispatch; each trigger applies its own retry policy
+            # through triggers.delivery.deliver.
+            await trigger.start(self.dispatcher.dispatch)
         log.info("app started", app=self.manifest.application.name,
                  components=sorted(self.pools), triggers=len(self.triggers))
 
@@ -148,3 +144,6 @@ class App:
             pool.close()
         await self.capabilities.close()
         self.engine.close()
+
+
+__all__ = ["App"]

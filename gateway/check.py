@@ -15,6 +15,7 @@ import asyncio
 from pathlib import Path
 
 from bindings.host.kv import KeyValueStore, SqliteKeyValue
+from gateway import brokers
 from gateway.errors import ConfigError
 from gateway.manifest import LoadedManifest, load_manifest
 from triggers.base import Trigger, TriggerContext, factory_for
@@ -24,6 +25,8 @@ def check_manifest(path: str | Path) -> LoadedManifest:
     """Return the manifest at ``path`` once it and all its trigger tables are valid;
     raise ConfigError naming the file and field otherwise."""
     manifest = load_manifest(path)
+    # Every [brokers.x] table: URL form and TLS files (no connection is opened).
+    brokers.check(dict(manifest.brokers), path=str(manifest.path))
     triggers: list[Trigger] = []
     try:
         for kind, tables in manifest.triggers.items():

@@ -1,16 +1,16 @@
-"""The dispatcher: policy that is the same for every source.
+"""The dispatcher: one call of a component, classified with one status vocabulary (HTTP's).
 
-It routes an event to a component's executor, classifies the result with one status
-vocabulary (HTTP's), and retries with exponential backoff and jitter up to the trigger's
-``max-attempts``. Adapters only translate the :class:`Outcome` into their own settle call
-(reply, ack, nak, commit, dead-letter).
+It routes an event to a component's executor and turns what came back into an
+:class:`Outcome`. What happens to the source message next (a retry here or by the broker,
+the crash-loop guard, the dead letter) is decided in one place for every broker,
+:func:`triggers.delivery.deliver`; HTTP answers its caller with the status.
 
 =====================  =============================================
 result                 verdict
 =====================  =============================================
 2xx (and 1xx/3xx)      ACK
-429, 5xx, err, trap,   RETRY (until max-attempts, then DEAD_LETTER)
-timeout
+429, 5xx, err, trap,   RETRY (deliver: until max-attempts, then
+timeout                DEAD_LETTER)
 other 4xx              DEAD_LETTER at once: a poison message is never
                        retried forever
 =====================  =============================================
@@ -21,7 +21,6 @@ free instance (admission), 502 a response that cannot be sent on, 500 anything e
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import random
 import time
@@ -60,9 +59,6 @@ class Outcome(msgspec.Struct, kw_only=True):
     error: str | None = None
     error_kind: str | None = None  # "trap", "timeout", "admission", "invalid-response", ...
     attempts: int = 1
-    # Set on RETRY when the broker does the redelivery (``in_process=False``): how long the
-    # adapter should ask the broker to wait (JetStream nak(delay), a delayed requeue).
-    retry_delay_s: float | None = None
 
     @property
     def status(self) -> int:
@@ -102,54 +98,29 @@ def verdict_for_status(status: int) -> Verdict:
 
 # call(component_id, event) -> Response; raises HandlerError for trap/timeout/err.
 Invoke = Callable[[str, Event], Awaitable[Response]]
-Sleep = Callable[[float], Awaitable[None]]
 
 
 class Dispatcher:
-    """Routes events to components and applies the shared delivery policy."""
+    """Runs one attempt of an event through its component and classifies the result."""
 
-    def __init__(self, invoke: Invoke, *, sleep: Sleep = asyncio.sleep) -> None:
+    def __init__(self, invoke: Invoke) -> None:
         self._invoke = invoke
-        self._sleep = sleep
 
-    async def dispatch(self, component: str, event: Event,
-                       policy: RetryPolicy = NO_RETRY, *, in_process: bool = True) -> Outcome:
-        """Run ``event`` through ``component``; retry per ``policy``; never raise for handler
-        failures (they come back as an Outcome).
+    async def dispatch(self, component: str, event: Event) -> Outcome:
+        """Run ``event`` through ``component`` once; never raise for handler failures (they
+        come back as an Outcome: RETRY or DEAD_LETTER by the status vocabulary).
 
-        The attempt number starts from the event's ``attempt`` metadata (an adapter sets it
-        from the broker's delivery count on a redelivery). With ``in_process`` the retries
-        happen here, holding the message. Without it (the broker redelivers: JetStream
-        nak(delay)) one attempt runs and a RETRY comes back with ``retry_delay_s`` set.
-        Either way the last allowed attempt turns RETRY into DEAD_LETTER.
+        What a RETRY means for the source message (run again here, hand it back to the
+        broker, or dead-letter it after the last attempt) is :func:`triggers.delivery.deliver`'s
+        business; HTTP answers the caller with the status.
         """
         started = time.perf_counter()
-        outcome = await self._dispatch(component, event, policy, in_process)
+        outcome = await self._run_once(component, event)
         _record(component, outcome, time.perf_counter() - started)
         return outcome
 
-    async def _dispatch(self, component: str, event: Event, policy: RetryPolicy,
-                        in_process: bool) -> Outcome:
-        attempt = _attempt_of(event)
-        while True:
-            outcome = await self._run_once(component, event, attempt)
-            if outcome.verdict is not Verdict.RETRY:
-                return outcome
-            if attempt >= policy.max_attempts:
-                if policy.max_attempts > 1:
-                    outcome.verdict = Verdict.DEAD_LETTER
-                return outcome
-            if not in_process:
-                outcome.retry_delay_s = policy.backoff_seconds(attempt)
-                return outcome
-            delay = policy.backoff_seconds(attempt)
-            log.info("retrying event", component=component, event_id=event.id, attempt=attempt,
-                     status=outcome.status, error=outcome.error, delay_s=round(delay, 3))
-            await self._sleep(delay)
-            attempt += 1
-            event = _with_attempt(event, attempt)
-
-    async def _run_once(self, component: str, event: Event, attempt: int) -> Outcome:
+    async def _run_once(self, component: str, event: Event) -> Outcome:
+        attempt = attempt_of(event)
         try:
             response = await self._invoke(component, event)
         # The error text leaves the process (logs, dead-letter headers, replies, invoke's
@@ -165,14 +136,12 @@ class Dispatcher:
 
 
 def _record(component: str, outcome: Outcome, seconds: float) -> None:
-    metrics.counter("wasmgate_events_total", "Events dispatched, by final verdict.",
+    # One count per handler call. Retries and dead letters are counted where they are
+    # decided, in triggers.delivery.deliver.
+    metrics.counter("wasmgate_events_total", "Handler calls, by the verdict of the call.",
                     component=component, verdict=outcome.verdict.value,
                     error_kind=outcome.error_kind or "")
-    if outcome.attempts > 1:
-        metrics.counter("wasmgate_retries_total", "Extra attempts made in process.",
-                        outcome.attempts - 1, component=component)
-    metrics.observe("wasmgate_event_duration_seconds",
-                    "Time from dispatch to outcome, retries included.", seconds,
+    metrics.observe("wasmgate_event_duration_seconds", "Time of one handler call.", seconds,
                     component=component)
 
 
@@ -193,15 +162,18 @@ def _gateway_kind(exc: WasmgateError) -> str:
     return "admission" if isinstance(exc, AdmissionTimeout) else "gateway"
 
 
-def _attempt_of(event: Event) -> int:
+def attempt_of(event: Event) -> int:
+    """The event's ``attempt`` metadata (1 when missing)."""
     value = event.meta("attempt")
     return int(value) if value and value.isdigit() else 1
 
 
-def _with_attempt(event: Event, attempt: int) -> Event:
+def with_attempt(event: Event, attempt: int) -> Event:
+    """``event`` with its ``attempt`` metadata set to ``attempt``."""
     metadata = [(k, v) for k, v in event.metadata if k != "attempt"]
     metadata.append(("attempt", str(attempt)))
     return msgspec.structs.replace(event, metadata=metadata)
 
 
-__all__ = ["NO_RETRY", "Dispatcher", "Outcome", "RetryPolicy", "Verdict", "verdict_for_status"]
+__all__ = ["NO_RETRY", "Dispatcher", "Invoke", "Outcome", "RetryPolicy", "Verdict", "attempt_of",
+           "verdict_for_status", "with_attempt"]

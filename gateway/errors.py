@@ -1,5 +1,8 @@
-"""The wasmgate error tree. Callers catch one family; third-party errors are translated
-at the edge with ``raise ... from exc``.
+"""The wasmgate error tree, whole. Callers catch one family; third-party errors are
+translated at the edge with ``raise ... from exc``. The host capabilities' errors are
+defined next to their implementation (marked with their module) and come back to the guest
+as error values; the dispatcher turns a HandlerError into a status (504 a timeout, 502 an
+invalid response, 500 the rest) and the verdict RETRY.
 
 ::
 
@@ -8,7 +11,7 @@ at the edge with ``raise ... from exc``.
     ├── ComponentError              a component cannot be loaded or linked
     │   ├── ComponentNotFound       the .wasm file is missing
     │   └── ComponentContractError  it does not export `handle` with the wasmgate WIT shape
-    ├── HandlerError                one call failed; carries whether it is worth retrying
+    ├── HandlerError                one call failed (always worth a retry: 5xx-like)
     │   ├── HandlerTrap             the guest trapped (panic, unreachable, out of memory)
     │   ├── HandlerTimeout          the call ran past its deadline (epoch interruption)
     │   ├── HandlerReturnedError    the guest returned `err(message)`
@@ -18,7 +21,14 @@ at the edge with ``raise ... from exc``.
     ├── DeadlineExceeded            a host call ran out of the event's deadline (`timeout-ms`)
     ├── BrokerError                 a broker refused or lost a connection, publish or settle
     ├── InvalidEvent                a CloudEvents JSON event is malformed (names the attribute)
-    └── BuildError                  a component's build command failed
+    ├── BuildError                  a component's build command failed
+    ├── KeyValueError               bindings.host.kv: a kv call refused (key/value too large,
+    │                               not an integer, store closed or unreachable)
+    ├── SqlError                    bindings.host.sql: a SQL call refused or failed
+    ├── PublishError                bindings.host.publish: a publish refused (no grant, no
+    │                               such broker) or not confirmed
+    └── OutboundHttpError           bindings.host.outbound_http: a request refused (no grant,
+                                    bad URL or header) or failed
 
 Every message a user can cause names the file, field or address and says what to do.
 """
@@ -59,10 +69,8 @@ class ComponentContractError(ComponentError):
 
 
 class HandlerError(WasmgateError):
-    """One handler call failed. ``retryable`` follows the status vocabulary."""
-
-    retryable = True
-    status = 500
+    """One handler call failed; the dispatcher classifies it as RETRY (status 500, 504 for
+    a timeout, 502 for an invalid response: gateway.dispatch)."""
 
 
 class HandlerTrap(HandlerError):
@@ -72,8 +80,6 @@ class HandlerTrap(HandlerError):
 class HandlerTimeout(HandlerError):
     """The guest ran past its deadline and was interrupted."""
 
-    status = 504
-
 
 class HandlerReturnedError(HandlerError):
     """The guest returned ``err(message)``."""
@@ -81,8 +87,6 @@ class HandlerReturnedError(HandlerError):
 
 class InvalidResponse(HandlerError):
     """The guest's response cannot be sent on (see :mod:`gateway.responses`)."""
-
-    status = 502
 
 
 class AdmissionTimeout(WasmgateError):

@@ -466,7 +466,21 @@ def _decode(document: dict[str, Any], where: str) -> Manifest:
 
 
 def _config_error(document: Any, exc: msgspec.ValidationError, where: str) -> ConfigError:
-    parts, message, tp = _locate(document, Manifest, exc)
+    return schema_error(document, Manifest, exc, path=where)
+
+
+def schema_error(document: Any, schema: Any, exc: msgspec.ValidationError, *, path: str,
+                 field: str = "") -> ConfigError:
+    """The ConfigError for ``exc``, raised converting ``document`` to ``schema``: the field
+    path written from ``field`` on (a trigger table's ``trigger.cron[0]``), an unknown field
+    with "did you mean" and the known fields. Trigger adapters decode their tables with it."""
+    where = path
+    parts, message, tp = _locate(document, schema, exc)
+
+    def _render(names: list[str]) -> str:  # below ``field``, which is written as given
+        tail = _render_parts(names)
+        return f"{field}.{tail}" if field and tail else field or tail
+
     if m := _UNKNOWN.match(message):
         name = m.group("name")
         known = _field_names(tp)
@@ -560,7 +574,7 @@ def _join(field: str, key: str) -> str:
     return f"{field}.{rendered}" if field else rendered
 
 
-def _render(parts: list[str]) -> str:
+def _render_parts(parts: list[str]) -> str:
     out = ""
     for part in parts:
         out = out + part if part.startswith("[") else _join(out, part)
@@ -738,4 +752,5 @@ __all__ = [
     "TlsSpec",
     "VariableSpec",
     "load_manifest",
+    "schema_error",
 ]

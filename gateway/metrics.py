@@ -82,3 +82,6 @@ counter = REGISTRY.counter
 gauge = REGISTRY.gauge
 observe = REGISTRY.observe
 render = REGISTRY.render
+
+
+__all__ = ["BUCKETS", "REGISTRY", "Registry", "counter", "gauge", "observe", "render"]

@@ -102,3 +102,6 @@ class _Supervisor:
                 time.sleep(delay)
                 if not self.signals:
                     self.spawn(index)
+
+
+__all__ = ["REUSE_PORT_ENV", "WORKER_INDEX_ENV", "run_workers", "worker_index"]

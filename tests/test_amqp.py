@@ -28,7 +28,7 @@ from tests.contract.harness import (
     wait_until,
 )
 from triggers.amqp_messages import REPLY_STATUS
-from triggers.delivery import DL_ATTEMPTS, DL_ERROR_KIND, DL_STATUS
+from triggers.delivery import DL_STATUS
 
 pytestmark = pytest.mark.wasm
 
@@ -128,19 +128,6 @@ async def test_the_attempt_number_counts_earlier_deliveries(
     # Two deliveries went elsewhere: this run was attempt 3, so fail-until 3 succeeded at once.
     assert gateway.kv.get("started:again") == b"3"
     assert gateway.count("runs", "again") == 1
-
-
-async def test_a_message_delivered_more_than_max_attempts_is_dead_lettered_unrun(
-        harness: AmqpHarness, gateway: Gateway) -> None:
-    await harness.publish(message("crasher"), headers={"x-origin": "t"})
-    await _nack_times(harness, 3)
-    gateway.write(**{"max-attempts": 3})
-    async with gateway.running():
-        [letter] = await wait_for_dead_letters(harness.read_dead_letters, 1)
-    assert gateway.count("runs", "crasher") == 0
-    assert letter.headers[DL_ERROR_KIND] == "redelivery"
-    assert letter.headers[DL_ATTEMPTS] == "3"
-    assert letter.headers["x-origin"] == "t"
 
 
 async def test_an_unroutable_dead_letter_is_not_lost(

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from bindings.types import Response
+from gateway.brokers.amqp import connection_url
 from gateway.dispatch import Outcome, Verdict
 from gateway.errors import ConfigError
 from gateway.manifest import BrokerSpec, TlsSpec
-from triggers.amqp import build, connection_url
+from triggers.amqp import build
 from triggers.amqp_messages import (
     REPLY_STATUS,
     dead_letter_message,
@@ -129,8 +130,7 @@ def test_config_defaults_bindings_and_dead_letter_routes() -> None:
     assert (config.queue_type, config.concurrency, config.ordering) == ("quorum", 16, "key")
     assert binding_keys(config) == ["#"]
     assert dead_letter_routing_key(config) == "work"
-    assert trigger.retry_in_process is True
-    assert trigger.retry_policy.max_attempts == 5
+    assert trigger.config.retry_policy.max_attempts == 5
     direct = build({"component": "c", "broker": "rabbit", "queue": "work",
                     "exchange": "events", "dead-letter": "", "dead-letter-queue": "work.dead"},
                    context=context()).config

@@ -207,7 +207,9 @@ async def test_failing_runs_do_not_stop_the_loop() -> None:
     assert len(seen) == 4
     assert trigger.failed_runs == 3
     errors = [e for e in logs if e["log_level"] == "error"]
-    assert [e["event"] for e in errors] == ["cron run failed", "cron run raised", "cron run failed"]
+    # A failed run is cron's dead letter: logged (and counted) by deliver().
+    assert [e["event"] for e in errors] == ["event dead-lettered", "cron run raised",
+                                            "event dead-lettered"]
     assert errors[0]["status"] == 400
     assert errors[0]["error"] == "bad input"
     assert errors[0]["event_id"] == seen[0].id
@@ -298,6 +300,17 @@ def test_unknown_config_key_is_a_config_error() -> None:
     message = str(info.value)
     assert MANIFEST in message
     assert "shedule-tz" in message
+
+
+def test_a_misspelt_field_gets_the_manifests_did_you_mean() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_cron_trigger(
+            {"component": "c", "schedule": "0 * * * *", "timezon": "UTC"}, context=CONTEXT
+        )
+    message = str(info.value)
+    assert "at `trigger.cron[0].timezon`: unknown field `timezon`; did you mean `timezone`?" \
+        in message
+    assert "Object contains unknown field" not in message
 
 
 def test_missing_schedule_is_a_config_error() -> None:

@@ -1,8 +1,9 @@
-"""The shared delivery policy: status vocabulary, retries with backoff, dead-lettering."""
+"""The dispatcher: one call, classified by the status vocabulary; backoff arithmetic."""
 
 from __future__ import annotations
 
 import random
+import uuid
 
 import pytest
 
@@ -40,44 +41,31 @@ class Script:
         return result
 
 
-async def test_retries_then_succeeds_and_counts_attempts() -> None:
-    sleeps: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-
-    script = Script(HandlerTrap("boom"), Response(status=503), Response(status=200, body=b"ok"))
-    outcome = await Dispatcher(script, sleep=sleep).dispatch(
-        "c", _event(), RetryPolicy(max_attempts=5, initial_backoff_ms=100))
-    assert outcome.verdict is Verdict.ACK
-    assert outcome.attempts == 3
-    assert [e.meta("attempt") for e in script.seen] == [None, "2", "3"]
-    assert len(sleeps) == 2
-    assert 0.05 <= sleeps[0] <= 0.1 and 0.1 <= sleeps[1] <= 0.2
-
-
-async def test_exhausted_retries_dead_letter_with_reason() -> None:
-    async def sleep(seconds: float) -> None:
-        return None
-
-    script = Script(HandlerTimeout("late"), HandlerTimeout("late"))
-    outcome = await Dispatcher(script, sleep=sleep).dispatch(
-        "c", _event(), RetryPolicy(max_attempts=2))
-    assert outcome.verdict is Verdict.DEAD_LETTER
+async def test_one_call_classified_with_its_attempt_number() -> None:
+    script = Script(HandlerTimeout("late"))
+    event = Event(id="e1", source="test", type="t", metadata=[("attempt", "3")])
+    outcome = await Dispatcher(script).dispatch("c", event)
+    assert outcome.verdict is Verdict.RETRY
     assert outcome.error_kind == "timeout"
     assert outcome.status == 504
-    assert outcome.attempts == 2
+    assert outcome.attempts == 3
+    assert len(script.seen) == 1
+
+
+async def test_a_trap_is_a_retry_with_its_kind() -> None:
+    outcome = await Dispatcher(Script(HandlerTrap("boom"))).dispatch("c", _event())
+    assert (outcome.verdict, outcome.error_kind, outcome.status) == (Verdict.RETRY, "trap", 500)
 
 
 async def test_client_error_dead_letters_at_once() -> None:
     script = Script(Response(status=422))
-    outcome = await Dispatcher(script).dispatch("c", _event(), RetryPolicy(max_attempts=5))
+    outcome = await Dispatcher(script).dispatch("c", _event())
     assert outcome.verdict is Verdict.DEAD_LETTER
     assert len(script.seen) == 1
 
 
-async def test_without_retry_policy_a_failure_stays_retryable_for_the_source() -> None:
-    # HTTP and at-most-once sources run one attempt; the caller decides what RETRY means.
+async def test_a_server_error_stays_retryable_for_the_source() -> None:
+    # One call; the caller (deliver, or HTTP) decides what RETRY means.
     outcome = await Dispatcher(Script(Response(status=500))).dispatch("c", _event())
     assert outcome.verdict is Verdict.RETRY
 
@@ -87,17 +75,17 @@ def test_backoff_is_capped() -> None:
     assert policy.backoff_seconds(10, random.Random(1)) <= 1.0
 
 
-async def test_outcomes_are_counted_in_metrics() -> None:
+async def test_each_call_is_counted_in_metrics() -> None:
     from gateway import metrics
 
     async def answer(component: str, event: Event) -> Response:
         return Response(status=404)
 
-    before = metrics.render()
-    await Dispatcher(answer).dispatch("metered", Event(id="1", source="s", type="t"))
+    # A component name no other test uses: the registry is process-wide.
+    name = f"metered-{uuid.uuid4().hex[:8]}"
+    await Dispatcher(answer).dispatch(name, Event(id="1", source="s", type="t"))
     after = metrics.render()
-    line = ('wasmgate_events_total{component="metered",error_kind="",'
-            'verdict="dead-letter"} 1')
-    assert line not in before and line in after
-    assert 'wasmgate_event_duration_seconds_count{component="metered"} 1' in after
-    assert 'wasmgate_event_duration_seconds_bucket{component="metered",le="+Inf"} 1' in after
+    assert f'wasmgate_events_total{{component="{name}",error_kind="",verdict="dead-letter"}} 1' \
+        in after
+    assert f'wasmgate_event_duration_seconds_count{{component="{name}"}} 1' in after
+    assert f'wasmgate_event_duration_seconds_bucket{{component="{name}",le="+Inf"}} 1' in after

@@ -82,8 +82,7 @@ def test_several_bootstrap_servers_and_defaults() -> None:
     assert trigger._client_options["bootstrap_servers"] == ["a:9092", "b:9093"]
     assert trigger.group == "wasmgate-c"
     assert trigger.config.start_from == "earliest"
-    assert trigger.retry_in_process is True
-    assert trigger.retry_policy.max_attempts == 5
+    assert trigger.config.retry_policy.max_attempts == 5
 
 
 @dataclass

@@ -29,10 +29,9 @@ def jetstream(**table: Any) -> JetStreamTrigger:
 def test_defaults_and_trigger_attributes() -> None:
     trigger = core(subject="orders.*", queue="workers")
     assert trigger.config.concurrency == 16 and trigger.config.ordering == "key"
-    assert trigger.retry_policy.max_attempts == 5
+    assert trigger.config.retry_policy.max_attempts == 5
     js = jetstream(**{"max-attempts": 3})
-    assert js.retry_in_process is False
-    assert js.retry_policy.max_attempts == 3
+    assert js.config.retry_policy.max_attempts == 3
     assert js.config.ack_wait_ms == 30_000 and js.config.max_ack_pending == 1000
 
 

@@ -12,9 +12,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.contract.brokers.redis_streams import GROUP, RedisStreamsHarness
-from tests.contract.harness import Gateway, message, wait_for_dead_letters, wait_until
+from tests.contract.harness import Gateway, message, wait_until
 from tests.redis_server import RedisServer
-from triggers.delivery import DL_ERROR_KIND
 
 pytestmark = pytest.mark.wasm
 
@@ -40,22 +39,6 @@ async def test_a_dead_consumers_entry_is_reclaimed_after_the_visibility_timeout(
     # The second delivery: the attempt number came from Redis's delivery count.
     assert gateway.kv.get("started:orphan") == b"2"
     assert gateway.count("runs", "orphan") == 1
-    assert await _pending(harness) == 0
-
-
-async def test_an_entry_delivered_more_than_max_attempts_is_dead_lettered_unrun(
-        harness: RedisStreamsHarness, gateway: Gateway) -> None:
-    await harness.publish(message("crasher"))
-    reply = await harness.client.xreadgroup(GROUP, "crashing", {harness.stream: ">"})
-    entry_id = reply[0][1][0][0]
-    # It took the gateway down three times already (max-attempts = 3).
-    await harness.client.xclaim(harness.stream, GROUP, "crashing", 0, [entry_id],
-                                retrycount=3)
-    gateway.write(**{"max-attempts": 3, "claim-idle-ms": 1000, "claim-interval-ms": 200})
-    async with gateway.running():
-        [letter] = await wait_for_dead_letters(harness.read_dead_letters, 1)
-    assert letter.headers[DL_ERROR_KIND] == "redelivery"
-    assert gateway.count("runs", "crasher") == 0
     assert await _pending(harness) == 0
 
 

@@ -8,10 +8,11 @@ Each ``[[trigger.amqp]]`` table names a ``queue`` on a ``[brokers.<name>]`` of k
   when a connection drops or the gateway dies is requeued by the broker.
 * **Prefetch = concurrency.** The broker never hands this consumer more unacked messages
   than ``concurrency``; a slow handler pushes back on the broker, not on memory.
-* **Retries in process.** A failed attempt is retried here after the backoff, the message
-  held unacked, so its key's lane (and the queue's order) is kept and nothing is ever in
-  a second place. The attempt number survives a redelivery through the quorum queue's
-  ``x-delivery-count``.
+* **Retries in process** (:func:`~triggers.delivery.deliver`). A failed attempt is retried
+  here after the backoff, the message held unacked, so its key's lane (and the queue's
+  order) is kept and nothing is ever in a second place. The attempt number survives a
+  redelivery through the quorum queue's ``x-delivery-count``; a message delivered more
+  than ``max-attempts`` times (it crashed the gateway each time) is dead-lettered unrun.
 * **Dead letters are published, not rejected.** After the last attempt (or at once on a
   4xx) a copy with the original headers plus ``wasmgate-dead-letter-*`` goes to the
   ``dead-letter`` exchange, confirmed, and only then is the original acked. Without
@@ -30,7 +31,6 @@ from typing import Any, ClassVar
 
 import aio_pika
 import aiormq
-import msgspec
 import structlog
 from aio_pika.abc import (
     AbstractChannel,
@@ -39,60 +39,32 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
 )
-from yarl import URL
 
 from bindings.types import Event
-from gateway.dispatch import Outcome, Verdict
-from gateway.errors import BrokerError, ConfigError
+from gateway.brokers.amqp import connect
+from gateway.dispatch import Outcome
+from gateway.errors import BrokerError
 from gateway.manifest import BrokerSpec
 from gateway.redaction import redact_url
-from gateway.tls import ssl_context
+from triggers.amqp_config import AmqpConfig, validate
 from triggers.amqp_messages import (
     dead_letter_message,
     delivery_count,
     event_from_message,
     reply_message,
 )
-from triggers.amqp_topology import ExchangeKind, QueueType, dead_letter_routing_key, declare
+from triggers.amqp_topology import dead_letter_routing_key, declare
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.delivery import (
-    BrokerTriggerConfig,
     ConnectionWatch,
     OrderedLanes,
-    Positive,
+    Settle,
+    deliver,
     describe,
-    is_dead_letter,
     lane_key,
 )
 
 log = structlog.get_logger("wasmgate.amqp")
-
-FieldValue = str | int | float | bool
-
-
-class AmqpConfig(BrokerTriggerConfig, kw_only=True, forbid_unknown_fields=True,
-                 rename="kebab"):
-    """The schema of one ``[[trigger.amqp]]`` table (plus the shared broker fields)."""
-
-    queue: str
-    # Declare queue, exchange, bindings and dead-letter exchange (idempotent). False: they
-    # must exist already (checked passively at every connect).
-    declare: bool = True
-    queue_type: QueueType = "quorum"
-    queue_arguments: dict[str, FieldValue] = msgspec.field(default_factory=dict)
-    exchange: str | None = None
-    exchange_type: ExchangeKind = "direct"
-    binding_keys: list[str] = msgspec.field(default_factory=list)
-    # Header holding the ordering key; by default the routing key is the key.
-    key_header: str | None = None
-    dead_letter_routing_key: str | None = None
-    dead_letter_exchange_type: ExchangeKind = "direct"
-    # Declared and bound to the dead-letter exchange so dead letters always have a route.
-    dead_letter_queue: str | None = None
-    confirm_timeout_ms: Positive = 10_000
-    # How long stop() lets in-flight events finish before abandoning them to redelivery.
-    drain_timeout_ms: Positive = 30_000
-
 
 @dataclass
 class _Session:
@@ -145,13 +117,10 @@ class AmqpTrigger:
     """One ``[[trigger.amqp]]`` table: consumes ``queue`` into ``component``."""
 
     kind: ClassVar[str] = "amqp"
-    # The dispatcher retries while the message is held unacked (see the module docstring).
-    retry_in_process: ClassVar[bool] = True
 
     def __init__(self, config: AmqpConfig, context: TriggerContext) -> None:
         self.config = config
         self.component = config.component
-        self.retry_policy = config.retry_policy
         self.spec: BrokerSpec = context.broker(config.broker)
         self.ready = asyncio.Event()  # set while consuming; cleared when the link is down
         self._watch = ConnectionWatch(f"amqp:{config.queue}", config.broker, self.spec)
@@ -218,11 +187,9 @@ class AmqpTrigger:
                 await self._watch.down(exc)
 
     async def _open(self) -> _Session:
-        connection = await aio_pika.connect(
-            connection_url(self.spec), ssl_context=ssl_context(self.spec.tls),
-            timeout=self.spec.connect_timeout_ms / 1000,
-            client_properties={"connection_name":
-                               f"wasmgate {self.component} <- {self.config.queue}"})
+        connection: AbstractConnection = await connect(
+            self.config.broker, self.spec,
+            connection_name=f"wasmgate {self.component} <- {self.config.queue}")
         try:
             channel = await connection.channel(publisher_confirms=False)
             # Prefetch is the concurrency: the broker stops delivering at that many unacked.
@@ -273,74 +240,9 @@ class AmqpTrigger:
     async def _handle(self, session: _Session, message: AbstractIncomingMessage,
                       event: Event) -> None:
         assert self._dispatch is not None
-        count = delivery_count(message)
-        if count > self.retry_policy.max_attempts:
-            # Handed out that often and never settled: it kills or hangs the gateway
-            # (a crash, a hard stop each time). Running it again would do that again.
-            outcome = _exhausted(count)
-        else:
-            outcome = await self._dispatch(self.component, event)
-        try:
-            await self._settle(session, message, event, outcome)
-        except Exception as exc:
-            # Unacked: the broker redelivers it when this connection ends.
-            log.warning("could not settle message; it will be redelivered",
-                        queue=self.config.queue, event_id=event.id, verdict=outcome.verdict.value,
-                        error=describe(exc))
-
-    async def _settle(self, session: _Session, message: AbstractIncomingMessage,
-                      event: Event, outcome: Outcome) -> None:
-        if outcome.verdict is Verdict.ACK:
-            await self._reply(session, message, outcome)
-            await message.ack()
-        elif is_dead_letter(outcome):
-            await self._reply(session, message, outcome)
-            await self._dead_letter(session, message, event, outcome)
-        else:
-            # Only reachable with a broker-side retry policy (retry_in_process = False).
-            await asyncio.sleep(outcome.retry_delay_s or 0)
-            await message.nack(requeue=True)
-
-    async def _reply(self, session: _Session, message: AbstractIncomingMessage,
-                     outcome: Outcome) -> None:
-        if not message.reply_to:
-            return
-        try:
-            await session.publish("", message.reply_to, reply_message(message, outcome),
-                                  mandatory=True)
-        except aiormq.exceptions.PublishError:
-            # The requester's queue is gone (it gave up); the work itself is done.
-            log.warning("reply-to queue does not exist; reply dropped",
-                        queue=self.config.queue, reply_to=message.reply_to,
-                        correlation_id=message.correlation_id)
-
-    async def _dead_letter(self, session: _Session, message: AbstractIncomingMessage,
-                           event: Event, outcome: Outcome) -> None:
-        fields = {"queue": self.config.queue, "event_id": event.id,
-                  "attempts": outcome.attempts, "status": outcome.status,
-                  "error": outcome.error}
-        exchange = self.config.dead_letter
-        if exchange is None:
-            log.warning("dead letter rejected to the queue's own dead-letter policy "
-                        "(no dead-letter exchange configured)", **fields)
-            await message.reject(requeue=False)
-            return
-        routing_key = dead_letter_routing_key(self.config)
-        try:
-            await session.publish(exchange, routing_key,
-                                  dead_letter_message(message, event, outcome, self.component),
-                                  mandatory=True)
-        except (aiormq.exceptions.AMQPError, BrokerError, TimeoutError) as exc:
-            # Never ack what has not safely arrived elsewhere: requeue after a pause (the
-            # next delivery counts as a later attempt, so it comes straight back here).
-            log.error("dead letter not confirmed; message requeued", exchange=exchange,
-                      routing_key=routing_key, reason=describe(exc), **fields)
-            await asyncio.sleep(min(5.0, self.config.max_backoff_ms / 1000))
-            await message.nack(requeue=True)
-            return
-        log.warning("message dead-lettered", exchange=exchange, routing_key=routing_key,
-                    **fields)
-        await message.ack()
+        await deliver(event, _Settle(self.config, session, message, event), run=self._dispatch,
+                      component=self.component, policy=self.config.retry_policy,
+                      mode="in-process", delivery_count=delivery_count(message))
 
     # -- stop helpers -------------------------------------------------------------------
 
@@ -367,10 +269,55 @@ class AmqpTrigger:
                          error=describe(exc))
 
 
-def _exhausted(count: int) -> Outcome:
-    return Outcome(verdict=Verdict.DEAD_LETTER, error_kind="redelivery", attempts=count - 1,
-                   error=f"delivered {count} times without an outcome (the gateway stopped "
-                         "or crashed during every attempt); max-attempts reached")
+class _Settle(Settle):
+    """Reply, ack, or publish the dead letter (confirmed) and ack, on the message's own
+    session: after a reconnect its delivery tag means nothing."""
+
+    def __init__(self, config: AmqpConfig, session: _Session,
+                 message: AbstractIncomingMessage, event: Event) -> None:
+        self.config, self.session, self.message, self.event = config, session, message, event
+
+    async def ack(self, outcome: Outcome) -> None:
+        await self.message.ack()
+
+    async def reply(self, outcome: Outcome) -> None:
+        message = self.message
+        if not message.reply_to:
+            return
+        try:
+            await self.session.publish("", message.reply_to, reply_message(message, outcome),
+                                       mandatory=True)
+        except aiormq.exceptions.PublishError:
+            # The requester's queue is gone (it gave up); the work itself is done.
+            log.warning("reply-to queue does not exist; reply dropped",
+                        queue=self.config.queue, reply_to=message.reply_to,
+                        correlation_id=message.correlation_id)
+
+    async def dead_letter(self, outcome: Outcome, reason: str) -> None:
+        config, message = self.config, self.message
+        exchange = config.dead_letter
+        if exchange is None:
+            log.warning("dead letter rejected to the queue's own dead-letter policy "
+                        "(no dead-letter exchange configured)", queue=config.queue,
+                        event_id=self.event.id)
+            await message.reject(requeue=False)
+            return
+        routing_key = dead_letter_routing_key(config)
+        try:
+            await self.session.publish(
+                exchange, routing_key,
+                dead_letter_message(message, self.event, outcome, config.component),
+                mandatory=True)
+        except (aiormq.exceptions.AMQPError, BrokerError, TimeoutError) as exc:
+            # Never ack what has not safely arrived elsewhere: requeue after a pause (the
+            # next delivery counts as a later attempt, so it comes straight back here).
+            log.error("dead letter not confirmed; message requeued", exchange=exchange,
+                      routing_key=routing_key, reason=describe(exc), queue=config.queue,
+                      event_id=self.event.id)
+            await asyncio.sleep(min(5.0, config.max_backoff_ms / 1000))
+            await message.nack(requeue=True)
+            return
+        await message.ack()
 
 
 async def _close_quietly(connection: AbstractConnection) -> None:
@@ -378,16 +325,6 @@ async def _close_quietly(connection: AbstractConnection) -> None:
         await connection.close()
     except Exception as exc:
         log.debug("error closing AMQP connection", error=describe(exc))
-
-
-def connection_url(spec: BrokerSpec) -> str:
-    """The broker URL with the manifest's ``username`` / ``password`` applied."""
-    url = URL(spec.url)
-    if spec.username is not None:
-        url = url.with_user(spec.username)
-    if spec.password is not None:
-        url = url.with_password(spec.password)
-    return str(url)
 
 
 def _topology_hint(config: AmqpConfig, exc: aiormq.exceptions.ChannelClosed) -> str:
@@ -401,33 +338,13 @@ def _topology_hint(config: AmqpConfig, exc: aiormq.exceptions.ChannelClosed) -> 
     return describe(exc)
 
 
-def _validate(config: AmqpConfig, context: TriggerContext) -> None:
-    def fail(field_name: str, message: str) -> ConfigError:
-        return ConfigError(message, path=context.manifest_path,
-                           field=f"{context.field}.{field_name}")
-
-    if not config.queue:
-        raise fail("queue", "queue must name a queue (the server-named empty queue would be "
-                            "lost on reconnect)")
-    if config.declare and config.queue.startswith("amq."):
-        raise fail("queue", f"queue {config.queue!r}: names starting with 'amq.' are "
-                            "reserved by the broker; choose another name or set declare = false")
-    if config.exchange == "":
-        raise fail("exchange", "the default exchange already routes by queue name; leave "
-                               "`exchange` out to consume what is published to it")
-    if config.dead_letter == "" and dead_letter_routing_key(config) == config.queue:
-        raise fail("dead-letter-routing-key",
-                   "dead-letter = \"\" (the default exchange) would route dead letters back "
-                   "into the queue itself; set dead-letter-queue or dead-letter-routing-key")
-
-
 def build(config: dict[str, Any], *, context: TriggerContext) -> AmqpTrigger:
     """Build an :class:`AmqpTrigger` from one raw ``[[trigger.amqp]]`` table."""
     decoded = decode_config(config, AmqpConfig, context)
-    _validate(decoded, context)
+    validate(decoded, context)
     return AmqpTrigger(decoded, context)
 
 
 register("amqp", build)
 
-__all__ = ["AmqpConfig", "AmqpTrigger", "build", "connection_url"]
+__all__ = ["AmqpConfig", "AmqpTrigger", "build"]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from aio_pika.abc import AbstractChannel, AbstractQueue, ExchangeType
 
 if TYPE_CHECKING:
-    from triggers.amqp import AmqpConfig
+    from triggers.amqp_config import AmqpConfig
 
 QueueType = Literal["quorum", "classic"]
 ExchangeKind = Literal["direct", "fanout", "topic", "headers"]

@@ -1,8 +1,9 @@
 """The Trigger protocol and the registry of trigger kinds.
 
-A trigger adapter owns its connection, its config schema and its settle logic. It turns a
-native message into an :class:`~bindings.types.Event`, awaits ``dispatch(component, event)``
-and settles the source from the returned :class:`~gateway.dispatch.Outcome`. Awaiting is
+A trigger adapter owns its connection, its config schema and its settle primitives. It turns
+a native message into an :class:`~bindings.types.Event` and hands it, with a
+:class:`~triggers.delivery.Settle`, to :func:`~triggers.delivery.deliver`, which runs it
+through ``dispatch(component, event)`` and settles it (HTTP awaits ``dispatch`` itself). Awaiting is
 the backpressure: a full instance pool makes the adapter wait, never drop.
 
 The manifest keeps every ``[[trigger.<kind>]]`` table raw; the adapter registered for
@@ -17,14 +18,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 import msgspec
 
 from gateway.errors import ConfigError
-from gateway.manifest import BrokerSpec
+from gateway.manifest import BrokerSpec, schema_error
 
 if TYPE_CHECKING:
     from bindings.host.kv import KeyValueStore
     from bindings.types import Event
     from gateway.dispatch import Outcome
 
-# dispatch(component_id, event) -> Outcome. Never raises for handler failures.
+# dispatch(component_id, event) -> Outcome: one classified call. Never raises for handler
+# failures. A broker trigger runs it through triggers.delivery.deliver with its own retry
+# policy (max-attempts, backoff) and retry mode; HTTP answers with the one call's status.
 Dispatch = Callable[[str, "Event"], Awaitable["Outcome"]]
 
 
@@ -40,11 +43,6 @@ class Trigger(Protocol):
     async def stop(self) -> None:
         """Stop intake, let in-flight events finish and settle, release the connection."""
 
-
-# Optional attributes a trigger may define, read by the app when it builds its dispatch:
-#   retry_policy: gateway.dispatch.RetryPolicy   (default: no retries)
-#   retry_in_process: bool                       (default True; False when the broker
-#                                                 redelivers, e.g. JetStream nak(delay))
 
 
 class TriggerFactory(Protocol):
@@ -99,15 +97,13 @@ def factory_for(kind: str, *, manifest_path: str) -> TriggerFactory:
 
 
 def decode_config(raw: dict[str, Any], schema: type[T], context: TriggerContext) -> T:
-    """Decode a raw trigger table into ``schema``, naming the file and field on error."""
+    """Decode a raw trigger table into ``schema``; errors name the file and field the way
+    the rest of the manifest does (an unknown field gets "did you mean")."""
     try:
         return msgspec.convert(raw, schema)
     except msgspec.ValidationError as exc:
-        # msgspec says "... - at `$.route`"; rewrite `$` as the trigger's own field path.
-        message = str(exc)
-        message = (message.replace("`$", f"`{context.field}") if "`$" in message
-                   else f"{message} - at `{context.field}`")
-        raise ConfigError(message, path=context.manifest_path) from exc
+        raise schema_error(raw, schema, exc, path=context.manifest_path,
+                           field=context.field) from exc
 
 
 def _load_builtin_triggers() -> None:
@@ -127,3 +123,7 @@ _BUILTIN_MODULES = ("triggers.cron", "triggers.http", "triggers.kafka", "trigger
                     "triggers.jetstream", "triggers.amqp", "triggers.redis_pubsub",
                     "triggers.redis_streams")
 _MISSING: dict[str, str] = {}
+
+
+__all__ = ["Dispatch", "Trigger", "TriggerContext", "TriggerFactory", "decode_config",
+           "factory_for", "register"]

@@ -42,6 +42,7 @@ from gateway.dispatch import RetryPolicy, Verdict
 from gateway.errors import ConfigError, WasmgateError
 from gateway.workers import worker_index
 from triggers.base import Dispatch, TriggerContext, decode_config, register
+from triggers.delivery import NothingToSettle, deliver
 
 log = structlog.get_logger("wasmgate.cron")
 
@@ -105,7 +106,7 @@ class CronTrigger:
         self.config = config
         self.component = config.component
         self.schedule = config.schedule
-        # The app passes this to Dispatcher.dispatch; retries happen within the tick.
+        # Retries happen within the tick (deliver, in process); a failed run is logged.
         self.retry_policy: RetryPolicy = config.retry
         self.tz = _load_timezone(config.timezone, context)
         self._clock: Clock = clock or SystemClock()
@@ -242,17 +243,17 @@ class CronTrigger:
         assert self._dispatch is not None
         self.runs += 1
         try:
-            outcome = await self._dispatch(self.component, event)
+            outcome = await deliver(event, NothingToSettle(), run=self._dispatch,
+                                    component=self.component, policy=self.retry_policy,
+                                    mode="in-process")
         except Exception:
             self.failed_runs += 1
             log.exception("cron run raised", component=self.component, event_id=event.id,
                           schedule=self.schedule)
             return
         if outcome.verdict is not Verdict.ACK:
+            # deliver() logged it and counted it in wasmgate_dead_letters_total.
             self.failed_runs += 1
-            log.error("cron run failed", component=self.component, event_id=event.id,
-                      schedule=self.schedule, verdict=outcome.verdict.value,
-                      status=outcome.status, error=outcome.error, attempts=outcome.attempts)
 
 
 _CLAIM_TTL_MS = 24 * 3600 * 1000

@@ -1,19 +1,29 @@
-"""What every broker adapter shares: its common config, ordered lanes, dead-letter envelopes
-and the reconnect loop.
+"""The delivery policy of every broker adapter, in one function, and what the adapters share.
 
-The delivery *policy* (status vocabulary, retries, backoff, when to dead-letter) lives in
-:mod:`gateway.dispatch`. This module holds the *mechanics* that would otherwise be copied
-into each adapter:
+:func:`deliver` owns what happens to one source message: the crash-loop guard, running it
+(one classified call per attempt, :class:`~gateway.dispatch.Dispatcher`), the retry mode,
+dead-lettering and the retry / dead-letter metrics. An adapter supplies intake and a
+:class:`Settle` per message: ack, retry after a delay (broker redelivery), dead-letter with
+a reason, reply, and, for in-process retries, how the next attempt is obtained.
 
-* :class:`BrokerTriggerConfig`: the fields every broker trigger table has (component,
-  broker, concurrency, ordering, max-attempts and backoff, dead-letter destination).
-* :class:`OrderedLanes`: runs events concurrently up to a limit while events that share a
-  key run one after another, in arrival order. ``submit`` waits when the limit is reached,
-  which is how a full pool pushes back on the consume loop.
-* :func:`dead_letter_headers`: the reason, attempt count and component added to a
-  dead-lettered message, whose payload and original headers are kept.
-* :class:`ConnectionWatch`: reconnect with exponential backoff, forever, logging once per
-  state change (not once per failed attempt).
+======================  ==========================================================
+the message             deliver
+======================  ==========================================================
+delivered more than     dead-letter it without running it: it stopped or crashed
+``max-attempts`` times  the gateway on every delivery (error kind ``redelivery``)
+call answered 2xx       reply, ack
+call RETRY (429, 5xx,   last attempt: dead-letter. Otherwise retry after the
+err, trap, timeout)     backoff: ``in-process`` runs it again here (the message
+                        held); ``broker`` hands it back (nak with delay)
+call 4xx                reply, dead-letter at once
+======================  ==========================================================
+
+Metrics: ``wasmgate_retries_total`` counts each retry once, when it is decided, in either
+mode; ``wasmgate_dead_letters_total`` each dead letter (``error_kind`` says why).
+
+Also here: :class:`BrokerTriggerConfig` (the fields every broker trigger table has),
+:class:`OrderedLanes` (bounded concurrency, in order per key), :func:`dead_letter_headers`
+and :class:`ConnectionWatch` (reconnect with backoff, logged once per state change).
 """
 
 from __future__ import annotations
@@ -27,7 +37,8 @@ import msgspec
 import structlog
 
 from bindings.types import Event
-from gateway.dispatch import Outcome, RetryPolicy, Verdict
+from gateway import metrics
+from gateway.dispatch import Outcome, RetryPolicy, Verdict, attempt_of, with_attempt
 from gateway.manifest import BrokerSpec
 from gateway.redaction import redact_url
 
@@ -35,6 +46,10 @@ log = structlog.get_logger("wasmgate.delivery")
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 Ordering = Literal["partition", "key", "none"]
+# in-process: a failed attempt runs again here after the backoff, the message held.
+# broker: it goes back to the broker, which redelivers it after the backoff.
+RetryMode = Literal["in-process", "broker"]
+Run = Callable[[str, Event], Awaitable[Outcome]]
 
 # Headers added to a dead-lettered message (the original headers are kept alongside).
 DL_REASON = "wasmgate-dead-letter-reason"
@@ -72,14 +87,121 @@ class BrokerTriggerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
                            multiplier=self.backoff_multiplier)
 
 
-def is_dead_letter(outcome: Outcome) -> bool:
-    """True when the source message must leave for the dead-letter destination.
+class Settle:
+    """How one source message is settled; an adapter subclasses it (one object per message,
+    or one per trigger taking the message in its methods' closure)."""
 
-    A RETRY that carries no ``retry_delay_s`` was the last allowed attempt of a policy with
-    ``max-attempts = 1``; for a broker that is a dead letter too, never a silent drop.
+    async def ack(self, outcome: Outcome) -> None:
+        """The message is done: ack / commit / XACK."""
+        raise NotImplementedError
+
+    async def retry(self, outcome: Outcome, delay_s: float) -> None:
+        """``broker`` mode: hand the message back to be redelivered after ``delay_s``."""
+        raise NotImplementedError(f"{type(self).__name__} retries in process only")
+
+    async def dead_letter(self, outcome: Outcome, reason: str) -> None:
+        """Move the message to the dead-letter destination (or log and drop it without one),
+        then settle the source. ``reason`` is also in ``outcome.error`` / headers."""
+        raise NotImplementedError
+
+    async def reply(self, outcome: Outcome) -> None:
+        """Answer the requester where the source has replies (NATS request, AMQP reply-to);
+        called once, before ack or dead-letter. Default: no replies."""
+
+    async def next_attempt(self, event: Event, attempt: int, delay_s: float) -> Event | None:
+        """``in-process`` mode: after ``delay_s``, the event to run as the next attempt
+        (its ``attempt`` metadata may be above ``attempt`` when the broker counts more); None
+        leaves the message unsettled for the broker (stopping, or deleted meanwhile)."""
+        await asyncio.sleep(delay_s)
+        return with_attempt(event, attempt)
+
+
+class NothingToSettle(Settle):
+    """A source with nothing to ack and nowhere to send a dead letter (cron, Redis pub/sub):
+    deliver's log line and ``wasmgate_dead_letters_total`` are the only record."""
+
+    async def ack(self, outcome: Outcome) -> None:
+        return
+
+    async def dead_letter(self, outcome: Outcome, reason: str) -> None:
+        return
+
+
+async def deliver(event: Event, settle: Settle, *, run: Run, component: str,
+                  policy: RetryPolicy, mode: RetryMode, delivery_count: int = 1) -> Outcome:
+    """Run one source message through ``component`` and settle it; return the last outcome.
+
+    ``delivery_count`` is how often the broker has handed this message out, this delivery
+    included (1 where the source does not count); it is the first attempt's number. A
+    settle call that fails is logged and the message left to the broker's redelivery.
     """
-    return outcome.verdict is Verdict.DEAD_LETTER or (
-        outcome.verdict is Verdict.RETRY and outcome.retry_delay_s is None)
+    if delivery_count > policy.max_attempts:
+        outcome = _exhausted(delivery_count)
+        await _settle_final(event, settle, outcome, component)
+        return outcome
+    attempt = max(1, delivery_count)
+    event = with_attempt(event, attempt)
+    while True:
+        outcome = await run(component, event)
+        if outcome.verdict is Verdict.RETRY and attempt >= policy.max_attempts:
+            outcome.verdict = Verdict.DEAD_LETTER
+        if outcome.verdict is not Verdict.RETRY:
+            await _settle_final(event, settle, outcome, component)
+            return outcome
+        delay = policy.backoff_seconds(attempt)
+        _count_retry(component)
+        log.info("event will be retried", component=component, event_id=event.id,
+                 attempt=attempt, status=outcome.status, error=outcome.error,
+                 mode=mode, delay_s=round(delay, 3))
+        try:
+            if mode == "broker":
+                await settle.retry(outcome, delay)
+                return outcome
+            again = await settle.next_attempt(event, attempt + 1, delay)
+        except Exception as exc:
+            _unsettled(event, component, outcome, exc)
+            return outcome
+        if again is None:
+            return outcome
+        event, attempt = again, max(attempt + 1, attempt_of(again))
+        if attempt > policy.max_attempts:  # the broker counted deliveries we did not see
+            outcome = _exhausted(attempt)
+            await _settle_final(event, settle, outcome, component)
+            return outcome
+
+
+async def _settle_final(event: Event, settle: Settle, outcome: Outcome, component: str) -> None:
+    try:
+        await settle.reply(outcome)
+        if outcome.verdict is Verdict.ACK:
+            await settle.ack(outcome)
+            return
+        reason = outcome.error or f"handler answered status {outcome.status}"
+        log.error("event dead-lettered", component=component, event_id=event.id,
+                  subject=event.subject, status=outcome.status, error=reason,
+                  error_kind=outcome.error_kind, attempts=outcome.attempts)
+        metrics.counter("wasmgate_dead_letters_total", "Messages dead-lettered, by why.",
+                        component=component, error_kind=outcome.error_kind or "status")
+        await settle.dead_letter(outcome, reason)
+    except Exception as exc:
+        _unsettled(event, component, outcome, exc)
+
+
+def _count_retry(component: str) -> None:
+    metrics.counter("wasmgate_retries_total", "Retries decided (in process or by the broker).",
+                    component=component)
+
+
+def _unsettled(event: Event, component: str, outcome: Outcome, exc: Exception) -> None:
+    log.warning("could not settle the message; the broker will redeliver it",
+                component=component, event_id=event.id, verdict=outcome.verdict.value,
+                error=describe(exc))
+
+
+def _exhausted(count: int) -> Outcome:
+    return Outcome(verdict=Verdict.DEAD_LETTER, error_kind="redelivery", attempts=count - 1,
+                   error=f"delivered {count} times without an outcome (the gateway stopped "
+                         "or crashed during every attempt); max-attempts reached")
 
 
 def dead_letter_headers(event: Event, outcome: Outcome, component: str) -> list[tuple[str, str]]:
@@ -223,10 +345,14 @@ __all__ = [
     "DL_STATUS",
     "BrokerTriggerConfig",
     "ConnectionWatch",
+    "NothingToSettle",
     "OrderedLanes",
+    "RetryMode",
+    "Run",
+    "Settle",
     "attempt_metadata",
     "dead_letter_headers",
+    "deliver",
     "describe",
-    "is_dead_letter",
     "lane_key",
 ]

@@ -6,9 +6,13 @@ Delivery semantics:
   settled the trigger sends ``in-progress`` (+WPI) every third of ``ack-wait-ms``, also while
   it waits for a free slot or for the message before it on its subject, so ``ack-wait`` can
   be short (it is how fast a crashed gateway's messages come back) while handlers run long.
-* **Retries through the broker.** A failed attempt (429/5xx, err, trap, timeout) is
-  ``nak``'d with the backoff as delay; JetStream redelivers it and its delivery count is the
-  attempt number the handler sees, so retries survive a gateway restart.
+* **Retries through the broker** (:func:`~triggers.delivery.deliver`, mode ``broker``). A
+  failed attempt (429/5xx, err, trap, timeout) is ``nak``'d with the backoff as delay;
+  JetStream redelivers it and its delivery count is the attempt number the handler sees,
+  so retries survive a gateway restart.
+* **Crash-loop guard.** A message delivered more than ``max-attempts`` times (it stopped or
+  killed the gateway on every delivery, so it was never nak'd) is dead-lettered without
+  running it again.
 * **Dead letters.** After ``max-attempts``, or at once on another 4xx, the message is
   published to ``dead-letter`` (payload, headers and ``wasmgate-dead-letter-*``) through
   JetStream, and only once the stream stored it is the source message ``term``'d. If that
@@ -30,10 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import re
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-import msgspec
 import nats.errors
 import nats.js.errors
 import structlog
@@ -42,63 +44,40 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
 from bindings.types import Event, now_micros
-from gateway.dispatch import Outcome, RetryPolicy, Verdict
-from gateway.errors import BrokerError, ConfigError
+from gateway.dispatch import Outcome
+from gateway.errors import BrokerError
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.delivery import (
-    BrokerTriggerConfig,
     OrderedLanes,
-    Positive,
+    Settle,
     attempt_metadata,
     dead_letter_headers,
+    deliver,
     describe,
-    is_dead_letter,
     lane_key,
 )
+from triggers.jetstream_config import JetStreamConfig, validate
 from triggers.nats_connection import (
     NatsConnection,
     content_type,
     header_dict,
     header_pairs,
-    subject_matches,
 )
 
 log = structlog.get_logger("wasmgate.nats-jetstream")
 
-_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _STOP_GRACE_S = 30.0
-
-
-class JetStreamConfig(BrokerTriggerConfig, kw_only=True, forbid_unknown_fields=True,
-                      rename="kebab"):
-    """The schema of one ``[[trigger.nats-jetstream]]`` table."""
-
-    stream: str
-    consumer: str  # the durable consumer's name, shared by every replica
-    # create = true: create the stream (with `subjects`) and the consumer when missing, and
-    # update the consumer's settings; false: bind to the existing ones.
-    create: bool = False
-    subjects: list[str] = msgspec.field(default_factory=list)
-    filter_subject: str | None = None
-    storage: Literal["file", "memory"] = "file"
-    ack_wait_ms: Annotated[int, msgspec.Meta(ge=300)] = 30_000
-    max_ack_pending: Positive = 1000
-    batch: Positive | None = None  # default: concurrency
-    fetch_wait_ms: Annotated[int, msgspec.Meta(ge=10)] = 1000
 
 
 class JetStreamTrigger:
     """One ``[[trigger.nats-jetstream]]`` table: a durable pull consumer."""
 
     kind: ClassVar[str] = "nats-jetstream"
-    # JetStream redelivers (nak with delay); the dispatcher runs one attempt per delivery.
-    retry_in_process: ClassVar[bool] = False
 
     def __init__(self, config: JetStreamConfig, context: TriggerContext) -> None:
-        _validate(config, context)
+        validate(config, context)
         self.config = config
         self.component = config.component
-        self.retry_policy: RetryPolicy = config.retry_policy
         self.source = f"wasmgate/nats-jetstream/{config.broker}"
         self._connection = NatsConnection(f"nats-jetstream:{config.stream}/{config.consumer}",
                                           config.broker, context.broker(config.broker),
@@ -211,7 +190,9 @@ class JetStreamTrigger:
         return ConsumerConfig(
             name=cfg.consumer, durable_name=cfg.consumer, ack_policy=AckPolicy.EXPLICIT,
             ack_wait=cfg.ack_wait_ms / 1000,
-            # The dispatcher decides when to give up (max-attempts), not the broker.
+            # No broker limit: deliver() ends every message, dead-lettering one delivered more
+            # than max-attempts times without running it (the crash-loop guard). A broker
+            # limit would instead strand such a message unacked, without a dead letter.
             max_deliver=-1, max_ack_pending=cfg.max_ack_pending,
             filter_subject=cfg.filter_subject,
         )
@@ -305,81 +286,52 @@ class JetStreamTrigger:
     async def _handle(self, msg: Msg, event: Event) -> None:
         assert self._dispatch is not None
         try:
-            outcome = await self._dispatch(self.component, event)
-            await self._settle(msg, event, outcome)
-        except Exception as exc:
-            # Left unsettled: JetStream redelivers it after ack-wait.
-            log.error("could not settle; the broker redelivers after ack-wait",
-                      event_id=event.id, error=describe(exc))
+            await deliver(event, _Settle(self, msg, event), run=self._dispatch,
+                          component=self.component, policy=self.config.retry_policy,
+                          mode="broker", delivery_count=msg.metadata.num_delivered)
         finally:
             self._unsettled.pop(id(msg), None)
 
-    async def _settle(self, msg: Msg, event: Event, outcome: Outcome) -> None:
-        if outcome.verdict is Verdict.ACK:
-            await msg.ack()
-            self.acked += 1
-        elif is_dead_letter(outcome):
-            await self._dead_letter(msg, event, outcome)
-        else:
-            delay = outcome.retry_delay_s or 0.0
-            log.info("event will be redelivered", component=self.component, event_id=event.id,
-                     attempt=outcome.attempts, status=outcome.status, error=outcome.error,
-                     delay_s=round(delay, 3))
-            await msg.nak(delay=delay)
-            self.nakked += 1
 
-    async def _dead_letter(self, msg: Msg, event: Event, outcome: Outcome) -> None:
-        target = self.config.dead_letter
-        log.error("event dead-lettered", component=self.component, event_id=event.id,
-                  subject=event.subject, status=outcome.status, error=outcome.error,
-                  error_kind=outcome.error_kind, attempts=outcome.attempts,
-                  dead_letter=target or "(none configured: terminated)")
+class _Settle(Settle):
+    """ack, nak(delay), or dead-letter (stored by JetStream, then term) one message."""
+
+    def __init__(self, trigger: JetStreamTrigger, msg: Msg, event: Event) -> None:
+        self.trigger, self.msg, self.event = trigger, msg, event
+
+    async def ack(self, outcome: Outcome) -> None:
+        await self.msg.ack()
+        self.trigger.acked += 1
+
+    async def retry(self, outcome: Outcome, delay_s: float) -> None:
+        await self.msg.nak(delay=delay_s)
+        self.trigger.nakked += 1
+
+    async def dead_letter(self, outcome: Outcome, reason: str) -> None:
+        trigger, target = self.trigger, self.trigger.config.dead_letter
         if target is not None:
-            assert self._js is not None
-            headers = header_dict(dead_letter_headers(event, outcome, self.component))
+            assert trigger._js is not None
+            headers = header_dict(dead_letter_headers(self.event, outcome, trigger.component))
             # The broker drops a second copy if the term below is lost and this runs again.
-            headers["Nats-Msg-Id"] = f"dead-letter:{event.id}"
+            headers["Nats-Msg-Id"] = f"dead-letter:{self.event.id}"
             try:
-                await self._js.publish(target, event.data, headers=headers)
+                await trigger._js.publish(target, self.event.data, headers=headers)
             except Exception as exc:
-                delay = self.config.max_backoff_ms / 1000
+                # Kept: the redelivery comes straight back here (the crash-loop guard).
+                delay = trigger.config.max_backoff_ms / 1000
                 log.error("could not store the dead letter; keeping the message",
-                          dead_letter=target, event_id=event.id, error=describe(exc),
+                          dead_letter=target, event_id=self.event.id, error=describe(exc),
                           retry_in_s=delay)
-                await msg.nak(delay=delay)
+                await self.msg.nak(delay=delay)
                 return
-        await msg.term()
-        self.dead_lettered += 1
+        await self.msg.term()
+        trigger.dead_lettered += 1
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:
     # Intake must never end silently: a crash here means the trigger stopped consuming.
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.error("intake stopped by an unexpected error", error=describe(exc), exc_info=exc)
-
-
-def _validate(config: JetStreamConfig, context: TriggerContext) -> None:
-    def fail(field: str, message: str) -> ConfigError:
-        return ConfigError(message, path=context.manifest_path, field=f"{context.field}.{field}")
-
-    for field, name in (("stream", config.stream), ("consumer", config.consumer)):
-        if not _NAME.match(name):
-            raise fail(field, f"{field} name {name!r} may only hold letters, digits, `-` and "
-                       "`_` (no dots, spaces or wildcards)")
-    if config.create and not config.subjects:
-        raise fail("subjects", "create = true needs the stream's subjects, e.g. "
-                   'subjects = ["orders.>"]')
-    if config.subjects and not config.create:
-        raise fail("subjects", "subjects is only used to create the stream; set create = true "
-                   "or remove it (an existing stream keeps its own subjects)")
-    target = config.dead_letter
-    if target is not None:
-        inputs = [*config.subjects, *([config.filter_subject] if config.filter_subject else [])]
-        for pattern in inputs:
-            if subject_matches(pattern, target):
-                raise fail("dead-letter", f"dead-letter subject {target!r} matches the input "
-                           f"subject {pattern!r}: dead letters would be consumed again; pick a "
-                           "subject outside the stream")
 
 
 def build_jetstream_trigger(config: dict[str, Any], *, context: TriggerContext

@@ -11,9 +11,14 @@ Delivery (at least once):
   handler acked it or it was dead-lettered; the trigger commits, per partition, the highest
   *contiguous* settled offset (:mod:`triggers.kafka_offsets`), every ``commit-interval-ms``,
   on a rebalance and at stop. A crash re-delivers what was not committed: duplicates, never
-  loss. Kafka keeps no delivery count, so ``attempt`` restarts at 1 after a redelivery.
-* **Retries in process.** A failed record is re-run here with backoff (the dispatcher's
-  policy) while later records keep flowing; its offset holds the commit point back.
+  loss.
+* **Attempts survive a crash.** Kafka keeps no delivery count, so each attempt is counted
+  in a key-value store before it runs (:mod:`triggers.kafka_attempts`, ``attempts-store``);
+  a record started more than ``max-attempts`` times (it killed the gateway every time) is
+  dead-lettered without running.
+* **Retries in process** (:func:`~triggers.delivery.deliver`). A failed record is re-run
+  here with backoff while later records keep flowing; its offset holds the commit point
+  back.
 * **Dead letters.** After ``max-attempts``, or at once on a 4xx, the record (same key,
   value and headers, plus the ``wasmgate-dead-letter-*`` headers) is produced to the
   ``dead-letter`` topic, acknowledged by the broker, before its offset is settled. Without
@@ -31,41 +36,36 @@ Delivery (at least once):
 from __future__ import annotations
 
 import asyncio
-import re
-import ssl
 from collections.abc import Awaitable
 from functools import partial
-from typing import Any, ClassVar, Literal, Protocol
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, ClassVar, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import OffsetAndMetadata
 
 from bindings.types import Event
-from gateway.dispatch import Outcome, RetryPolicy, Verdict
-from gateway.errors import ConfigError
-from gateway.manifest import BrokerSpec
+from gateway.brokers.kafka import client_options
+from gateway.dispatch import Outcome, with_attempt
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.delivery import (
-    BrokerTriggerConfig,
     ConnectionWatch,
     OrderedLanes,
-    Positive,
+    Settle,
     attempt_metadata,
     dead_letter_headers,
+    deliver,
     describe,
     lane_key,
 )
+from triggers.kafka_attempts import AttemptLedger
+from triggers.kafka_config import KafkaConfig, attempt_store, validate
 from triggers.kafka_offsets import OffsetBook, PartitionOffsets
 
 log = structlog.get_logger("wasmgate.kafka")
 
-# Kafka's own rule for topic names.
-_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _TIMESTAMP_TYPES = {0: "create-time", 1: "log-append-time"}
 
 
@@ -82,46 +82,17 @@ class Record(Protocol):
     headers: tuple[tuple[str, bytes], ...]
 
 
-class KafkaConfig(BrokerTriggerConfig, kw_only=True, forbid_unknown_fields=True,
-                  rename="kebab"):
-    """The schema of one ``[[trigger.kafka]]`` table (plus the shared broker fields)."""
-
-    topics: list[str]
-    # Consumer group; members with the same group share the partitions.
-    group: str | None = None
-    # Where a group with no committed offset starts. "earliest" so that a first run that
-    # crashes before its first commit does not skip what it had been given.
-    start_from: Literal["earliest", "latest"] = "earliest"
-    commit_interval_ms: Positive = 500
-    max_poll_records: Positive = 500
-    # How long the broker may hold a fetch open waiting for data (latency when idle).
-    fetch_max_wait_ms: Positive = 500
-    session_timeout_ms: Positive = 10_000
-    heartbeat_interval_ms: Positive = 3_000
-    rebalance_timeout_ms: Positive | None = None
-    max_poll_interval_ms: Positive = 300_000
-    # How long a revoked partition's running records may take before it is handed over.
-    revoke_wait_ms: Positive = 5_000
-    # How long stop() waits for running records (and their retries) before leaving them
-    # uncommitted for redelivery.
-    shutdown_grace_ms: Positive = 30_000
-    client_id: str | None = None
-
-
 class KafkaTrigger:
     """One ``[[trigger.kafka]]`` table: consumes ``topics`` in ``group`` into ``component``."""
 
     kind: ClassVar[str] = "kafka"
-    # Kafka cannot nak one record: a failed record is retried here, holding its offset.
-    retry_in_process: ClassVar[bool] = True
 
     def __init__(self, config: KafkaConfig, context: TriggerContext) -> None:
         self.config = config
         self.component = config.component
         self.group = config.group or f"wasmgate-{config.component}"
-        self.retry_policy: RetryPolicy = config.retry_policy
         spec = context.broker(config.broker)
-        self._client_options = client_options(spec, context, config.broker)
+        self._client_options = client_options(config.broker, spec, path=context.manifest_path)
         self._source = f"wasmgate/kafka/{config.broker}"
         self._watch = ConnectionWatch(f"kafka:{self.group}", config.broker, spec)
         self._book = OffsetBook()
@@ -135,6 +106,11 @@ class KafkaTrigger:
         self._intake: asyncio.Task[None] | None = None
         self._committer: asyncio.Task[None] | None = None
         self._first_attempt = asyncio.Event()
+        # A named store is resolved now (a wrong name fails at load); the default file is
+        # opened at start.
+        self._attempt_store = attempt_store(config, context)
+        self._state_dir = context.state_dir
+        self._attempts: AttemptLedger | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -144,6 +120,9 @@ class KafkaTrigger:
         if self._intake is not None:
             raise RuntimeError(f"kafka trigger for group {self.group!r} already started")
         self._dispatch = dispatch
+        self._attempts = (AttemptLedger.in_store(self._attempt_store, self.group)
+                          if self._attempt_store is not None
+                          else AttemptLedger.local(self._state_dir, self.group))
         self._intake = asyncio.create_task(self._run(), name=f"wasmgate-kafka:{self.group}")
         self._committer = asyncio.create_task(self._commit_loop(),
                                               name=f"wasmgate-kafka-commit:{self.group}")
@@ -180,6 +159,9 @@ class KafkaTrigger:
         producer, self._producer = self._producer, None
         if producer is not None:
             await _quietly(producer.stop())
+        attempts, self._attempts = self._attempts, None
+        if attempts is not None:
+            await attempts.close()
         log.info("kafka trigger stopped", component=self.component, group=self.group)
 
     @property
@@ -295,21 +277,13 @@ class KafkaTrigger:
         if offsets.revoked:
             return  # its partition moved to another member, which runs it
         assert self._dispatch is not None
-        outcome = await self._dispatch(self.component, event)
-        if outcome.verdict is not Verdict.ACK:
-            # Retries ran in process, so anything else is final (is_dead_letter holds).
-            await self._dead_letter(record, event, outcome)
-        offsets.finish(record.offset)
-        self._commit_wanted.set()
+        settle = _Settle(self, offsets, record, event)
+        await deliver(event, settle, run=self._dispatch, component=self.component,
+                      policy=self.config.retry_policy, mode="in-process",
+                      delivery_count=await settle.count_start())
 
-    async def _dead_letter(self, record: Record, event: Event, outcome: Outcome) -> None:
-        topic = self.config.dead_letter
-        fields: dict[str, Any] = dict(component=self.component, event_id=event.id,
-                                      status=outcome.status, error=outcome.error,
-                                      attempts=outcome.attempts)
-        if topic is None:
-            log.error("record dead-lettered and dropped (no dead-letter topic set)", **fields)
-            return
+    async def _send_dead_letter(self, topic: str, record: Record, event: Event,
+                                outcome: Outcome) -> None:
         added = dead_letter_headers(event, outcome, self.component)[len(event.headers):]
         # The original header bytes are kept as they were (event headers are decoded text).
         headers = [*record.headers, *((k, v.encode()) for k, v in added)]
@@ -323,7 +297,6 @@ class KafkaTrigger:
                 await self._watch.down(exc)
                 continue
             self._watch.up()
-            log.warning("record dead-lettered", dead_letter=topic, **fields)
             return
 
     async def _producer_started(self) -> AIOKafkaProducer:
@@ -391,6 +364,47 @@ class KafkaTrigger:
         self._book.revoke(revoked)
 
 
+class _Settle(Settle):
+    """Settling a record is marking its offset done (the commit loop commits the contiguous
+    prefix); a dead letter is produced and acknowledged first. Each attempt is counted in
+    the attempt ledger before it runs (:mod:`triggers.kafka_attempts`)."""
+
+    def __init__(self, trigger: KafkaTrigger, offsets: PartitionOffsets, record: Record,
+                 event: Event) -> None:
+        self.trigger, self.offsets, self.record, self.event = trigger, offsets, record, event
+
+    async def count_start(self) -> int:
+        """Record one more start of this record; the count is its attempt number."""
+        r = self.record
+        try:
+            assert self.trigger._attempts is not None
+            return await self.trigger._attempts.start(r.topic, r.partition, r.offset)
+        except Exception as exc:
+            log.warning("could not record the attempt; running it uncounted",
+                        event_id=self.event.id, error=describe(exc))
+            return 1
+
+    async def ack(self, outcome: Outcome) -> None:
+        await self._done()
+
+    async def dead_letter(self, outcome: Outcome, reason: str) -> None:
+        topic = self.trigger.config.dead_letter
+        if topic is not None:
+            await self.trigger._send_dead_letter(topic, self.record, self.event, outcome)
+        await self._done()
+
+    async def next_attempt(self, event: Event, attempt: int, delay_s: float) -> Event | None:
+        await asyncio.sleep(delay_s)
+        return with_attempt(event, max(attempt, await self.count_start()))
+
+    async def _done(self) -> None:
+        r = self.record
+        self.offsets.finish(r.offset)
+        self.trigger._commit_wanted.set()
+        if self.trigger._attempts is not None:
+            self.trigger._attempts.forget(r.topic, r.partition, r.offset)
+
+
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
     """Hands rebalance callbacks to the trigger (aiokafka awaits them)."""
 
@@ -411,78 +425,13 @@ async def _quietly(closing: Awaitable[object]) -> None:
         log.debug("error while closing a kafka client", error=describe(exc))
 
 
-# -- configuration ---------------------------------------------------------------------------
-
-def client_options(spec: BrokerSpec, context: TriggerContext, name: str) -> dict[str, Any]:
-    """aiokafka client keyword arguments for ``[brokers.<name>]``: bootstrap servers from
-    ``kafka://host:port[,host:port]``, TLS, SASL (``?sasl-mechanism=SCRAM-SHA-256``)."""
-    where = f"brokers.{name}.url"
-    parts = urlsplit(spec.url)
-    if parts.scheme != "kafka" or not parts.netloc:
-        raise ConfigError(f"invalid Kafka URL {spec.url!r}; write kafka://host:9092 "
-                          "(several bootstrap servers: kafka://host1:9092,host2:9092)",
-                          path=context.manifest_path, field=where)
-    servers = [s.strip() for s in parts.netloc.rpartition("@")[2].split(",") if s.strip()]
-    for server in servers:
-        host, _, port = server.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"bootstrap server {server!r} in {spec.url!r} needs host:port",
-                              path=context.manifest_path, field=where)
-    query = parse_qs(parts.query)
-    mechanism = query.get("sasl-mechanism", ["PLAIN"])[0].upper()
-    if mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
-        raise ConfigError(f"unsupported sasl-mechanism {mechanism!r}; use PLAIN, "
-                          "SCRAM-SHA-256 or SCRAM-SHA-512", path=context.manifest_path,
-                          field=where)
-    options: dict[str, Any] = {
-        "bootstrap_servers": servers,
-        "request_timeout_ms": max(spec.connect_timeout_ms, 1000),
-        "retry_backoff_ms": spec.reconnect_min_ms,
-    }
-    context_ssl: ssl.SSLContext | None = None
-    if spec.tls is not None:
-        tls = spec.tls
-        context_ssl = create_ssl_context(cafile=tls.ca_file, certfile=tls.cert_file,
-                                         keyfile=tls.key_file)
-        if tls.insecure_skip_verify:
-            context_ssl.check_hostname = False
-            context_ssl.verify_mode = ssl.CERT_NONE
-        options["ssl_context"] = context_ssl
-    if spec.username is not None:
-        options.update(security_protocol="SASL_SSL" if context_ssl else "SASL_PLAINTEXT",
-                       sasl_mechanism=mechanism, sasl_plain_username=spec.username,
-                       sasl_plain_password=spec.password or "")
-    elif context_ssl is not None:
-        options["security_protocol"] = "SSL"
-    return options
-
-
-def _validate(config: KafkaConfig, context: TriggerContext) -> None:
-    def fail(field: str, message: str) -> ConfigError:
-        return ConfigError(message, path=context.manifest_path, field=f"{context.field}.{field}")
-
-    if not config.topics:
-        raise fail("topics", 'list at least one topic, e.g. topics = ["orders"]')
-    for topic in [*config.topics, *([config.dead_letter] if config.dead_letter else [])]:
-        if not _TOPIC.match(topic):
-            raise fail("topics" if topic in config.topics else "dead-letter",
-                       f"invalid topic name {topic!r}; use 1-249 of A-Z a-z 0-9 . _ -")
-    if config.dead_letter in config.topics:
-        raise fail("dead-letter", f"dead-letter topic {config.dead_letter!r} is also consumed "
-                   "by this trigger, so a dead letter would run again; use another topic")
-    if config.heartbeat_interval_ms >= config.session_timeout_ms:
-        raise fail("heartbeat-interval-ms",
-                   f"heartbeat-interval-ms ({config.heartbeat_interval_ms}) must be below "
-                   f"session-timeout-ms ({config.session_timeout_ms}); about a third of it")
-
-
 def build_kafka_trigger(config: dict[str, Any], *, context: TriggerContext) -> KafkaTrigger:
     """Decode and validate one ``[[trigger.kafka]]`` table (the registered factory)."""
     decoded = decode_config(config, KafkaConfig, context)
-    _validate(decoded, context)
+    validate(decoded, context)
     return KafkaTrigger(decoded, context)
 
 
 register("kafka", build_kafka_trigger)
 
-__all__ = ["KafkaConfig", "KafkaTrigger", "build_kafka_trigger", "client_options"]
+__all__ = ["KafkaConfig", "KafkaTrigger", "Record", "build_kafka_trigger"]

@@ -30,16 +30,17 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from bindings.types import Event, new_event_id, now_micros
-from gateway.dispatch import Outcome, RetryPolicy, Verdict
+from gateway.dispatch import Outcome
 from gateway.errors import ConfigError
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.delivery import (
     BrokerTriggerConfig,
     OrderedLanes,
     Positive,
+    Settle,
     dead_letter_headers,
+    deliver,
     describe,
-    is_dead_letter,
     lane_key,
 )
 from triggers.nats_connection import (
@@ -77,7 +78,6 @@ class NatsTrigger:
         _validate(config, context)
         self.config = config
         self.component = config.component
-        self.retry_policy: RetryPolicy = config.retry_policy
         self.source = f"wasmgate/nats/{config.broker}"
         self._connection = NatsConnection(f"nats:{config.subject}", config.broker,
                                           context.broker(config.broker),
@@ -139,45 +139,10 @@ class NatsTrigger:
 
     async def _handle(self, msg: Msg, event: Event) -> None:
         assert self._dispatch is not None
-        outcome = await self._dispatch(self.component, event)
         self.handled += 1
-        if msg.reply:
-            await self._reply(msg, outcome)
-        if outcome.verdict is Verdict.ACK:
-            return
-        if is_dead_letter(outcome):
-            await self._dead_letter(event, outcome)
-
-    async def _reply(self, msg: Msg, outcome: Outcome) -> None:
-        response = outcome.response
-        headers = header_dict(response.headers) if response is not None else {}
-        headers[STATUS_HEADER] = str(outcome.status)
-        if outcome.status >= 400:
-            headers[SERVICE_ERROR_CODE] = str(outcome.status)
-            headers[SERVICE_ERROR] = (outcome.error or f"handler answered status "
-                                      f"{outcome.status}")[:1000]
-        body = response.body if response is not None else b""
-        try:
-            await self._connection.client.publish(msg.reply, body, headers=headers)
-        except Exception as exc:
-            log.error("could not reply", subject=msg.subject, reply_to=msg.reply,
-                      error=describe(exc))
-
-    async def _dead_letter(self, event: Event, outcome: Outcome) -> None:
-        self.dead_lettered += 1
-        target = self.config.dead_letter
-        log.error("event dead-lettered", component=self.component, event_id=event.id,
-                  subject=event.subject, status=outcome.status, error=outcome.error,
-                  error_kind=outcome.error_kind, attempts=outcome.attempts,
-                  dead_letter=target or "(none configured: dropped)")
-        if target is None:
-            return
-        headers = header_dict(dead_letter_headers(event, outcome, self.component))
-        try:
-            await self._connection.client.publish(target, event.data, headers=headers)
-        except Exception as exc:
-            log.error("could not publish dead letter; it is lost (core NATS is at most once)",
-                      dead_letter=target, event_id=event.id, error=describe(exc))
+        await deliver(event, _Settle(self, msg, event), run=self._dispatch,
+                      component=self.component, policy=self.config.retry_policy,
+                      mode="in-process")
 
     async def stop(self) -> None:
         """Unsubscribe (the broker stops sending), run what was already received, reply,
@@ -200,6 +165,47 @@ class NatsTrigger:
         log.info("nats trigger stopped", subject=self.config.subject, handled=self.handled,
                  dead_lettered=self.dead_lettered)
 
+
+
+class _Settle(Settle):
+    """Core NATS is at most once: nothing to ack; a reply if requested; a dead letter is
+    published to the ``dead-letter`` subject, unconfirmed."""
+
+    def __init__(self, trigger: NatsTrigger, msg: Msg, event: Event) -> None:
+        self.trigger, self.msg, self.event = trigger, msg, event
+
+    async def ack(self, outcome: Outcome) -> None:
+        return
+
+    async def reply(self, outcome: Outcome) -> None:
+        if not self.msg.reply:
+            return
+        response = outcome.response
+        headers = header_dict(response.headers) if response is not None else {}
+        headers[STATUS_HEADER] = str(outcome.status)
+        if outcome.status >= 400:
+            headers[SERVICE_ERROR_CODE] = str(outcome.status)
+            headers[SERVICE_ERROR] = (outcome.error or f"handler answered status "
+                                      f"{outcome.status}")[:1000]
+        body = response.body if response is not None else b""
+        try:
+            await self.trigger._connection.client.publish(self.msg.reply, body,
+                                                          headers=headers)
+        except Exception as exc:
+            log.error("could not reply", subject=self.msg.subject, reply_to=self.msg.reply,
+                      error=describe(exc))
+
+    async def dead_letter(self, outcome: Outcome, reason: str) -> None:
+        trigger, target = self.trigger, self.trigger.config.dead_letter
+        trigger.dead_lettered += 1
+        if target is None:
+            return
+        headers = header_dict(dead_letter_headers(self.event, outcome, trigger.component))
+        try:
+            await trigger._connection.client.publish(target, self.event.data, headers=headers)
+        except Exception as exc:
+            log.error("could not publish dead letter; it is lost (core NATS is at most once)",
+                      dead_letter=target, event_id=self.event.id, error=describe(exc))
 
 def _log_crash(task: asyncio.Task[None]) -> None:
     # Intake must never end silently: a crash here means the trigger stopped consuming.

@@ -10,17 +10,14 @@ their own reconnect loop; they only learn about state changes through the callba
 from __future__ import annotations
 
 import asyncio
-import ssl
-from typing import Any
 
 import nats
 import structlog
 from nats.aio.client import Client
 
-from gateway.errors import ConfigError
+from gateway.brokers.nats import connect_options
 from gateway.manifest import BrokerSpec
 from gateway.redaction import redact_url
-from gateway.tls import ssl_context
 from triggers.delivery import ConnectionWatch, describe
 
 log = structlog.get_logger("wasmgate.nats")
@@ -39,7 +36,7 @@ class NatsConnection:
         self.address = redact_url(spec.url)
         self.watch = ConnectionWatch(trigger, broker, spec)
         self.client = Client()
-        self._tls = _tls_context(spec, manifest_path=manifest_path, field=field)
+        self._options = connect_options(broker, spec, path=manifest_path)
         self._connecting: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -53,24 +50,16 @@ class NatsConnection:
 
     async def _connect(self) -> None:
         spec = self.spec
-        options: dict[str, Any] = {}
-        if spec.username is not None:
-            options["user"] = spec.username
-            options["password"] = spec.password or ""
-        if self._tls is not None:
-            options["tls"] = self._tls
         wait_s = min(spec.reconnect_max_ms / 1000, max(spec.reconnect_min_ms / 1000,
                                                          _RECONNECT_WAIT_S))
         await self.client.connect(
-            servers=[u.strip() for u in spec.url.split(",")],
             name=f"wasmgate:{self.watch.trigger}",
-            connect_timeout=max(1, spec.connect_timeout_ms // 1000),
             reconnect_time_wait=wait_s,  # type: ignore[arg-type]  # nats-py accepts floats
             max_reconnect_attempts=-1,
             error_cb=self._on_error,
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
-            **options,
+            **self._options,
         )
         self.watch.up()
 
@@ -107,15 +96,6 @@ class NatsConnection:
                             error=describe(exc))
         if not self.client.is_closed:
             await self.client.close()
-
-
-def _tls_context(spec: BrokerSpec, *, manifest_path: str, field: str) -> ssl.SSLContext | None:
-    try:
-        return ssl_context(spec.tls)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot load the TLS files of broker {spec.url!r}: {describe(exc)}; "
-                          "check ca-file, cert-file and key-file", path=manifest_path,
-                          field=f"{field}.tls") from exc
 
 
 def header_pairs(headers: dict[str, str] | None) -> list[tuple[str, str]]:

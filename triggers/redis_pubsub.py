@@ -29,18 +29,18 @@ import structlog
 from redis.exceptions import RedisError
 
 from bindings.types import Event, new_event_id, now_micros
-from gateway.dispatch import Verdict
+from gateway.brokers.redis import CONNECTION_ERRORS, redis_client
 from gateway.errors import ConfigError
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.delivery import (
     BrokerTriggerConfig,
     ConnectionWatch,
+    NothingToSettle,
     OrderedLanes,
+    deliver,
     describe,
-    is_dead_letter,
     lane_key,
 )
-from triggers.redis_client import CONNECTION_ERRORS, redis_client
 
 log = structlog.get_logger("wasmgate.redis")
 
@@ -62,7 +62,6 @@ class RedisPubSubTrigger:
     def __init__(self, config: RedisPubSubConfig, context: TriggerContext) -> None:
         self.config = config
         self.component = config.component
-        self.retry_policy = config.retry_policy
         self.spec = context.broker(config.broker)
         self.source = f"wasmgate/redis/{config.broker}"
         self.ready = asyncio.Event()
@@ -160,14 +159,9 @@ class RedisPubSubTrigger:
 
     async def _run(self, event: Event) -> None:
         assert self._dispatch is not None
-        outcome = await self._dispatch(self.component, event)
-        if outcome.verdict is Verdict.ACK:
-            return
-        # No destination to settle to: the retries (in process) are spent; say so loudly.
-        log.error("message failed and is dropped (pub/sub has no redelivery or dead letter)",
-                  channel=event.subject, event_id=event.id, status=outcome.status,
-                  error=outcome.error, attempts=outcome.attempts,
-                  dead_letter=is_dead_letter(outcome))
+        # At most once: a message whose retries are spent is logged (dead-lettered) and gone.
+        await deliver(event, NothingToSettle(), run=self._dispatch, component=self.component,
+                      policy=self.config.retry_policy, mode="in-process")
 
 
 def _text(value: object) -> str:

@@ -31,7 +31,6 @@ One ``[[trigger.redis-streams]]`` table consumes one ``stream`` as consumer ``co
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -40,61 +39,37 @@ import structlog
 from redis.exceptions import RedisError, ResponseError
 
 from bindings.types import Event
-from gateway.dispatch import Outcome, Verdict
-from gateway.errors import ConfigError
+from gateway.brokers.redis import CONNECTION_ERRORS, redis_client
+from gateway.dispatch import Outcome
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.delivery import (
-    BrokerTriggerConfig,
     ConnectionWatch,
     OrderedLanes,
-    Positive,
+    Settle,
     dead_letter_headers,
+    deliver,
     describe,
-    is_dead_letter,
     lane_key,
 )
-from triggers.redis_client import CONNECTION_ERRORS, redis_client
 from triggers.redis_consumer import ConsumerName, claim_consumer_name
 from triggers.redis_entries import Fields, dead_letter_fields, entry_to_event
+from triggers.redis_streams_config import RedisStreamsConfig, validate
 
 log = structlog.get_logger("wasmgate.redis-streams")
 
-_START_ID = re.compile(r"^(\$|0|\d+(-\d+)?)$")
 Entry = tuple[bytes, Fields]
-
-
-class RedisStreamsConfig(BrokerTriggerConfig, kw_only=True, forbid_unknown_fields=True,
-                         rename="kebab"):
-    """The schema of one ``[[trigger.redis-streams]]`` table."""
-
-    stream: str
-    group: str = "wasmgate"
-    # None: generated once per gateway instance and kept in .wasmgate/redis-streams/.
-    consumer: str | None = None
-    create_group: bool = True
-    # Where a group created by the trigger starts: "$" = new entries only, "0" = all.
-    start_id: str = "$"
-    batch_size: Positive = 32
-    block_ms: Positive = 1000
-    # The visibility timeout: an entry pending this long on any consumer is reclaimed.
-    claim_idle_ms: Positive = 30_000
-    claim_interval_ms: Positive = 5_000
 
 
 class RedisStreamsTrigger:
     """One ``[[trigger.redis-streams]]`` table: a consumer of ``group`` on ``stream``."""
 
     kind: ClassVar[str] = "redis-streams"
-    # The broker keeps the count: a retry is a re-claim that bumps the delivery count, and
-    # this trigger waits the backoff itself (see _deliver).
-    retry_in_process: ClassVar[bool] = False
 
     def __init__(self, config: RedisStreamsConfig, context: TriggerContext) -> None:
         self.config = config
         self.component = config.component
         self.stream = config.stream
         self.group = config.group
-        self.retry_policy = config.retry_policy
         self.spec = context.broker(config.broker)
         self.source = f"wasmgate/redis-streams/{config.broker}"
         self.consumer = config.consumer or ""
@@ -287,64 +262,12 @@ class RedisStreamsTrigger:
     async def _deliver(self, entry_id: bytes, fields: Fields, event: Event) -> None:
         assert self._dispatch is not None
         try:
-            while not self._stopping.is_set():
-                count = int(event.meta("delivery-count") or 1)
-                if count > self.retry_policy.max_attempts:
-                    await self._dead_letter(entry_id, fields, event, _exhausted(count))
-                    return
-                outcome = await self._dispatch(self.component, event)
-                if outcome.verdict is Verdict.ACK:
-                    await self._settle.xack(self.stream, self.group, entry_id)
-                    return
-                if is_dead_letter(outcome):
-                    await self._dead_letter(entry_id, fields, event, outcome)
-                    return
-                delay = outcome.retry_delay_s or 0.0
-                log.info("entry failed; retrying after backoff", stream=self.stream,
-                         entry_id=entry_id.decode(), attempt=outcome.attempts,
-                         status=outcome.status, error=outcome.error, delay_s=round(delay, 3))
-                if await self._stopped_within(delay):
-                    break
-                redelivered = await self._reclaim_for_retry(entry_id)
-                if redelivered is None:
-                    return
-                event = self._event(entry_id, *redelivered)
-            log.info("stopping: entry left pending for the next start", stream=self.stream,
-                     entry_id=entry_id.decode())
-        except RedisError as exc:
-            # Connection lost (after redis-py's own retries) or refused: nothing was acked,
-            # so the entry stays pending and comes back (own-pending re-read or XAUTOCLAIM).
-            log.warning("could not settle entry; it stays pending and will be redelivered",
-                        stream=self.stream, entry_id=entry_id.decode(), error=describe(exc))
+            await deliver(event, _Settle(self, entry_id, fields, event), run=self._dispatch,
+                          component=self.component, policy=self.config.retry_policy,
+                          mode="in-process",
+                          delivery_count=int(event.meta("delivery-count") or 1))
         finally:
             self._held.discard(entry_id)
-
-    async def _reclaim_for_retry(self, entry_id: bytes) -> tuple[Fields, int] | None:
-        """Re-claim a pending entry to this consumer (bumping its delivery count) and return
-        its fields and new count; None if it is gone from the stream."""
-        claimed: list[Any] = await self._settle.xclaim(self.stream, self.group, self.consumer,
-                                                       0, [entry_id])
-        found = [(i, f) for i, f in claimed if f]
-        if not found:
-            log.warning("entry deleted from the stream before its retry", stream=self.stream,
-                        entry_id=entry_id.decode())
-            await self._settle.xack(self.stream, self.group, entry_id)
-            return None
-        counts = await self._delivery_counts([entry_id])
-        return found[0][1], counts.get(entry_id, 1)
-
-    async def _dead_letter(self, entry_id: bytes, fields: Fields, event: Event,
-                           outcome: Outcome) -> None:
-        extra = dead_letter_headers(event, outcome, self.component)[len(event.headers):]
-        target = self.config.dead_letter
-        log.error("dead-lettering entry", stream=self.stream, entry_id=entry_id.decode(),
-                  dead_letter=target or "(none: dropped)", status=outcome.status,
-                  error=outcome.error, attempts=outcome.attempts)
-        async with self._settle.pipeline(transaction=True) as pipe:
-            if target is not None:
-                pipe.xadd(target, dead_letter_fields(fields, extra))  # type: ignore[arg-type]
-            pipe.xack(self.stream, self.group, entry_id)
-            await pipe.execute()
 
     async def _stopped_within(self, seconds: float) -> bool:
         try:
@@ -360,8 +283,10 @@ class RedisStreamsTrigger:
         entries this instance still holds, so no other consumer's XAUTOCLAIM takes them
         while a slow handler or a retry backoff is running."""
         period_ms = max(1, self.config.claim_idle_ms // 3)
-        while True:
-            await asyncio.sleep(period_ms / 1000)
+        # Ends on the stop flag, not only on cancellation: redis-py can turn a cancel that
+        # lands mid-command into a TimeoutError (a RedisError, logged below), and a loop
+        # that outlived its cancel would keep stop() waiting forever.
+        while not await self._stopped_within(period_ms / 1000):
             if not self._held:
                 continue
             try:
@@ -404,25 +329,55 @@ def _id_order(entry_id: bytes) -> tuple[int, int]:
     return int(millis), int(seq or 0)
 
 
-def _exhausted(count: int) -> Outcome:
-    return Outcome(verdict=Verdict.DEAD_LETTER, error_kind="redelivery", attempts=count - 1,
-                   error=f"delivered {count} times without an outcome (the gateway stopped "
-                         "or crashed during every attempt); max-attempts reached")
+class _Settle(Settle):
+    """XACK; dead-letter = XADD + XACK in one MULTI; a retry re-claims the entry (XCLAIM
+    bumps Redis's delivery count, the next attempt's number). Anything unsettled stays
+    pending and comes back (own-pending re-read or XAUTOCLAIM)."""
+
+    def __init__(self, trigger: RedisStreamsTrigger, entry_id: bytes, fields: Fields,
+                 event: Event) -> None:
+        self.trigger, self.entry_id, self.fields, self.event = trigger, entry_id, fields, event
+
+    async def ack(self, outcome: Outcome) -> None:
+        t = self.trigger
+        await t._settle.xack(t.stream, t.group, self.entry_id)
+
+    async def dead_letter(self, outcome: Outcome, reason: str) -> None:
+        t = self.trigger
+        event = self.event
+        extra = dead_letter_headers(event, outcome, t.component)[len(event.headers):]
+        async with t._settle.pipeline(transaction=True) as pipe:
+            if t.config.dead_letter is not None:
+                pipe.xadd(t.config.dead_letter,
+                          dead_letter_fields(self.fields, extra))  # type: ignore[arg-type]
+            pipe.xack(t.stream, t.group, self.entry_id)
+            await pipe.execute()
+
+    async def next_attempt(self, event: Event, attempt: int, delay_s: float) -> Event | None:
+        t, entry = self.trigger, self.entry_id.decode()
+        if await t._stopped_within(delay_s):
+            log.info("stopping: entry left pending for the next start", stream=t.stream,
+                     entry_id=entry)
+            return None
+        claimed: list[Any] = await t._settle.xclaim(t.stream, t.group, t.consumer, 0,
+                                                    [self.entry_id])
+        found = [f for i, f in claimed if f]
+        if not found:
+            log.warning("entry deleted from the stream before its retry", stream=t.stream,
+                        entry_id=entry)
+            await t._settle.xack(t.stream, t.group, self.entry_id)
+            return None
+        self.fields = found[0]
+        counts = await t._delivery_counts([self.entry_id])
+        self.event = t._event(self.entry_id, self.fields, counts.get(self.entry_id, attempt))
+        return self.event
 
 
 def build_redis_streams_trigger(config: dict[str, Any], *, context: TriggerContext
                                 ) -> RedisStreamsTrigger:
     """Decode and validate one ``[[trigger.redis-streams]]`` table (the registered factory)."""
     decoded = decode_config(config, RedisStreamsConfig, context)
-    if not _START_ID.match(decoded.start_id):
-        raise ConfigError(f"start-id {decoded.start_id!r} is not \"$\" (new entries only), "
-                          "\"0\" (the whole stream) or an entry id like \"1700000000000-0\"",
-                          path=context.manifest_path, field=f"{context.field}.start-id")
-    if decoded.dead_letter == decoded.stream:
-        raise ConfigError("dead-letter is the consumed stream itself; name another stream, "
-                          f"e.g. \"{decoded.stream}.dead-letter\"",
-                          path=context.manifest_path, field=f"{context.field}.dead-letter")
-    context.broker(decoded.broker)
+    validate(decoded, context)
     return RedisStreamsTrigger(decoded, context)
 
 

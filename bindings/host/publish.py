@@ -29,7 +29,6 @@ from gateway import deadline
 from gateway.errors import ConfigError, DeadlineExceeded, WasmgateError
 from gateway.manifest import BrokerSpec
 from gateway.redaction import redact_url
-from gateway.tls import ssl_context
 
 PUBLISH_TIMEOUT_S = 30.0
 
@@ -198,17 +197,9 @@ class _KafkaProducer(_Producer):
     async def open(self) -> None:
         from aiokafka import AIOKafkaProducer
 
-        servers = self.spec.url.split("://", 1)[-1]
-        tls = ssl_context(self.spec.tls)
-        options: dict[str, Any] = {}
-        if self.spec.username:
-            options.update(sasl_mechanism="PLAIN", sasl_plain_username=self.spec.username,
-                           sasl_plain_password=self.spec.password or "")
-        protocol = ("SASL_SSL" if tls else "SASL_PLAINTEXT") if self.spec.username else (
-            "SSL" if tls else "PLAINTEXT")
-        self._producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all",
-                                          security_protocol=protocol, ssl_context=tls,
-                                          **options)
+        from gateway.brokers.kafka import client_options
+
+        self._producer = AIOKafkaProducer(**client_options(self.name, self.spec), acks="all")
         await self._producer.start()
 
     async def send(self, message: OutboundMessage) -> str:
@@ -226,13 +217,12 @@ class _NatsProducer(_Producer):
     async def open(self) -> None:
         from nats.aio.client import Client
 
+        from gateway.brokers.nats import connect_options
+
         # Created before connecting, so close() can end an attempt that was cancelled.
         self._nc = Client()
-        await self._nc.connect(
-            self.spec.url, user=self.spec.username, password=self.spec.password,
-            tls=ssl_context(self.spec.tls),
-            connect_timeout=max(1, self.spec.connect_timeout_ms // 1000),
-            max_reconnect_attempts=-1, allow_reconnect=True)
+        await self._nc.connect(**connect_options(self.name, self.spec),
+                               max_reconnect_attempts=-1, allow_reconnect=True)
         self._js = self._nc.jetstream()
 
     async def send(self, message: OutboundMessage) -> str:
@@ -256,9 +246,10 @@ class _AmqpProducer(_Producer):
     async def open(self) -> None:
         import aio_pika
 
-        self._connection = await aio_pika.connect_robust(
-            self.spec.url, login=self.spec.username or "guest",
-            password=self.spec.password or "guest", ssl_context=ssl_context(self.spec.tls))
+        from gateway.brokers.amqp import connect_options
+
+        self._connection = await aio_pika.connect_robust(**connect_options(self.name,
+                                                                           self.spec))
         # Confirms: publish returns once the broker took responsibility. on_return_raises:
         # a mandatory message no queue would take is an error, not a silent drop.
         self._channel = await self._connection.channel(publisher_confirms=True,
@@ -290,16 +281,11 @@ class _AmqpProducer(_Producer):
 
 class _RedisProducer(_Producer):
     async def open(self) -> None:
-        import redis.asyncio as aredis
+        from gateway.brokers.redis import redis_client
 
-        options: dict[str, Any] = {}
-        if self.spec.username:
-            options["username"] = self.spec.username
-        if self.spec.password:
-            options["password"] = self.spec.password
-        self._redis: Any = aredis.Redis.from_url(
-            self.spec.url, socket_connect_timeout=self.spec.connect_timeout_ms / 1000,
-            **options)
+        timeout_s = self.spec.connect_timeout_ms / 1000
+        self._redis: Any = redis_client(self.spec, read_timeout_s=timeout_s, retries=0,
+                                        name=self.name)
         await self._redis.ping()
 
     async def send(self, message: OutboundMessage) -> str:
@@ -331,5 +317,4 @@ async def _quietly(closing: Any) -> None:
         await closing
 
 
-__all__ = ["BrokerClients", "OutboundMessage", "PublishError", "Publisher",
-           "ssl_context"]
+__all__ = ["BrokerClients", "OutboundMessage", "PublishError", "Publisher"]

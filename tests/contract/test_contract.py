@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway import metrics
 from tests.contract.harness import (
     BrokerHarness,
     Gateway,
@@ -21,6 +22,13 @@ from tests.contract.harness import (
 from triggers.delivery import DL_ATTEMPTS, DL_COMPONENT, DL_ERROR_KIND, DL_REASON, DL_STATUS
 
 pytestmark = pytest.mark.wasm
+
+
+def retries_counted(component: str) -> float:
+    """``wasmgate_retries_total`` of ``component`` in this process."""
+    line = f'wasmgate_retries_total{{component="{component}"}} '
+    found = [x for x in metrics.render().splitlines() if x.startswith(line)]
+    return float(found[0].removeprefix(line)) if found else 0.0
 
 
 def _needs(harness: BrokerHarness, *, redelivers: bool = False, dead_letters: bool = False
@@ -50,12 +58,15 @@ async def test_delivers_each_message_and_acks_after_success(
 async def test_retries_with_backoff_until_the_handler_succeeds(
         harness: BrokerHarness, gateway: Gateway) -> None:
     gateway.write(**{"max-attempts": 5, "initial-backoff-ms": 20})
+    retries_before = retries_counted("contract")
     async with gateway.running():
         await harness.publish(message("flaky", "fail-until", n=3))
         await wait_until(lambda: gateway.count("done", "flaky") == 1, what="third attempt")
     assert gateway.count("runs", "flaky") == 3
     # The attempt number reached the handler in the event's metadata.
     assert gateway.kv.get("started:flaky") == b"3"
+    # Two retries, counted once each whether they ran here or the broker redelivered.
+    assert retries_counted("contract") - retries_before == 2
     if harness.dead_letters:
         assert await harness.read_dead_letters() == []
 
@@ -169,6 +180,32 @@ async def test_redelivers_what_was_in_flight_at_a_hard_stop(
         await wait_until(lambda: all(gateway.count("done", m) >= 1 for m in ids),
                          timeout=30 + harness.redelivery_window_s,
                          what="every message after the restart")
+
+
+async def test_a_message_that_kills_the_gateway_every_time_is_dead_lettered_unrun(
+        harness: BrokerHarness, gateway: Gateway) -> None:
+    """The crash-loop guard: the gateway is killed (SIGKILL) while the message runs, on
+    every delivery; past max-attempts deliveries it is dead-lettered without running."""
+    _needs(harness, redelivers=True, dead_letters=True)
+    gateway.write(timeout_ms=120_000, **{"max-attempts": 2})
+    await harness.publish(message("killer", "slow", ms=100_000), headers={"x-origin": "t"})
+    for delivery in (1, 2):
+        process = gateway.spawn()
+        try:
+            await wait_until(lambda d=delivery: gateway.count("runs", "killer") == d,
+                             timeout=60 + harness.redelivery_window_s,
+                             what=f"delivery {delivery} to start the handler")
+        finally:
+            Gateway.kill(process)
+        # The attempt number survived the crash (Kafka: the attempt ledger).
+        assert gateway.kv.get("started:killer") == str(delivery).encode()
+    async with gateway.running():
+        [letter] = await wait_for_dead_letters(harness.read_dead_letters, 1,
+                                               timeout=60 + harness.redelivery_window_s)
+    assert gateway.count("runs", "killer") == 2
+    assert letter.headers[DL_ERROR_KIND] == "redelivery"
+    assert letter.headers[DL_ATTEMPTS] == "2"
+    assert letter.headers["x-origin"] == "t"
 
 
 async def test_resumes_after_the_broker_connection_drops(
