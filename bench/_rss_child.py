@@ -45,23 +45,30 @@ async def main(args: dict[str, Any]) -> None:
     engine = WasmEngine(tmp / "cache")
     host = HostImports("echo", {"default": SqliteKeyValue(tmp / "kv.sqlite")}, {})
     wasm = Path(args["wasm"])
-    spec = msgspec.convert({"source": str(wasm), "memory-mb": args["memory_mb"],
-                            "max-instances": 1, "timeout-ms": 60_000}, ComponentSpec)
+    fields = {"source": str(wasm), "memory-mb": args["memory_mb"], "max-instances": 1,
+              "timeout-ms": 60_000}
+    if "max_response_bytes" in ComponentSpec.__struct_fields__:  # not in the baseline
+        fields["max-response-bytes"] = 64 << 20
+    spec = msgspec.convert(fields, ComponentSpec)
     link: Any = getattr(host, "link", host)
     pool = InstancePool("echo", spec, engine, engine.load_component(wasm), link)
     await pool.call(Event(id="w", source="b", type="t", subject="hi", data=b"warm"))
-    results: dict[str, list[float]] = {}
+    results: dict[str, list[float] | str] = {}
     for label, size in args["sizes"].items():
         event = Event(id="b", source="b", type="t", subject="hi", data=b"x" * size)
-        growth = []
-        for _ in range(2):
-            before = _status_kb("VmRSS")
-            _reset_peak()
-            response = await pool.call(event)
-            peak = _status_kb("VmHWM")
-            assert len(response.body) == size + 5
-            del response
-            growth.append((peak - before) * 1024 / size)
+        growth: list[float] = []
+        try:
+            for _ in range(2):
+                before = _status_kb("VmRSS")
+                _reset_peak()
+                response = await pool.call(event)
+                peak = _status_kb("VmHWM")
+                assert len(response.body) == size + 5
+                del response
+                growth.append((peak - before) * 1024 / size)
+        except Exception as exc:  # the baseline cannot copy 30 MB at all: say so
+            results[label] = str(exc)
+            continue
         results[label] = growth
     print(json.dumps(results))
 

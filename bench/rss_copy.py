@@ -30,8 +30,12 @@ def main() -> None:
     print("| executor | payload | first call | second call (host only) |")
     print("|---|---:|---:|---:|")
     for label, rows in results.items():
-        for size, (first, second) in rows.items():
-            print(f"| {label} | {size} | {first:.1f}x | {second:.1f}x |")
+        for size, found in rows.items():
+            if isinstance(found, str):
+                print(f"| {label} | {size} | fails: {found} | |")
+            else:
+                first, second = found
+                print(f"| {label} | {size} | {first:.1f}x | {second:.1f}x |")
 
 
 if __name__ == "__main__":

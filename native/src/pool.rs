@@ -286,9 +286,18 @@ fn worker(shared: Arc<Shared>, jobs: Receiver<Job>) {
 
 fn run_jobs(shared: &Shared, jobs: &Receiver<Job>) {
     while let Ok(job) = jobs.recv() {
-        let (finished, context) = shared.run(&job.event, Some(job.context));
-        job.queue.push(Done {
-            call_id: job.call_id,
+        let Job {
+            call_id,
+            event,
+            context,
+            queue,
+        } = job;
+        let (finished, context) = shared.run(&event, Some(context));
+        // Free the event's copy before the response is copied into Python: the host holds
+        // at most two copies of a call's data at once.
+        drop(event);
+        queue.push(Done {
+            call_id,
             finished,
             context,
         });
