@@ -3,6 +3,7 @@ backends' store quota and the Redis deadline through a real component."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import sqlite3
@@ -356,3 +357,34 @@ url = "{silent_redis}"
         assert await call(op="config", name="greeting") == (200, {"ok": "hello"})
     finally:
         await app.stop()
+
+
+@pytest.mark.wasm
+async def test_component_sqlite_kv_call_is_bounded_by_the_deadline(tmp_path: Path) -> None:
+    import structlog
+
+    from gateway.app import App
+    from tests.test_capabilities import _manifest
+
+    app = App.load(_manifest(tmp_path, 'key-value-stores = ["default"]\ntimeout-ms = 1000\n'
+                             "max-instances = 1"))
+    call = _kv_caller(app)
+    store = app.capabilities.store("default")
+    assert await call(op="kv-set", store="default", key="k", value="v") == (200, {"ok": True})
+    try:
+        # Another call of this process holds the store (a slow write, say) past the deadline.
+        store._lock.acquire()
+        started = time.monotonic()
+        with structlog.testing.capture_logs() as logs:
+            # Before the fix the call waited for the lock for ever: fail instead of hanging.
+            status, body = await asyncio.wait_for(
+                call(op="kv-get", store="default", key="k"), 5)
+        # A hang guard, not a speed claim.
+        assert time.monotonic() - started < 3.0
+        refusals = [e["error"] for e in logs if e["event"] == "host call refused or failed"]
+        assert refusals and "deadline (`timeout-ms`) passed while waiting" in refusals[0]
+        assert status == 504 or "deadline" in body["err"]
+    finally:
+        store._lock.release()
+    assert await call(op="kv-get", store="default", key="k") == (200, {"ok": "v"})
+    await app.stop()

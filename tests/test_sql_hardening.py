@@ -282,3 +282,25 @@ async def test_postgres_least_privilege_role_cannot_read_server_files(
         read = await call(op="sql-query", db="app", sql="SELECT pg_read_file('/etc/hostname')")
     assert "permission denied" in read["err"]
     assert not [e for e in logs if "superuser" in e["event"]]
+
+
+async def test_sqlite_file_locked_by_another_process_is_waited_for_until_the_deadline_only(
+        gateway: Callable[..., App]) -> None:
+    import sqlite3
+
+    app = gateway(f'sql-databases = ["local"]\ntimeout-ms = {TIMEOUT_MS}\nmax-instances = 1')
+    call = _caller(app)
+    assert "ok" in await call(op="sql-exec", db="local", sql="CREATE TABLE IF NOT EXISTS t(x)")
+    other = sqlite3.connect(app.manifest.sql_path("local"), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's write lock on the same file
+    try:
+        started = time.monotonic()
+        status, body = await _send(app, op="sql-exec", db="local",
+                                   sql="INSERT INTO t VALUES (1)")
+        # A hang guard, not a speed claim: SQLite's own busy wait alone would last 5 s.
+        assert time.monotonic() - started < 3 * TIMEOUT_MS / 1000
+        assert status == 504 or "locked" in body["err"] or "deadline" in body["err"]
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert await call(op="sql-exec", db="local", sql="INSERT INTO t VALUES (2)") == {"ok": 1}

@@ -17,16 +17,18 @@ keys, then is refused.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
-from gateway.errors import WasmgateError
+from gateway import deadline
+from gateway.errors import DeadlineExceeded, WasmgateError
 
 MAX_KEY_BYTES = 1024
 DEFAULT_MAX_VALUE_BYTES = 1 << 20
@@ -67,6 +69,10 @@ _UPSERT = ("INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) "
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 
 
+# How long SQLite waits for another process's lock on the file, outside any event's deadline.
+_BUSY_TIMEOUT_MS = 10_000
+
+
 class KeyValueError(WasmgateError):
     """A key-value call was refused: key or value too large, not an integer, store closed."""
 
@@ -96,7 +102,8 @@ class SqliteKeyValue:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=10.0
+                self.path, check_same_thread=False, isolation_level=None,
+                timeout=_BUSY_TIMEOUT_MS / 1000
             )
         except (OSError, sqlite3.Error) as exc:
             raise KeyValueError(
@@ -127,8 +134,8 @@ class SqliteKeyValue:
     def get(self, key: str) -> bytes | None:
         """The value of ``key``, or None if it is missing or expired."""
         self._check_key(key)
-        with self._lock:
-            row = self._db().execute(
+        with self._locked() as db:
+            row = db.execute(
                 f"SELECT value FROM kv WHERE key = ? AND {_LIVE}", (key, self._now_ms())
             ).fetchone()
         return None if row is None else bytes(row[0])
@@ -136,8 +143,7 @@ class SqliteKeyValue:
     def set(self, key: str, value: bytes, ttl_ms: int | None = None) -> None:
         """Store ``value`` under ``key``; with ``ttl_ms`` it expires that many ms from now."""
         data = check_write(self.name, key, value, ttl_ms, self.max_value_bytes)
-        with self._lock:
-            db = self._db()
+        with self._locked() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 now = self._now_ms()
@@ -152,22 +158,22 @@ class SqliteKeyValue:
     def delete(self, key: str) -> None:
         """Remove ``key``; deleting a missing key is not an error."""
         self._check_key(key)
-        with self._lock:
-            self._db().execute("DELETE FROM kv WHERE key = ?", (key,))
+        with self._locked() as db:
+            db.execute("DELETE FROM kv WHERE key = ?", (key,))
 
     def exists(self, key: str) -> bool:
         """Whether ``key`` holds a live (unexpired) value."""
         self._check_key(key)
-        with self._lock:
-            row = self._db().execute(
+        with self._locked() as db:
+            row = db.execute(
                 f"SELECT 1 FROM kv WHERE key = ? AND {_LIVE}", (key, self._now_ms())
             ).fetchone()
         return row is not None
 
     def list_keys(self, prefix: str = "") -> list[str]:
         """Live keys starting with ``prefix`` (taken literally: no wildcards), sorted."""
-        with self._lock:
-            rows = self._db().execute(
+        with self._locked() as db:
+            rows = db.execute(
                 f"SELECT key FROM kv WHERE key >= ? AND substr(key, 1, ?) = ? AND {_LIVE} "
                 "ORDER BY key",
                 (prefix, len(prefix), prefix, self._now_ms()),
@@ -180,8 +186,7 @@ class SqliteKeyValue:
         The value is stored as ASCII decimal bytes; an existing TTL is kept.
         """
         self._check_key(key)
-        with self._lock:
-            db = self._db()
+        with self._locked() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 now = self._now_ms()
@@ -213,8 +218,7 @@ class SqliteKeyValue:
         one wins until the TTL expires.
         """
         data = check_write(self.name, key, value, ttl_ms, self.max_value_bytes)
-        with self._lock:
-            db = self._db()
+        with self._locked() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 now = self._now_ms()
@@ -231,8 +235,8 @@ class SqliteKeyValue:
 
     def purge_expired(self) -> int:
         """Physically delete expired rows; returns how many were removed."""
-        with self._lock:
-            cur = self._db().execute(
+        with self._locked() as db:
+            cur = db.execute(
                 "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?",
                 (self._now_ms(),),
             )
@@ -260,6 +264,34 @@ class SqliteKeyValue:
         return f"SqliteKeyValue(name={self.name!r}, path={str(self.path)!r})"
 
     # -- helpers ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        """The connection, held for one operation. Waiting for it (this process's lock, or
+        another process's write lock on the file) lasts at most what is left of the
+        event's deadline; past it the call fails with DeadlineExceeded."""
+        left = deadline.remaining()
+        if not self._lock.acquire(timeout=-1 if left is None else left):
+            raise self._late()
+        try:
+            db = self._db()
+            # SQLite's own wait for another process's lock, bounded the same way.
+            busy_ms = _BUSY_TIMEOUT_MS if left is None else min(
+                _BUSY_TIMEOUT_MS, int(max(deadline.remaining() or 0.0, 0.0) * 1000))
+            db.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            try:
+                yield db
+            except sqlite3.OperationalError as exc:
+                if left is not None and "locked" in str(exc):
+                    raise self._late() from None
+                raise
+        finally:
+            self._lock.release()
+
+    def _late(self) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"key-value store {self.name!r}: the event's deadline (`timeout-ms`) passed "
+            "while waiting for the store (another call or process holds it)")
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:

@@ -147,6 +147,10 @@ def _check_params(name: str, params: list[SqlValue]) -> list[SqlValue]:
     return params
 
 
+# How long SQLite waits for another process's lock on the file, outside any event's deadline.
+_BUSY_TIMEOUT_MS = 5_000
+
+
 def _deadline_passed(name: str) -> DeadlineExceeded:
     return DeadlineExceeded(
         f"database `{name}`: the statement was stopped at the event's deadline "
@@ -186,7 +190,8 @@ class SqliteDatabase:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(path, check_same_thread=False,
-                                         isolation_level=None, timeout=5.0)
+                                         isolation_level=None,
+                                         timeout=_BUSY_TIMEOUT_MS / 1000)
             self._conn.execute("PRAGMA journal_mode=WAL")
         except (OSError, sqlite3.Error) as exc:
             raise SqlError(f"database `{name}`: cannot open {path} as a SQLite file ({exc}); "
@@ -205,6 +210,7 @@ class SqliteDatabase:
         self._plain_vacuum = False
         self._stop_at: float | None = None
         self._interrupted = False
+        self._own_pragma = False
         self._conn.set_authorizer(self._authorize)
         self._conn.set_progress_handler(self._progress, _PROGRESS_STEPS)
 
@@ -250,6 +256,8 @@ class SqliteDatabase:
             return "DETACH"
         if action == sqlite3.SQLITE_PRAGMA:
             pragma = (arg1 or "").lower()
+            if self._own_pragma and pragma == "busy_timeout":
+                return None
             if pragma in _DESCRIBING_PRAGMAS or (pragma in _READABLE_PRAGMAS and arg2 is None):
                 return None
             return f"PRAGMA {pragma}" + ("" if arg2 is None else f" = {arg2}")
@@ -280,6 +288,16 @@ class SqliteDatabase:
             self._plain_vacuum = bool(_PLAIN_VACUUM.match(statement))
             left = deadline.remaining()
             self._stop_at = None if left is None else time.monotonic() + left
+            # SQLite's wait for another process's lock on the file is bounded the same way
+            # (the progress handler does not run while SQLite waits). The gateway's own
+            # PRAGMA is let through the authorizer by this flag.
+            busy_ms = _BUSY_TIMEOUT_MS if left is None else min(_BUSY_TIMEOUT_MS,
+                                                                int(left * 1000))
+            self._own_pragma = True
+            try:
+                self._conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            finally:
+                self._own_pragma = False
             yield
         finally:
             self._stop_at = None
