@@ -140,8 +140,10 @@ class App:
     async def stop(self) -> None:
         """Stop intake, let in-flight events finish, then release resources."""
         await asyncio.gather(*(t.stop() for t in self.triggers))
+        # Off the loop: a call a cancelled caller left running may still make a host call
+        # that needs the loop (a publish) before its pool's threads can end.
         for pool in self.pools.values():
-            pool.close()
+            await asyncio.to_thread(pool.close)
         await self.capabilities.close()
         self.engine.close()
 
