@@ -20,7 +20,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE_COMMIT = "9ca1ac5"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "wasmgate"
-BASELINE_DEPS = ["wasmtime==50.0.1", "msgspec>=0.19", "structlog>=24.1", "croniter>=2.0",
+BASELINE_DEPS = ["wasmtime==50.0.1", "pytest>=8", "msgspec>=0.19", "structlog>=24.1",
+                 "croniter>=2.0",
                  "uvicorn[standard]>=0.30", "httpx>=0.27", "redis>=5", "nats-py>=2.9",
                  "aio-pika>=9.4", "aiokafka>=0.11", "psycopg[binary]>=3.2", "pyyaml>=6"]
 
