@@ -182,18 +182,6 @@ impl Engine {
         self.pooling_fallback.clone()
     }
 
-    /// Part of every compile-cache key: wasmtime's version and its compatibility hash.
-    #[getter]
-    fn cache_key(&self) -> String {
-        self.cache_key.clone()
-    }
-
-    /// The largest memory an instance may have, in bytes, when pooling (else None).
-    #[getter]
-    fn pooling_max_memory_bytes(&self) -> Option<usize> {
-        self.pooling.as_ref().map(|l| l.max_memory_bytes)
-    }
-
     /// Compile `wasm` (binary or text) or load it from `cache_dir`; the GIL is released
     /// meanwhile. `label` names the file in errors.
     fn load_component(
