@@ -132,3 +132,6 @@ class Capabilities:
             store.close()
         for database in self.databases.values():
             database.close()
+
+
+__all__ = ["Capabilities"]

@@ -61,3 +61,6 @@ def check(what: str) -> float | None:
     if left is not None and left <= 0.0:
         raise DeadlineExceeded(f"{what}: the event's deadline (`timeout-ms`) has passed")
     return left
+
+
+__all__ = ["check", "deadline_after", "remaining", "reset_deadline", "set_deadline"]

@@ -143,3 +143,6 @@ class WasmEngine:
         if loaded.cache_note:
             log.warning("compile cache not used", note=loaded.cache_note)
         return loaded
+
+
+__all__ = ["PoolingLimits", "WasmEngine", "engine_for", "pooling_from_env"]

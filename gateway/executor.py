@@ -269,3 +269,6 @@ class InstancePool:
     def close(self) -> None:
         """Stop the pool's threads once the calls they have taken end."""
         self._native.close()
+
+
+__all__ = ["InstancePool"]

@@ -399,3 +399,6 @@ def build_http_trigger(config: dict[str, Any], *, context: TriggerContext) -> Ht
 
 
 register("http", build_http_trigger)
+
+
+__all__ = ["HttpConfig", "HttpServer", "HttpTrigger", "build_http_trigger", "uvicorn_config"]

@@ -155,3 +155,6 @@ class _CoalescingTransport(asyncio.Transport):
     def write_eof(self) -> None:
         self._flush()
         self._transport.write_eof()
+
+
+__all__ = ["protocol_class"]

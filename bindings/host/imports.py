@@ -166,3 +166,5 @@ class HostImports:
             return reply.status, reply.headers, reply.body
         return self._attempt(send)
 
+
+__all__ = ["Grants", "HostCallFailed", "HostImports"]

@@ -418,5 +418,6 @@ __all__ = [
     "check_key",
     "check_write",
     "entry_size",
+    "not_an_integer",
     "over_quota",
 ]

@@ -271,3 +271,6 @@ class RedisKeyValue:
 
     def __repr__(self) -> str:
         return f"RedisKeyValue(name={self.name!r}, url={redact_url(self._url)!r})"
+
+
+__all__ = ["RedisKeyValue"]

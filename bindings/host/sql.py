@@ -90,7 +90,7 @@ class SqlDatabase(Protocol):
     def close(self) -> None: ...
 
 
-def to_value(value: Any) -> SqlValue:
+def _to_value(value: Any) -> SqlValue:
     """A column value as one of the WIT variant's cases."""
     if value is None or isinstance(value, str | bytes | float):
         return value
@@ -128,7 +128,7 @@ def _bounded_rows(name: str, limits: ResultLimits, rows: Iterable[Sequence[Any]]
                 f"database `{name}`: the result has more than {limits.max_rows} rows, the "
                 f"limit set by `max-rows` of [sql.{name}]; add a LIMIT to the query or raise "
                 "`max-rows`")
-        values = [to_value(v) for v in row]
+        values = [_to_value(v) for v in row]
         total += sum(_size(v) for v in values)
         if total > limits.max_bytes:
             raise SqlError(
