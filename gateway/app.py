@@ -23,7 +23,7 @@ from gateway.errors import ComponentError, ConfigError
 from gateway.executor import InstancePool
 from gateway.manifest import LoadedManifest, load_manifest
 from gateway.redaction import remember_secrets
-from gateway.responses import check_response
+from gateway.router import Router
 from triggers.base import Trigger, TriggerContext, factory_for
 
 log = structlog.get_logger("wasmgate.app")
@@ -39,8 +39,8 @@ class App:
         self.capabilities = Capabilities(manifest)
         # Process-wide: every log event and CLI error is masked, whoever emits it.
         remember_secrets(self.capabilities.redactor.secrets)
-        self.pools: dict[str, InstancePool] = {}
-        self.dispatcher = Dispatcher(self.invoke)
+        self.router = Router(manifest.components, manifest_path=str(manifest.path))
+        self.dispatcher = Dispatcher(self.router.invoke)
         self.triggers: list[Trigger] = []
 
     @classmethod
@@ -57,7 +57,12 @@ class App:
         for name, spec in self.manifest.components.items():
             host = self.capabilities.host_imports(name)
             compiled = self._compile(name)
-            self.pools[name] = InstancePool(name, spec, self.engine, compiled, host)
+            self.router.add(InstancePool(name, spec, self.engine, compiled, host))
+
+    @property
+    def pools(self) -> dict[str, InstancePool]:
+        """Every component's live pool, by name."""
+        return self.router.pools
 
     def _compile(self, name: str) -> LoadedComponent:
         """Component ``name``, compiled; a `source` that is no readable file (a directory, a
@@ -107,29 +112,17 @@ class App:
         compiled = self.engine.load_component(self.manifest.source_path(name), name=name)
         pool = InstancePool(name, spec, self.engine, compiled,
                             self.capabilities.host_imports(name))
-        # One assignment: invoke() looks the pool up per event, so every event goes wholly
-        # to the old pool or wholly to the new one.
-        old, self.pools[name] = self.pools[name], pool
-        return old
+        return self.router.replace(pool)
 
     async def invoke(self, component: str, event: Event) -> Response:
-        """Run one event through ``component`` (no retry policy); return its response once
-        :func:`~gateway.responses.check_response` has passed it (else InvalidResponse)."""
-        try:
-            pool = self.pools[component]
-        except KeyError:
-            raise ConfigError(f"no component named `{component}`",
-                              path=str(self.manifest.path)) from None
-        # Bound here so that guest log lines and host-call refusals carry the event id (the
-        # worker thread running the call inherits this context).
-        self.capabilities.start()  # idempotent; `wasmgate invoke` never calls start()
-        with structlog.contextvars.bound_contextvars(event_id=event.id):
-            response = await pool.call(event)
-        check_response(component, response, self.manifest.components[component])
-        return response
+        """Run one event through ``component`` outside any trigger (`wasmgate invoke`,
+        tests): the router's call, with the capabilities bound to this loop first."""
+        self.capabilities.start()  # idempotent
+        return await self.router.invoke(component, event)
 
     async def start(self) -> None:
         """Start every trigger's intake."""
+        self.capabilities.start()  # publish hands its sends to this loop
         for trigger in self.triggers:
             # One classified call per dispatch; each trigger applies its own retry policy
             # through triggers.delivery.deliver.

@@ -6,7 +6,7 @@ response of its choosing), 100,000 headers, a body as large as its memory. The t
 libraries refuse such output with a bare exception in the middle of a reply, or worse, send
 it. :func:`check_response` refuses it first with :class:`~gateway.errors.InvalidResponse`
 (a 502 in the status vocabulary), naming the component, what was wrong and, for a size, the
-setting to raise. :meth:`gateway.app.App.invoke` calls it on every response, so the HTTP
+setting to raise. :meth:`gateway.router.Router.invoke` calls it on every response, so the HTTP
 reply, the NATS and AMQP reply-to and ``wasmgate invoke`` all see only checked responses.
 
 Limits, per ``[component.<name>]``:
