@@ -191,13 +191,15 @@ def message(mid: str, op: str = "ok", **extra: Any) -> bytes:
 
 
 async def wait_until(predicate: Callable[[], bool], *, timeout: float = 30.0,
-                     what: str = "condition") -> None:
-    """Poll ``predicate`` until it holds; fail with ``what`` after ``timeout`` seconds."""
+                     what: str = "condition", state: Callable[[], str] | None = None) -> None:
+    """Poll ``predicate`` until it holds; fail with ``what`` (and ``state()``, what was seen
+    instead) after ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not predicate():
         if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            seen = f"; seen: {state()}" if state is not None else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{seen}")
         await asyncio.sleep(0.05)
 
 
@@ -291,6 +293,11 @@ key-value-stores = ["default"]
 
     def started(self, mid: str) -> bool:
         return self.kv.exists(f"started:{mid}")
+
+    @property
+    def in_flight(self) -> int:
+        """Handler calls running now (the dispatcher's view)."""
+        return self._in_flight
 
     def order(self, key: str) -> list[str]:
         n = self.count("seq", key)

@@ -131,9 +131,22 @@ async def test_keeps_order_per_key_while_running_keys_in_parallel(
                 await harness.publish(message(mid, "slow", key=k, ms=(7 * i + 13 * ord(k)) % 40),
                                       key=k.encode())
         await wait_until(lambda: all(len(gateway.order(k)) == 8 for k in keys),
-                         what="every key's messages")
+                         what="every key's messages", state=lambda: _progress(gateway, sent))
     assert {k: gateway.order(k) for k in keys} == sent
     assert gateway.max_in_flight > 1, "keys never ran in parallel"
+
+
+def _progress(gateway: Gateway, sent: dict[str, list[str]]) -> str:
+    """Per key, what the handler recorded in order, and per message not recorded whether it
+    started and how often it ran: tells a lost message from a stuck or failing one."""
+    parts = []
+    for key, mids in sent.items():
+        done = gateway.order(key)
+        missing = {m: (gateway.started(m), gateway.count("runs", m)) for m in mids
+                   if m not in done}
+        parts.append(f"{key}: done {done}, not done (started, runs) {missing}, "
+                     f"in flight {gateway.in_flight}")
+    return "; ".join(parts)
 
 
 async def test_respects_the_concurrency_limit(
