@@ -60,6 +60,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from gateway.errors import ConfigError
+from gateway.grants import parse_allowed_host, parse_publish_grant
 
 MANIFEST_FILENAME = "wasmgate.toml"
 DEFAULT_STORE = "default"
@@ -696,14 +697,10 @@ def _check_grants(spec: Manifest, name: str, component: ComponentSpec, where: st
                 f"publish grant {grant!r} names undeclared broker {broker!r}; declare it with "
                 f"[brokers.{broker}] (known brokers: {_names(spec.brokers)})",
                 path=where, field=_join(base, "publish"))
-        from bindings.host.publish_grants import parse_publish_grant
-
         try:
             parse_publish_grant(grant, spec.brokers[broker].kind)
         except ValueError as exc:
             raise ConfigError(str(exc), path=where, field=_join(base, "publish")) from None
-    from bindings.host.outbound_http import parse_allowed_host
-
     for allowed in component.allowed_outbound_hosts:
         try:
             parse_allowed_host(allowed)

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import structlog
 
-from bindings.host.publish_grants import parse_publish_grant
 from bindings.types import Event, new_event_id
 from gateway.app import App
 from gateway.errors import ConfigError
+from gateway.grants import parse_publish_grant
 
 NATS_URL = "nats://127.0.0.1:4222"
 HANG_GUARD_S = 12.0  # only there so a regression fails instead of hanging

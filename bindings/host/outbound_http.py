@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-import fnmatch
 import ipaddress
 import queue
 import re
@@ -57,9 +56,9 @@ import httpx
 
 from gateway import deadline
 from gateway.errors import DeadlineExceeded, WasmgateError
+from gateway.grants import DEFAULT_PORTS as _DEFAULT_PORTS
+from gateway.grants import parse_allowed_host
 from gateway.redaction import redact_url
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 # RFC 9110 7.6.1, plus Proxy-Connection (never standard, still honoured by some proxies).
 HOP_BY_HOP_HEADERS = frozenset({
@@ -77,48 +76,6 @@ _READ_CHUNK = 64 * 1024
 
 class OutboundHttpError(WasmgateError):
     """A refused or failed outbound request (the message goes back to the guest)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class AllowedHost:
-    scheme: str  # "http", "https" or "*"
-    host: str  # exact, "*.example.com" or "*"
-    port: int | None  # None: any port
-
-    def matches(self, scheme: str, host: str, port: int) -> bool:
-        if self.scheme not in ("*", scheme):
-            return False
-        if self.port is not None and self.port != port:
-            return False
-        if self.host == "*":
-            return True
-        if self.host.startswith("*."):
-            return fnmatch.fnmatchcase(host, self.host) and host.count(".") >= 1
-        return host == self.host
-
-
-def parse_allowed_host(text: str) -> AllowedHost:
-    """Parse one ``allowed-outbound-hosts`` entry; ValueError says what a valid one is."""
-    scheme, sep, rest = text.partition("://")
-    hint = ('write scheme://host[:port], e.g. "https://api.example.com", '
-            '"http://127.0.0.1:8080" or "https://*.example.com"')
-    if not sep or scheme not in ("http", "https", "*") or not rest or "/" in rest:
-        raise ValueError(f"invalid allowed outbound host {text!r}; {hint}")
-    host, _, port_text = rest.rpartition(":") if ":" in rest else (rest, "", "")
-    if not host:
-        raise ValueError(f"invalid allowed outbound host {text!r}; {hint}")
-    port: int | None
-    if port_text == "*":
-        port = None
-    elif port_text:
-        if not port_text.isdigit():
-            raise ValueError(f"invalid port in allowed outbound host {text!r}; {hint}")
-        port = int(port_text)
-    elif scheme == "*":
-        port = None
-    else:
-        port = _DEFAULT_PORTS[scheme]
-    return AllowedHost(scheme=scheme, host=host.lower(), port=port)
 
 
 @dataclasses.dataclass
@@ -577,5 +534,5 @@ def _resolve(host: str, port: int, timeout: float | None) -> _AddrInfo:
     return result
 
 
-__all__ = ["HOP_BY_HOP_HEADERS", "REFUSED_METHODS", "AllowedHost", "OutboundHttp",
-           "OutboundHttpError", "OutboundReply", "OutboundRequest", "parse_allowed_host"]
+__all__ = ["HOP_BY_HOP_HEADERS", "REFUSED_METHODS", "OutboundHttp",
+           "OutboundHttpError", "OutboundReply", "OutboundRequest"]

@@ -24,9 +24,9 @@ import contextlib
 import dataclasses
 from typing import Any
 
-from bindings.host.publish_grants import PublishGrant, parse_publish_grant
 from gateway import deadline
 from gateway.errors import ConfigError, DeadlineExceeded, WasmgateError
+from gateway.grants import PublishGrant, parse_publish_grant
 from gateway.manifest import BrokerSpec
 from gateway.redaction import redact_url
 

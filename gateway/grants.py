@@ -1,4 +1,12 @@
-"""Publish grants: which destinations a ``"<broker>:<pattern>"`` grant lets a component reach.
+"""What a component's grants in wasmgate.toml mean, parsed without touching the network:
+``allowed-outbound-hosts`` entries and ``publish`` grants. The manifest checks them at load
+and the host capabilities (bindings/host) enforce them; this module imports nothing of the
+project, so both may import it.
+
+Allowed outbound hosts are ``scheme://host[:port]``: ``*`` for any scheme or host,
+``*.example.com`` for its subdomains, ``:*`` for any port; no port means the scheme's.
+
+Publish grants: which destinations a ``"<broker>:<pattern>"`` grant lets a component reach.
 
 Patterns match token by token, as NATS subjects do, so a wildcard never reaches further
 than its own token (fnmatch's ``x.allowed.*`` also matched ``x.allowed.a.b`` and
@@ -28,8 +36,11 @@ manifest loads.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import functools
 import re
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 # Destination prefixes that select a kind of destination rather than name a token.
 _MODES: dict[str, tuple[str, ...]] = {"nats": ("js:",), "redis": ("stream:",)}
@@ -126,4 +137,47 @@ def _token_glob(want: str) -> re.Pattern[str]:
     return re.compile(".*".join(map(re.escape, want.split("*"))), re.DOTALL)
 
 
-__all__ = ["PublishGrant", "parse_publish_grant"]
+@dataclasses.dataclass(frozen=True)
+class AllowedHost:
+    scheme: str  # "http", "https" or "*"
+    host: str  # exact, "*.example.com" or "*"
+    port: int | None  # None: any port
+
+    def matches(self, scheme: str, host: str, port: int) -> bool:
+        if self.scheme not in ("*", scheme):
+            return False
+        if self.port is not None and self.port != port:
+            return False
+        if self.host == "*":
+            return True
+        if self.host.startswith("*."):
+            return fnmatch.fnmatchcase(host, self.host) and host.count(".") >= 1
+        return host == self.host
+
+
+def parse_allowed_host(text: str) -> AllowedHost:
+    """Parse one ``allowed-outbound-hosts`` entry; ValueError says what a valid one is."""
+    scheme, sep, rest = text.partition("://")
+    hint = ('write scheme://host[:port], e.g. "https://api.example.com", '
+            '"http://127.0.0.1:8080" or "https://*.example.com"')
+    if not sep or scheme not in ("http", "https", "*") or not rest or "/" in rest:
+        raise ValueError(f"invalid allowed outbound host {text!r}; {hint}")
+    host, _, port_text = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    if not host:
+        raise ValueError(f"invalid allowed outbound host {text!r}; {hint}")
+    port: int | None
+    if port_text == "*":
+        port = None
+    elif port_text:
+        if not port_text.isdigit():
+            raise ValueError(f"invalid port in allowed outbound host {text!r}; {hint}")
+        port = int(port_text)
+    elif scheme == "*":
+        port = None
+    else:
+        port = DEFAULT_PORTS[scheme]
+    return AllowedHost(scheme=scheme, host=host.lower(), port=port)
+
+
+__all__ = ["DEFAULT_PORTS", "AllowedHost", "PublishGrant", "parse_allowed_host",
+           "parse_publish_grant"]
