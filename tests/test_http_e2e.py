@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bindings.types import Event, Response
 from gateway.app import App
 from tests.fixtures.build import build_handler
 
@@ -84,9 +85,17 @@ async def test_handler_failures_map_to_status_codes(gateway: str) -> None:
 
 async def test_shutdown_finishes_the_request_in_flight(tmp_path: Path) -> None:
     app, base = await _start_app(tmp_path)
+    started = asyncio.Event()
+    invoke = app.dispatcher._invoke
+
+    async def noting_the_start(component: str, event: Event) -> Response:
+        started.set()
+        return await invoke(component, event)
+
+    app.dispatcher._invoke = noting_the_start
     async with httpx.AsyncClient() as client:
         request = asyncio.create_task(client.post(f"{base}/echo/slow"))
-        await asyncio.sleep(0.2)  # the handler is now busy for ~0.5 s
+        await asyncio.wait_for(started.wait(), 30)  # the handler is busy for ~0.5 s from here
         await app.stop()
         response = await request
     assert (response.status_code, response.content) == (200, b"finished")

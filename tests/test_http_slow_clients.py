@@ -119,13 +119,26 @@ async def test_idle_keep_alive_connection_is_closed(gateway: str) -> None:
 async def test_client_gone_mid_body_is_not_dispatched(gateway: str) -> None:
     async with httpx.AsyncClient() as client:
         before = int((await client.post(f"{gateway}/echo/count")).content)
+        abandoned = await _abandoned(client, gateway)
         async with _connect(gateway) as (_, writer):
             writer.write(b"POST /echo/count HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\n"
                          b"partial")
             await writer.drain()
-        await asyncio.sleep(0.2)  # let the server see the disconnect (it must then do nothing)
+        # Until the server has seen the client leave (it must then do nothing more).
+        deadline = time.monotonic() + 30
+        while await _abandoned(client, gateway) == abandoned:
+            assert time.monotonic() < deadline, "the server never saw the client leave"
+            await asyncio.sleep(0.02)
         after = int((await client.post(f"{gateway}/echo/count")).content)
     assert after == before + 1  # the half-sent request never reached the handler
+
+
+async def _abandoned(client: httpx.AsyncClient, gateway: str) -> int:
+    """``wasmgate_http_abandoned_requests_total`` for the echo component, from /metrics."""
+    text = (await client.get(f"{gateway}/metrics")).text
+    prefix = 'wasmgate_http_abandoned_requests_total{component="echo"} '
+    return next((int(float(line.removeprefix(prefix))) for line in text.splitlines()
+                 if line.startswith(prefix)), 0)
 
 
 @on_module_loop

@@ -214,7 +214,7 @@ async def test_broker_down_at_start_is_retried_and_logged_once(broker: Broker) -
     seen, dispatch = recording()
     with capture_logs() as logs:
         await asyncio.wait_for(trigger.start(dispatch), 30)  # returns although down
-        await asyncio.sleep(1.5)  # several failed attempts
+        await wait_until(lambda: trigger._watch.failures >= 2, what="several failed attempts")
         await broker.cutter.start()
         await wait_assigned(trigger)
         async with producer(broker.bootstrap) as p:
@@ -245,10 +245,10 @@ async def test_dead_letter_is_produced_when_the_broker_is_back_before_commit(
         await p.send_and_wait(topic, b"bad", key=b"k", headers=[("x-h", b"v")])
     await wait_until(lambda: len(seen) == 1, what="the handler to start")
     # The broker goes away while the handler runs; the dead letter must wait for it.
-    cut = asyncio.create_task(broker.cutter.cut(down_s=2.0))
-    await asyncio.sleep(0.3)
+    await broker.cutter.close()
     release.set()
-    await cut
+    await asyncio.sleep(2.0)  # how long the broker stays away, not a wait for an event
+    await broker.cutter.start()
     tp = TopicPartition(topic, 0)
     await wait_until(lambda: trigger._book.get(tp) is not None
                      and trigger._book.get(tp).committed == 1,  # type: ignore[union-attr]
@@ -283,7 +283,11 @@ async def test_a_record_abandoned_at_stop_is_redelivered_with_what_followed_it(
         for value in (b"first", b"second", b"third"):
             await p.send_and_wait(topic, value, partition=0)
     await wait_until(lambda: len(seen) == 3, what="all three records to start")
-    await asyncio.sleep(0.5)  # "second" and "third" acked; their commit must wait for "first"
+    tp = TopicPartition(topic, 0)
+    # "second" and "third" settled; their commit must wait for "first".
+    await wait_until(lambda: trigger._book.get(tp) is not None
+                     and trigger._book.get(tp).finished_behind == 2,  # type: ignore[union-attr]
+                     what="the two records behind the stuck one to be settled")
     await trigger.stop()
     assert await committed(broker.bootstrap, group, TopicPartition(topic, 0)) in (None, 0)
 

@@ -40,7 +40,11 @@ def test_off_a_terminal_a_failure_is_logged_and_raised() -> None:
 def test_on_a_terminal_a_spinner_with_elapsed_time_then_a_result_line() -> None:
     term = _Terminal()
     with capture_logs() as logs, progress("building component hello", stream=term):
-        time.sleep(0.25)  # long enough for a few frames; the test asserts no timing
+        # Until two frames are drawn, however slowly this machine runs the spinner thread.
+        deadline = time.monotonic() + 30
+        while term.getvalue().count("building component hello") < 2:
+            assert time.monotonic() < deadline, f"no second frame: {term.getvalue()!r}"
+            time.sleep(0.01)
     out = term.getvalue()
     assert logs == []
     frames = [part for part in out.split("\r") if "building component hello" in part]

@@ -309,6 +309,11 @@ class ConnectionWatch:
         self._failures = 0
         self.state = "connecting"
 
+    @property
+    def failures(self) -> int:
+        """Failed attempts since the last success."""
+        return self._failures
+
     def up(self) -> None:
         if self.state != "up":
             log.info("broker connected", trigger=self.trigger, broker=self.broker,

@@ -247,7 +247,11 @@ class HttpServer:
             await _reply(send, 413, [("connection", "close")], b"request body too large\n")
             return
         if body is None:
-            return  # the client left mid-body: nobody to answer, and a partial body is no event
+            # The client left mid-body: nobody to answer, and a partial body is no event.
+            metrics.counter("wasmgate_http_abandoned_requests_total",
+                            "Requests whose client left before sending the whole body; "
+                            "never dispatched.", component=route.component)
+            return
         event = _event_for(scope, body)
         outcome = await route.dispatch(route.component, event)
         if outcome.response is not None:  # the handler answered, whatever the status

@@ -53,6 +53,11 @@ class PartitionOffsets:
         return len(self._taken)
 
     @property
+    def finished_behind(self) -> int:
+        """Records settled but not committable yet: a record before them is still running."""
+        return len(self._done)
+
+    @property
     def commit_point(self) -> int | None:
         """The offset to commit (Kafka's "next record to read"), or None if nothing new.
 
