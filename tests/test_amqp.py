@@ -18,7 +18,6 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from structlog.testing import capture_logs
 
 from gateway.app import App
-from tests.broker_process import free_port
 from tests.contract.brokers.amqp import AmqpHarness
 from tests.contract.harness import (
     Gateway,
@@ -229,68 +228,6 @@ async def test_a_stop_during_a_retry_backoff_leaves_the_message_queued(
             await asyncio.sleep(0.1)
     await asyncio.wait_for(requeued(), 10)
     assert await harness.read_dead_letters() == []
-
-
-class TcpProxy:
-    """A TCP forwarder to RabbitMQ that the test switches on and off (the shared broker is
-    never stopped)."""
-
-    def __init__(self, port: int, target: tuple[str, int] = ("127.0.0.1", 5672)) -> None:
-        self.port = port
-        self.target = target
-        self._server: asyncio.Server | None = None
-        self._pipes: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-        for task in self._pipes:
-            task.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(src, dst))
-            self._pipes.add(task)
-            task.add_done_callback(self._pipes.discard)
-
-    @staticmethod
-    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        try:
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        finally:
-            dst.close()
-
-
-async def test_a_broker_down_at_start_is_retried_and_intake_starts_when_it_answers(
-        harness: AmqpHarness, tmp_path: Path) -> None:
-    port = free_port()
-    proxy = TcpProxy(port)
-    harness.url = f"amqp://guest:guest@127.0.0.1:{port}/"
-    gateway = Gateway(harness, tmp_path)
-    gateway.write()
-    try:
-        with capture_logs() as logs:
-            async with gateway.running(wait_ready=False) as app:
-                await asyncio.sleep(1.5)  # several reconnect attempts (max 1 s apart)
-                assert not trigger_of(app).ready.is_set()
-                await proxy.start()
-                await asyncio.wait_for(trigger_of(app).ready.wait(), 30)
-                await harness.publish(message("late"))
-                await wait_until(lambda: gateway.count("done", "late") == 1, what="late")
-        down = [e for e in logs if e["event"].startswith("broker unavailable")]
-        assert len(down) == 1, "a broker that stays down is logged once, not per attempt"
-        assert str(port) in down[0]["address"]
-    finally:
-        gateway.close()
-        await proxy.stop()
 
 
 async def test_declare_false_reports_a_missing_queue_and_how_to_fix_it(

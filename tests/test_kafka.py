@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from structlog.testing import capture_logs
 
 from bindings.types import Event, Response
 from gateway.dispatch import Outcome, Verdict
@@ -204,27 +203,6 @@ def recording(handler: Handler | None = None) -> tuple[list[Event], Any]:
 async def wait_assigned(trigger: KafkaTrigger, n: int = 1) -> None:
     await wait_until(lambda: len(trigger.assignment) >= n, timeout=60,
                      what="the trigger to join its group")
-
-
-async def test_broker_down_at_start_is_retried_and_logged_once(broker: Broker) -> None:
-    topic = unique("down")
-    await create_topics(broker.bootstrap, (topic, 1))
-    await broker.cutter.close()  # the broker's address now refuses connections
-    trigger = build(broker.url, topics=[topic], **FAST_GROUP)
-    seen, dispatch = recording()
-    with capture_logs() as logs:
-        await asyncio.wait_for(trigger.start(dispatch), 30)  # returns although down
-        await wait_until(lambda: trigger._watch.failures >= 2, what="several failed attempts")
-        await broker.cutter.start()
-        await wait_assigned(trigger)
-        async with producer(broker.bootstrap) as p:
-            await p.send_and_wait(topic, b"hello")
-        await wait_until(lambda: len(seen) == 1, what="the record after the broker came up")
-        await trigger.stop()
-    downs = [e for e in logs if e["event"].startswith("broker unavailable")]
-    ups = [e for e in logs if e["event"] == "broker connected"]
-    assert len(downs) == 1 and len(ups) == 1
-    assert ups[0]["after_failures"] >= 2
 
 
 async def test_dead_letter_is_produced_when_the_broker_is_back_before_commit(

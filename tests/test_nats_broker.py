@@ -20,8 +20,6 @@ from gateway.app import App
 from tests.contract.harness import message, unique, wait_until
 from tests.contract.nats_server import NatsServer
 from tests.fixtures.build import build_handler
-from triggers.jetstream import JetStreamTrigger
-from triggers.nats import NatsTrigger
 
 pytestmark = pytest.mark.wasm
 SHARED = "nats://127.0.0.1:4222"
@@ -149,34 +147,6 @@ async def test_graceful_stop_sends_the_reply_of_a_request_in_flight(
         await wait_until(lambda: count(tmp_path, "runs:s1") == 1, what="the handler to start")
     # app.stop() returned: the reply must already be on its way.
     assert (await reply).data == b"ok:s1"
-
-
-@pytest.mark.parametrize("kind", ["nats", "nats-jetstream"])
-async def test_a_broker_down_at_start_is_retried_and_intake_starts_when_it_answers(
-        tmp_path: Path, kind: str) -> None:
-    server = NatsServer()
-    ident = unique("late")
-    body = (f'subject = "{ident}.>"\n' if kind == "nats" else
-            f'stream = "{ident}"\nconsumer = "gw"\ncreate = true\nsubjects = ["{ident}.>"]\n')
-    manifest = write_app(tmp_path, server.url, kind, body)
-    try:
-        async with running(manifest, wait_ready=False) as app:
-            [trigger] = app.triggers
-            assert isinstance(trigger, NatsTrigger | JetStreamTrigger)
-            assert not trigger.ready.is_set()  # start() returned without a broker
-            await server.start()
-            await asyncio.wait_for(trigger.ready.wait(), 30)
-            nc = await nats.connect(server.url)
-            try:
-                if kind == "nats":
-                    await nc.publish(f"{ident}.x", message("late"))
-                else:
-                    await nc.jetstream().publish(f"{ident}.x", message("late"))
-                await wait_until(lambda: count(tmp_path, "done:late") == 1, what="intake")
-            finally:
-                await nc.close()
-    finally:
-        server.close()
 
 
 # -- JetStream ---------------------------------------------------------------------------

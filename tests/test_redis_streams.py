@@ -6,14 +6,12 @@ component."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
 from tests.contract.brokers.redis_streams import GROUP, RedisStreamsHarness
 from tests.contract.harness import Gateway, message, wait_until
-from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.wasm
 
@@ -73,28 +71,6 @@ async def test_a_slow_entry_keeps_its_lease_so_no_other_consumer_takes_it(
     assert stolen == []
     assert gateway.count("runs", "slow") == 1
     assert await _pending(harness) == 0
-
-
-async def test_a_broker_down_at_start_is_retried_and_logged_once(tmp_path: Path) -> None:
-    server = RedisServer()
-    harness = RedisStreamsHarness(server.url, server)
-    gateway = Gateway(harness, tmp_path)
-    gateway.write(**{"create-group": True, "start-id": "0"})
-    try:
-        with capture_logs() as logs:
-            async with gateway.running(wait_ready=False):
-                await asyncio.sleep(2.5)  # several reconnect attempts (reconnect-max 1 s)
-                await server.start()
-                await harness.publish(message("late"))
-                await wait_until(lambda: gateway.count("done", "late") == 1, what="late")
-        unavailable = [e for e in logs if e["event"].startswith("broker unavailable")]
-        connected = [e for e in logs if e["event"] == "broker connected"]
-        assert len(unavailable) == 1
-        assert len(connected) == 1 and connected[0]["after_failures"] >= 2
-    finally:
-        await harness.teardown()
-        gateway.close()
-        server.close()
 
 
 async def test_a_missing_group_is_reported_with_the_fix_and_picked_up_once_created(

@@ -52,6 +52,8 @@ class BrokerHarness(Protocol):
     # After a restart, how long an unacked message may take to come back (ack wait,
     # visibility timeout, session timeout); also how long to watch for wrong redeliveries.
     redelivery_window_s: ClassVar[float]
+    # The private broker process of a private() harness (None on the shared broker).
+    server: BrokerProcess | None
 
     async def setup(self) -> None:
         """Create the fresh destination (and the dead-letter one)."""
@@ -77,6 +79,12 @@ class BrokerHarness(Protocol):
         """Sever the gateway's broker connection mid-stream (kill and restart a private
         broker, or close connections server side) and return once the broker is back.
         Called on a harness from :meth:`private`."""
+
+    async def take_down(self) -> None:
+        """Make the broker unreachable for a gateway configured from now on (private())."""
+
+    async def bring_up(self) -> None:
+        """After :meth:`take_down`: the broker answers again."""
 
     @classmethod
     def private(cls) -> AbstractAsyncContextManager[BrokerHarness]:
@@ -164,6 +172,17 @@ class HarnessBase:
             await harness.teardown()
         finally:
             server.close()
+
+    async def take_down(self) -> None:
+        """Make the broker unreachable for a gateway configured from now on (a private()
+        harness); :meth:`bring_up` makes it answer again."""
+        assert self.server is not None, "take_down() needs a private() harness"
+        self.server.kill()
+
+    async def bring_up(self) -> None:
+        assert self.server is not None, "bring_up() needs a private() harness"
+        await self.server.start()
+        await self.reconnected()
 
     async def interrupt(self) -> None:
         assert self.server is not None, "interrupt() needs a private() harness"

@@ -18,6 +18,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, ExchangeType
 
 from tests.contract.harness import DeadLetter, HarnessBase, unique
+from tests.kafka_broker import ConnectionCutter
 from triggers.amqp_messages import header_text
 
 SHARED_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -63,6 +64,7 @@ class AmqpHarness(HarnessBase):
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._in: AbstractExchange | None = None
+        self._proxy: ConnectionCutter | None = None
 
     async def setup(self) -> None:
         # Declared here with the same arguments as the trigger's, so messages published
@@ -87,6 +89,18 @@ class AmqpHarness(HarnessBase):
         for exchange in (self.exchange, self.dead_exchange):
             await self._channel.exchange_delete(exchange)
         await self._connection.close()
+        if self._proxy is not None:
+            await self._proxy.close()
+
+    async def take_down(self) -> None:
+        # The shared broker is never stopped: the gateway is pointed at a proxy in front of
+        # it that refuses connections until bring_up(); this harness's own client is not.
+        self._proxy = ConnectionCutter(int(self.url.rsplit(":", 1)[1].split("/")[0]))
+        self.url = f"amqp://guest:guest@127.0.0.1:{self._proxy.port}/"
+
+    async def bring_up(self) -> None:
+        assert self._proxy is not None, "bring_up() after take_down()"
+        await self._proxy.start()
 
     def trigger_options(self) -> dict[str, Any]:
         return {"queue": self.queue, "exchange": self.exchange, "exchange-type": "topic",

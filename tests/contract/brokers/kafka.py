@@ -101,6 +101,14 @@ class KafkaHarness(HarnessBase):
         assert self._cutter is not None, "interrupt() needs a harness from private()"
         await self._cutter.cut()
 
+    async def take_down(self) -> None:
+        assert self._cutter is not None, "take_down() needs a harness from private()"
+        await self._cutter.close()  # the advertised address now refuses connections
+
+    async def bring_up(self) -> None:
+        assert self._cutter is not None, "bring_up() needs a harness from private()"
+        await self._cutter.start()
+
     @classmethod
     @asynccontextmanager
     async def private(cls) -> AsyncIterator[KafkaHarness]:
