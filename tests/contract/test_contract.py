@@ -10,6 +10,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from gateway import metrics
 from tests.contract.harness import (
@@ -19,7 +20,14 @@ from tests.contract.harness import (
     wait_for_dead_letters,
     wait_until,
 )
-from triggers.delivery import DL_ATTEMPTS, DL_COMPONENT, DL_ERROR_KIND, DL_REASON, DL_STATUS
+from triggers.delivery import (
+    DL_ATTEMPTS,
+    DL_COMPONENT,
+    DL_ERROR_KIND,
+    DL_REASON,
+    DL_STATUS,
+    ConnectionWatch,
+)
 
 pytestmark = pytest.mark.wasm
 
@@ -123,6 +131,11 @@ async def test_keeps_order_per_key_while_running_keys_in_parallel(
     keys = ["a", "b", "c"]
     sent: dict[str, list[str]] = {k: [] for k in keys}
     async with gateway.running():
+        # Once a message got through: on the at-most-once brokers the very first message
+        # after subscribing was lost in ~1 of 40 runs on NATS core (cause not found: the
+        # subscription is flushed before intake is reported ready), and order is what this
+        # test is about.
+        await _publish_until_done(harness, gateway, "warm-up")
         for i in range(8):
             for k in keys:
                 mid = f"{k}{i}"
@@ -248,3 +261,49 @@ async def test_resumes_after_the_broker_connection_drops(
                     publisher.cancel()
     finally:
         gateway.close()
+
+
+async def test_a_broker_down_at_start_is_retried_and_logged_once(
+        fault_harness: BrokerHarness, tmp_path: Path) -> None:
+    """The gateway starts although its broker is down, says so once (not per attempt),
+    keeps retrying with backoff, and starts intake when the broker answers."""
+    await fault_harness.take_down()
+    gateway = Gateway(fault_harness, tmp_path)
+    gateway.write()
+    try:
+        with capture_logs() as logs:
+            async with gateway.running(wait_ready=False) as app:
+                [trigger] = app.triggers
+                watch = _watch_of(trigger)
+                await wait_until(lambda: watch.failures >= 2, what="several failed attempts")
+                await fault_harness.bring_up()
+                await fault_harness.wait_ready(app)
+                await _publish_until_done(fault_harness, gateway, "late")
+        down = [e for e in logs if e["event"].startswith("broker unavailable")]
+        up = [e for e in logs if e["event"] == "broker connected"]
+        assert len(down) == 1, "a broker that stays down is logged once, not per attempt"
+        assert len(up) == 1 and up[0]["after_failures"] >= 2
+    finally:
+        gateway.close()
+
+
+def _watch_of(trigger: object) -> ConnectionWatch:
+    """The trigger's ConnectionWatch (the NATS adapters keep it on their connection)."""
+    watch = getattr(trigger, "_watch", None) or trigger._connection.watch
+    assert isinstance(watch, ConnectionWatch)
+    return watch
+
+
+async def _publish_until_done(harness: BrokerHarness, gateway: Gateway, mid: str) -> None:
+    """Publish ``mid`` and wait until it is handled; at most once brokers may drop a message
+    published while the subscription is being restored, so those publish until one lands."""
+    if harness.redelivers:
+        await harness.publish(message(mid))
+        await wait_until(lambda: gateway.count("done", mid) >= 1, timeout=60, what=mid)
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while gateway.count("done", mid) < 1:
+        assert loop.time() < deadline, f"timed out waiting for {mid}"
+        await harness.publish(message(mid))
+        await asyncio.sleep(0.5)
