@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from gateway import metrics
 from gateway.cli import _parser
 from gateway.dead_letters.cli import execute
 from gateway.dead_letters.model import DeadLetterNotFound
@@ -55,6 +56,14 @@ async def cli(gateway: Gateway, *argv: str, answer: str | None = None) -> tuple[
     return code, out.getvalue()
 
 
+def dead_letters_counted(source: str, error_kind: str) -> float:
+    """``wasmgate_dead_letters_total`` of the contract component from ``source``."""
+    line = (f'wasmgate_dead_letters_total{{component="contract",error_kind="{error_kind}",'
+            f'source="{source}"}} ')
+    found = [x for x in metrics.render().splitlines() if x.startswith(line)]
+    return float(found[0].removeprefix(line)) if found else 0.0
+
+
 async def listed(gateway: Gateway) -> list[dict[str, Any]]:
     code, out = await cli(gateway, "list", "--json")
     assert code == 0
@@ -76,6 +85,8 @@ async def wait_listed(gateway: Gateway, count: int) -> list[dict[str, Any]]:
 async def test_replay_after_a_fix_processes_every_message_once_and_empties_the_dead_letters(
         harness: BrokerHarness, gateway: Gateway) -> None:
     ids = ["a", "b", "c"]
+    source = f"wasmgate/{harness.trigger_kind}/b"
+    counted_before = dead_letters_counted(source, "timeout")
     gateway.write(**FAILING)
     async with gateway.running():
         for mid in ids:
@@ -83,6 +94,8 @@ async def test_replay_after_a_fix_processes_every_message_once_and_empties_the_d
                                   headers={"x-origin": "replay-test"})
         letters = await wait_listed(gateway, len(ids))
     assert [gateway.count("done", m) for m in ids] == [0, 0, 0]
+    # /metrics counts them per source (the trigger's kind and broker) and reason.
+    assert dead_letters_counted(source, "timeout") - counted_before == 3
     assert {x["error_kind"] for x in letters} == {"timeout"}
     assert {x["attempts"] for x in letters} == {"2"}
     assert all(x["time"] and x["origin"] for x in letters)
