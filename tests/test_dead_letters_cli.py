@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,24 @@ def test_origin_falls_back_to_the_subject_of_older_dead_letters() -> None:
     assert new.origin == {"topic": "t", "offset": "7"}
     assert old.origin == {"subject": "orders"}
     assert new.original_headers() == []
+
+
+def test_a_dead_letter_queue_not_declared_yet_is_named(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = f"wg-missing-{uuid.uuid4().hex[:8]}"
+    manifest = _manifest(tmp_path, f"""
+[brokers.r]
+kind = "amqp"
+url = "amqp://guest:guest@127.0.0.1:5672/"
+
+[[trigger.amqp]]
+component = "work"
+broker = "r"
+queue = "jobs"
+dead-letter = "jobs.dlx"
+dead-letter-queue = "{missing}"
+""")
+    code, err = _run(capsys, "list", "amqp", str(manifest))
+    assert code == 2
+    assert f"amqp queue '{missing}' on broker `r` does not exist" in err
+    assert "Traceback" not in err

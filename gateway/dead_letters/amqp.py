@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import aio_pika
+import aiormq.exceptions
 from aio_pika.abc import AbstractIncomingMessage, DeliveryMode
 
 from gateway.dead_letters.model import REPLAYED_FROM, DeadLetter
@@ -48,7 +49,11 @@ class AmqpDeadLetters:
     async def letters(self) -> list[DeadLetter]:
         if self._held is None:
             self._held = {}
-            queue = await self._channel.declare_queue(self.queue, passive=True)
+            try:
+                queue = await self._channel.declare_queue(self.queue, passive=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                raise BrokerError(f"{self.describe} does not exist; the trigger declares it "
+                                  "when it starts (declare = true), or create it") from None
             while (message := await queue.get(no_ack=False, fail=False)) is not None:
                 position = f"#{len(self._held) + 1}"
                 headers = message.headers or {}

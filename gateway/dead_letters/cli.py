@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from gateway.dead_letters.model import DeadLetter, DeadLetterNotFound, DeadLetterStore
 from gateway.dead_letters.stores import TriggerRef, open_store
-from gateway.errors import BrokerError, ConfigError
+from gateway.errors import BrokerError, ConfigError, WasmgateError
 from gateway.progress import is_interactive
 from gateway.redaction import redact_secrets
 from triggers.delivery import describe
@@ -84,7 +84,10 @@ async def execute(args: argparse.Namespace, *, out: TextIO | None = None,
     ref, store = await open_store(manifest, trigger)
     try:
         return await _ACTIONS[args.action](args, ref, store, stdout, confirm_in)
-    except (OSError, TimeoutError) as exc:
+    except WasmgateError:
+        raise
+    except Exception as exc:
+        # A broker client's own error (connection lost, a refusal): one line, no traceback.
         raise BrokerError(f"{store.describe}: {describe(exc)}") from None
     finally:
         await store.close()
@@ -117,7 +120,7 @@ async def _list(args: argparse.Namespace, ref: TriggerRef, store: DeadLetterStor
         origin = " ".join(f"{k}={v}" for k, v in letter.origin.items())
         out.write(f"{letter.id}  {letter.time}  status={letter.status or '-'}  "
                   f"attempts={letter.attempts or '-'}  {origin}\n"
-                  f"    {letter.error_kind or '-'}: {redact_secrets(letter.reason)}\n")
+                  f"    {letter.error_kind or '-'}: {redact_secrets(letter.reason) or '-'}\n")
     return 0
 
 
