@@ -128,14 +128,15 @@ async def test_replay_after_a_fix_processes_every_message_once_and_empties_the_d
     assert await listed(gateway) == []
 
 
-async def test_where_dry_run_unknown_id_and_purge(harness: BrokerHarness,
-                                                  gateway: Gateway) -> None:
+async def test_replay_one_where_dry_run_unknown_id_and_purge(harness: BrokerHarness,
+                                                             gateway: Gateway) -> None:
     gateway.write(**FAILING)
     async with gateway.running():
         await harness.publish(message("p1", "status", n=422), key=b"k")
         await harness.publish(message("p2", "err"), key=b"k")
         letters = await wait_listed(gateway, 2)
-    assert sorted(x["status"] for x in letters) == ["422", "500"]
+    by_status = {x["status"]: x for x in letters}
+    assert sorted(by_status) == ["422", "500"]
 
     code, out = await cli(gateway, "replay", "--where", "status=422", "--dry-run")
     assert code == 0 and "1 of 2" in out
@@ -145,12 +146,27 @@ async def test_where_dry_run_unknown_id_and_purge(harness: BrokerHarness,
     with pytest.raises(DeadLetterNotFound, match="no dead letter 'nope'"):
         await cli(gateway, "show", "nope")
 
+    replayed = by_status["500"]["id"]
+    code, out = await cli(gateway, "replay", replayed)
+    assert code == 0 and "replayed 1 dead letter(s)" in out
+    assert [x["id"] for x in await listed(gateway)] == [by_status["422"]["id"]]
+
     # No terminal to ask and no --yes: refused, nothing deleted.
     with pytest.raises(ConfigError, match="pass --yes"):
         await cli(gateway, "purge")
     code, out = await cli(gateway, "purge", answer="n\n")
     assert code == 1 and "nothing deleted" in out
-    assert len(await listed(gateway)) == 2
+    assert len(await listed(gateway)) == 1
     code, out = await cli(gateway, "purge", "--yes")
-    assert code == 0 and "purged 2" in out
+    assert code == 0 and "purged 1" in out
     assert await listed(gateway) == []
+
+    # The replayed message is on its source again: still failing, it runs with a fresh
+    # attempt count and comes back dead-lettered, saying where it was replayed from.
+    async with gateway.running():
+        [again] = await wait_listed(gateway, 1)
+    assert gateway.count("runs", "p2") == 4
+    assert gateway.kv.get("started:p2") == b"2"
+    assert again["id"] != replayed
+    code, shown = await cli(gateway, "show", again["id"])
+    assert f"wasmgate-replayed-from: {harness.trigger_kind}[0]:{replayed}" in shown

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import uuid
 from pathlib import Path
 
 import pytest
 
 from gateway.cli import main
-from gateway.dead_letters.cli import matches, parse_where, preview
+from gateway.dead_letters.cli import _Progress, matches, parse_where, preview
 from gateway.dead_letters.model import DeadLetter
 from gateway.errors import ConfigError
 from triggers.delivery import DL_ORIGIN, DL_REASON, DL_STATUS, DL_SUBJECT
@@ -160,3 +161,23 @@ dead-letter-queue = "{missing}"
     assert code == 2
     assert f"amqp queue '{missing}' on broker `r` does not exist" in err
     assert "Traceback" not in err
+
+
+def test_a_bulk_replay_draws_a_bar_on_a_terminal_and_lines_elsewhere(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    out = io.StringIO()
+    plain = _Progress(2)
+    plain.step("replayed 1 to t", out)
+    plain.step("replayed 2 to t", out)
+    plain.end()
+    assert out.getvalue() == "replayed 1 to t\nreplayed 2 to t\n"
+
+    monkeypatch.setattr("gateway.dead_letters.cli.is_interactive", lambda *_: True)
+    out = io.StringIO()
+    live = _Progress(4)
+    for i in range(4):
+        live.step(f"replayed {i}", out)
+    live.end()
+    assert out.getvalue() == ""
+    err = capsys.readouterr().err
+    assert "1/4 replayed" in err and f"[{'#' * 30}] 4/4 replayed" in err

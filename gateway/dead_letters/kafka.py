@@ -40,6 +40,7 @@ class KafkaDeadLetters:
         self._options = client_options(config.broker, spec)
         self._producer: Any = None
         self._raw: dict[str, list[tuple[str, bytes]]] = {}
+        self._marker_topic_exists = False
 
     async def open(self) -> None:
         self._producer = AIOKafkaProducer(**self._options, acks="all",
@@ -92,6 +93,8 @@ class KafkaDeadLetters:
                                                key=f"{partition}:{offset}".encode())
 
     async def _ensure_marker_topic(self) -> None:
+        if self._marker_topic_exists:
+            return
         admin = AIOKafkaAdminClient(**self._options)
         await admin.start()
         try:
@@ -101,6 +104,7 @@ class KafkaDeadLetters:
             pass
         finally:
             await admin.close()
+        self._marker_topic_exists = True
 
     async def _read(self, topic: str) -> list[Any]:
         """Every record of ``topic`` (all partitions, from the start to the current end);
