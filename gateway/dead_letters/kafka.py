@@ -28,6 +28,7 @@ from triggers.delivery import DL_ORIGIN, DL_SUBJECT
 from triggers.kafka_config import KafkaConfig
 
 MARKER_SUFFIX = ".wasmgate-replayed"
+_POLL_MS = 200
 _DEAD_LETTER_PREFIX = "wasmgate-dead-letter-"
 
 
@@ -121,10 +122,15 @@ class KafkaDeadLetters:
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
             records: list[Any] = []
-            for tp in tps:
-                while await consumer.position(tp) < ends[tp]:
-                    batch = await consumer.getmany(tp, timeout_ms=1000)
-                    records += [r for r in batch.get(tp, []) if r.offset < ends[tp]]
+            while True:
+                batch = await consumer.getmany(*tps, timeout_ms=_POLL_MS)
+                for tp in tps:
+                    records += batch.get(tp, [])
+                # Past the end offsets and one poll found nothing more: the whole topic.
+                # The poll matters: some brokers (tansu) report an end offset below the
+                # last record's.
+                if not batch and all([await consumer.position(tp) >= ends[tp] for tp in tps]):
+                    break
             return records
         finally:
             await consumer.stop()
