@@ -16,6 +16,7 @@ from gateway.app import App
 from gateway.build import BuildReport, build_all, componentize
 from gateway.cache import CompileCache, compile_cache_dir, format_size, max_cache_bytes
 from gateway.check import check_manifest
+from gateway.dead_letters import cli as dead_letters_cli
 from gateway.errors import ConfigError, InvalidEvent, WasmgateError
 from gateway.redaction import mask_secrets_processor, redact_secrets
 from gateway.templates import create_project, list_templates
@@ -294,6 +295,7 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument("template", nargs="?", help="template name, e.g. python-http")
     new.add_argument("name", nargs="?",
                      help="project name: the directory, the component and the HTTP route")
+    dead_letters_cli.add_parser(sub, _HelpFormatter)
     return parser
 
 
@@ -319,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
                          paths=[Path(p).resolve() for p in args.path])
         elif args.command == "new":
             return _new(args.template, args.name)
+        elif args.command == "dead-letters":
+            return dead_letters_cli.run(args)
         else:
             return asyncio.run(_invoke(args.manifest, args.component, args.event))
     except WasmgateError as exc:

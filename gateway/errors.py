@@ -22,6 +22,7 @@ invalid response, 500 the rest) and the verdict RETRY.
     ├── BrokerError                 a broker refused or lost a connection, publish or settle
     ├── InvalidEvent                a CloudEvents JSON event is malformed (names the attribute)
     ├── BuildError                  a component's build command failed
+    ├── DeadLetterNotFound          gateway.dead_letters: no dead letter with that id
     ├── KeyValueError               bindings.host.kv: a kv call refused (key/value too large,
     │                               not an integer, store closed or unreachable)
     ├── SqlError                    bindings.host.sql: a SQL call refused or failed

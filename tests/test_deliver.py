@@ -211,16 +211,17 @@ async def test_retries_metric_counts_each_retry_once_in_both_modes() -> None:
         await _deliver(Script(_failed()), Recorder(), mode="broker", count=count,
                        component=broker)
     assert _counter("wasmgate_retries_total", broker) == 2
-    assert _counter("wasmgate_dead_letters_total", broker, error_kind="trap") == 1
+    assert _counter("wasmgate_dead_letters_total", broker, source="test", error_kind="trap") == 1
 
     local = f"c-{uuid.uuid4().hex[:8]}"
     await _deliver(Script(_failed(), _failed(), _ok()), Recorder(), component=local)
     assert _counter("wasmgate_retries_total", local) == 2
-    assert _counter("wasmgate_dead_letters_total", local, error_kind="trap") == 0
+    assert _counter("wasmgate_dead_letters_total", local, source="test", error_kind="trap") == 0
 
 
 async def test_the_crash_loop_guard_is_counted_as_a_redelivery_dead_letter() -> None:
     name = f"c-{uuid.uuid4().hex[:8]}"
     await _deliver(Script(), Recorder(), count=9, component=name)
-    assert _counter("wasmgate_dead_letters_total", name, error_kind="redelivery") == 1
+    assert _counter("wasmgate_dead_letters_total", name, source="test",
+                    error_kind="redelivery") == 1
     assert _counter("wasmgate_retries_total", name) == 0

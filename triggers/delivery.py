@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from collections.abc import Awaitable, Callable, Hashable
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import msgspec
@@ -60,6 +62,14 @@ DL_COMPONENT = "wasmgate-dead-letter-component"
 DL_SOURCE = "wasmgate-dead-letter-source"
 DL_SUBJECT = "wasmgate-dead-letter-subject"
 DL_EVENT_ID = "wasmgate-dead-letter-event-id"
+# When it was dead-lettered (ISO 8601, UTC) and a unique id for it (AMQP messages have no
+# stable position an operator could name); read by `wasmgate dead-letters`.
+DL_TIME = "wasmgate-dead-letter-time"
+DL_ID = "wasmgate-dead-letter-id"
+# Where it came from: DL_ORIGIN + a metadata name (topic, partition, offset, stream, ...).
+DL_ORIGIN = "wasmgate-dead-letter-origin-"
+ORIGIN_METADATA = ("topic", "partition", "offset", "stream", "stream-seq", "entry-id", "queue",
+                   "exchange", "routing-key", "subject")
 
 
 class BrokerTriggerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
@@ -180,8 +190,11 @@ async def _settle_final(event: Event, settle: Settle, outcome: Outcome, componen
         log.error("event dead-lettered", component=component, event_id=event.id,
                   subject=event.subject, status=outcome.status, error=reason,
                   error_kind=outcome.error_kind, attempts=outcome.attempts)
+        # source names the trigger kind and broker (wasmgate/kafka/<broker>); error_kind is
+        # the reason, kept to a closed set (the free-text reason would explode the series).
         metrics.counter("wasmgate_dead_letters_total", "Messages dead-lettered, by why.",
-                        component=component, error_kind=outcome.error_kind or "status")
+                        component=component, source=event.source,
+                        error_kind=outcome.error_kind or "status")
         await settle.dead_letter(outcome, reason)
     except Exception as exc:
         _unsettled(event, component, outcome, exc)
@@ -216,6 +229,10 @@ def dead_letter_headers(event: Event, outcome: Outcome, component: str) -> list[
         (DL_SOURCE, event.source),
         (DL_SUBJECT, event.subject),
         (DL_EVENT_ID, event.id),
+        (DL_TIME, datetime.now(UTC).isoformat(timespec="milliseconds")),
+        (DL_ID, uuid.uuid4().hex),
+        *((DL_ORIGIN + name, value) for name, value in event.metadata
+          if name in ORIGIN_METADATA),
     ]
     return [*event.headers, *extra]
 
@@ -346,8 +363,15 @@ __all__ = [
     "DL_ATTEMPTS",
     "DL_COMPONENT",
     "DL_ERROR_KIND",
+    "DL_EVENT_ID",
+    "DL_ID",
+    "DL_ORIGIN",
     "DL_REASON",
+    "DL_SOURCE",
     "DL_STATUS",
+    "DL_SUBJECT",
+    "DL_TIME",
+    "ORIGIN_METADATA",
     "BrokerTriggerConfig",
     "ConnectionWatch",
     "NothingToSettle",

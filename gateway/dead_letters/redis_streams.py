@@ -1,0 +1,72 @@
+"""Dead letters of a ``[[trigger.redis-streams]]``: entries of its ``dead-letter`` stream.
+
+List is XRANGE (reads, never claims). Replay is one MULTI: XADD the original fields (minus
+``wasmgate-dead-letter-*``) to the consumed stream and XDEL the dead letter, so the entry
+is never in both places or in neither. The id is the dead-letter entry id.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.dead_letters.model import REPLAYED_FROM, DeadLetter
+from gateway.manifest import BrokerSpec
+from triggers.redis_entries import DATA, KEY
+from triggers.redis_streams_config import RedisStreamsConfig
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+class RedisStreamsDeadLetters:
+    def __init__(self, config: RedisStreamsConfig, spec: BrokerSpec) -> None:
+        from gateway.brokers.redis import redis_client
+
+        assert config.dead_letter is not None
+        self.config, self.dead = config, config.dead_letter
+        self.describe = f"redis stream {self.dead!r} on broker `{config.broker}`"
+        self._redis: Any = redis_client(spec, read_timeout_s=spec.connect_timeout_ms / 1000,
+                                        retries=0, name="wasmgate-dead-letters")
+
+    async def open(self) -> None:
+        await self._redis.ping()
+
+    async def letters(self) -> list[DeadLetter]:
+        letters = []
+        for raw_id, fields in await self._redis.xrange(self.dead):
+            entry = _text(raw_id)
+            millis = entry.partition("-")[0]
+            letters.append(DeadLetter(
+                id=entry, body=fields.get(DATA, b""), key=fields.get(KEY),
+                headers=[(_text(k), _text(v)) for k, v in fields.items()
+                         if k not in (DATA, KEY)],
+                stored_at=datetime.fromtimestamp(int(millis) / 1000, UTC)
+                if millis.isdigit() else None,
+                location={"stream": self.dead, "entry-id": entry}))
+        return letters
+
+    async def replay(self, letter: DeadLetter, *, replayed_from: str) -> str:
+        fields: dict[bytes, bytes] = {k.encode(): v.encode()
+                                      for k, v in letter.original_headers()}
+        fields[DATA] = letter.body
+        if letter.key is not None:
+            fields[KEY] = letter.key
+        fields[REPLAYED_FROM.encode()] = replayed_from.encode()
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.config.stream, fields)
+            pipe.xdel(self.dead, letter.id)
+            new_id, _ = await pipe.execute()
+        return f"redis stream {self.config.stream!r} entry {_text(new_id)}"
+
+    async def purge(self, letters: list[DeadLetter]) -> int:
+        if not letters:
+            return 0
+        return int(await self._redis.xdel(self.dead, *(letter.id for letter in letters)))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+__all__ = ["RedisStreamsDeadLetters"]
