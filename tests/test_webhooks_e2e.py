@@ -298,3 +298,61 @@ async def test_enqueue_with_the_broker_down_is_503_and_the_retry_goes_through(
             assert await _metric(http, base, series) == failures + 2
     finally:
         await app.stop()
+
+
+async def test_enqueue_to_kafka_carries_body_headers_and_the_delivery_id_as_key(
+        tmp_path: Path) -> None:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from tests.kafka_broker import shared_broker
+
+    bootstrap = f"127.0.0.1:{shared_broker().port}"
+    topic = f"webhooks-{uuid.uuid4().hex}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        await admin.close()
+    app, base = await _start(tmp_path, f"""
+[brokers.events]
+kind = "kafka"
+url = "kafka://{bootstrap}"
+
+[[trigger.http]]
+route = "/ingest"
+
+[trigger.http.webhook]
+scheme = "github"
+secrets = ["gh-secret"]
+
+[trigger.http.enqueue]
+broker = "events"
+destination = "{topic}"
+headers = ["x-github-event"]
+""")
+    try:
+        delivery = uuid.uuid4().hex
+        body = b'{"action": "created"}'
+        async with httpx.AsyncClient() as http:
+            r = await http.post(f"{base}/ingest", content=body, headers=_signed(body, delivery))
+            assert r.status_code == 202, r.content
+            assert r.json()["receipt"] == f"{topic}/0/0"
+    finally:
+        await app.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        # Confirmed (acks=all) before the 202: the record is there; fetch until it shows.
+        records: list[Any] = []
+        deadline = asyncio.get_running_loop().time() + 10
+        while not records and asyncio.get_running_loop().time() < deadline:
+            records += (await consumer.getmany(tp, timeout_ms=1000)).get(tp, [])
+    finally:
+        await consumer.stop()
+    assert [(r.value, r.key, list(r.headers)) for r in records] == [
+        (body, delivery.encode(), [("x-github-event", b"push")])]
