@@ -29,6 +29,10 @@ arrive within ``header-timeout-ms`` of the connection opening or the request's f
 the headers, and an idle keep-alive connection is closed after ``keep-alive-timeout-ms``.
 A late request gets 408 and the connection is closed.
 
+A route with a ``webhook`` table verifies the provider's signature (401 if it fails),
+remembers delivery ids, and with an ``enqueue`` table publishes the request to a broker and
+answers 202 instead of running a component: :mod:`gateway.webhooks`, docs/webhooks.md.
+
 All ``[[trigger.http]]`` tables on one listen address share one uvicorn server, so the
 connection-level limits (header and keep-alive timeouts) are per address: tables that set
 them must agree.
@@ -225,7 +229,7 @@ class HttpServer:
             route = next((r for r in self.routes if r.matches(path)), None)
             log.info("http request", method=scope["method"], path=path, status=status,
                      duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                     component=route.component or None if route is not None else None)
+                     component=(route.component or None) if route is not None else None)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
