@@ -131,7 +131,8 @@ store = "hooks"
         client.close()
 
 
-async def test_unsigned_or_tampered_deliveries_are_401_and_never_run(gateway: Gateway) -> None:
+async def test_unsigned_or_tampered_deliveries_are_401_and_never_run(
+        gateway: Gateway, capsys: pytest.CaptureFixture[str]) -> None:
     body = b'{"ref": "refs/heads/main"}'
     base = gateway.base
     async with httpx.AsyncClient() as client:
@@ -155,6 +156,12 @@ async def test_unsigned_or_tampered_deliveries_are_401_and_never_run(gateway: Ga
         assert (r.status_code, r.content) == (200, b"1")
         assert await _metric(client, base, _MISMATCH) == mismatches + 2
         assert await _metric(client, base, _MISSING) == missing + 1
+    # Refusals are logged with the route and reason, never the body, signature or secret.
+    logged = capsys.readouterr().out
+    assert "webhook signature refused" in logged
+    assert "refs/heads/main" not in logged
+    assert SECRET not in logged
+    assert forged["x-hub-signature-256"] not in logged
 
 
 async def _until(condition: Callable[[], bool], what: str) -> None:
