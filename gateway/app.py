@@ -24,6 +24,7 @@ from gateway.executor import InstancePool
 from gateway.manifest import LoadedManifest, load_manifest
 from gateway.redaction import remember_secrets
 from gateway.router import Router
+from gateway.webhooks.secrets import secret_resolver
 from triggers.base import Trigger, TriggerContext, factory_for
 
 log = structlog.get_logger("wasmgate.app")
@@ -90,7 +91,9 @@ class App:
                                          brokers=dict(self.manifest.brokers),
                                          state_dir=str(self.manifest.root / ".wasmgate"),
                                          application=self.manifest.application.name,
-                                         key_value=self._claim_store)
+                                         key_value=self._claim_store,
+                                         webhook_secret=secret_resolver(self.manifest),
+                                         broker_clients=self.capabilities.brokers)
                 self.triggers.append(factory(dict(table), context=context))
 
     def _claim_store(self, name: str) -> KeyValueStore:

@@ -655,6 +655,8 @@ def _cross_check(spec: Manifest, where: str) -> None:
             _check_broker_reference(spec, kind, index, table, where)
             field = f"{_join('trigger', kind)}[{index}].component"
             target = table.get("component")
+            if target is None and kind == "http" and "enqueue" in table:
+                continue  # accept-and-enqueue: the broker's consumer runs the component
             if target is None:
                 raise ConfigError(
                     "missing required field `component`: the name of a [component.<name>] "

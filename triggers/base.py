@@ -22,6 +22,7 @@ from gateway.manifest import BrokerSpec, schema_error
 
 if TYPE_CHECKING:
     from bindings.host.kv import KeyValueStore
+    from bindings.host.publish import BrokerClients
     from bindings.types import Event
     from gateway.dispatch import Outcome
 
@@ -61,6 +62,11 @@ class TriggerContext(msgspec.Struct, kw_only=True):
     application: str = "app"
     # The app's key-value stores by name (cron's claim store); None outside an app.
     key_value: Callable[[str], KeyValueStore] | None = None
+    # (variable name, field naming it) -> a webhook signing secret's value
+    # (gateway.webhooks.secrets); None where secrets are not resolved (`wasmgate build`).
+    webhook_secret: Callable[[str, str], str] | None = None
+    # The app's broker producers, shared with `publish` (an enqueueing HTTP route uses them).
+    broker_clients: BrokerClients | None = None
 
     def broker(self, name: str) -> BrokerSpec:
         """The ``[brokers.<name>]`` table (the manifest already checked that it exists)."""

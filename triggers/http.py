@@ -29,6 +29,10 @@ arrive within ``header-timeout-ms`` of the connection opening or the request's f
 the headers, and an idle keep-alive connection is closed after ``keep-alive-timeout-ms``.
 A late request gets 408 and the connection is closed.
 
+A route with a ``webhook`` table verifies the provider's signature (401 if it fails),
+remembers delivery ids, and with an ``enqueue`` table publishes the request to a broker and
+answers 202 instead of running a component: :mod:`gateway.webhooks`, docs/webhooks.md.
+
 All ``[[trigger.http]]`` tables on one listen address share one uvicorn server, so the
 connection-level limits (header and keep-alive timeouts) are per address: tables that set
 them must agree.
@@ -51,6 +55,8 @@ from bindings.types import Event, Response, new_event_id, now_micros
 from gateway import metrics
 from gateway.errors import ConfigError, InvalidResponse
 from gateway.responses import excerpt
+from gateway.webhooks.config import EnqueueConfig, WebhookConfig
+from gateway.webhooks.gate import WebhookGate, build_gate
 from gateway.workers import REUSE_PORT_ENV, worker_index
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.http_protocol import protocol_class
@@ -63,8 +69,8 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class HttpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
-    component: str
     route: str
+    component: str | None = None  # None only with `enqueue`
     methods: list[str] = msgspec.field(default_factory=lambda: ["GET", "POST", "PUT", "DELETE",
                                                                  "PATCH", "HEAD"])
     max_body_bytes: int = 1 << 20
@@ -73,6 +79,10 @@ class HttpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, renam
     # Per listen address (None: not set by this table; see _CONNECTION_DEFAULTS).
     header_timeout_ms: Annotated[int, msgspec.Meta(gt=0)] | None = None
     keep_alive_timeout_ms: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    # Webhook ingestion (gateway/webhooks, docs/webhooks.md): signature, idempotency, and
+    # accept-and-enqueue instead of a component.
+    webhook: WebhookConfig | None = None
+    enqueue: EnqueueConfig | None = None
 
 
 # Generous for any real client on a slow link, short enough that a slowloris client holds a
@@ -81,11 +91,14 @@ _CONNECTION_DEFAULTS = {"header-timeout-ms": 10_000, "keep-alive-timeout-ms": 5_
 
 
 class _Route:
-    __slots__ = ("body_timeout", "component", "config", "dispatch", "prefix", "wildcard")
+    __slots__ = ("body_timeout", "component", "config", "dispatch", "gate", "prefix",
+                 "wildcard")
 
-    def __init__(self, config: HttpConfig, dispatch: Dispatch) -> None:
+    def __init__(self, config: HttpConfig, dispatch: Dispatch,
+                 gate: WebhookGate | None = None) -> None:
         self.config = config
-        self.component = config.component
+        self.component = config.component or ""  # "": an enqueueing route runs none
+        self.gate = gate
         self.dispatch = dispatch
         self.body_timeout = config.body_timeout_ms / 1000
         self.wildcard = config.route.endswith("/...")
@@ -216,7 +229,7 @@ class HttpServer:
             route = next((r for r in self.routes if r.matches(path)), None)
             log.info("http request", method=scope["method"], path=path, status=status,
                      duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                     component=route.component if route is not None else None)
+                     component=(route.component or None) if route is not None else None)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -252,6 +265,18 @@ class HttpServer:
                             "Requests whose client left before sending the whole body; "
                             "never dispatched.", component=route.component)
             return
+        if route.gate is not None:
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                       for k, v in scope["headers"]}
+            reply = await route.gate.serve(headers, body,
+                                           lambda: self._answer(route, scope, body, send))
+            if reply is not None:
+                await _reply(send, *reply)
+            return
+        await self._answer(route, scope, body, send)
+
+    async def _answer(self, route: _Route, scope: Scope, body: bytes, send: Send) -> int:
+        """Run the route's handler on the request and send its answer; return the status."""
         event = _event_for(scope, body)
         outcome = await route.dispatch(route.component, event)
         if outcome.response is not None:  # the handler answered, whatever the status
@@ -265,16 +290,17 @@ class HttpServer:
                 log.error("handler response cannot be sent", component=route.component,
                           event_id=event.id, error=str(exc))
                 await _reply(send, 502, [], _FAILURE_BODIES[502])
-                return
+                return 502
             await send({"type": "http.response.start", "status": outcome.response.status,
                         "headers": head})
             await send({"type": "http.response.body", "body": outcome.response.body})
-            return
+            return outcome.response.status
         log.error("handler failed", component=route.component, event_id=event.id,
                   error=outcome.error, kind=outcome.error_kind)
         headers = [("retry-after", _RETRY_AFTER_S)] if outcome.status == 503 else []
         await _reply(send, outcome.status, headers,
                      _FAILURE_BODIES.get(outcome.status, b"handler failed\n"))
+        return outcome.status
 
 
 _FAILURE_BODIES = {
@@ -383,13 +409,25 @@ class HttpTrigger:
         if not config.route.startswith("/"):
             raise ConfigError(f"route {config.route!r} must start with `/`",
                               path=context.manifest_path, field=f"{context.field}.route")
+        field = context.field
+        if config.component is None and config.enqueue is None:
+            raise ConfigError(
+                "missing required field `component`: the name of a [component.<name>] "
+                "table (or an [trigger.http.enqueue] table to publish requests instead)",
+                path=context.manifest_path, field=f"{field}.component")
+        if config.component is not None and config.enqueue is not None:
+            raise ConfigError(
+                f"route {config.route!r} has both `component` and `enqueue`; a route either "
+                "runs a component or publishes to a broker: remove one",
+                path=context.manifest_path, field=f"{field}.enqueue")
         self.config = config
-        self.component = config.component
+        self.component = config.component or ""
+        self._gate = build_gate(config.route, config.webhook, config.enqueue, context)
         self._server = HttpServer.on(context.listen)
         self._server.set_connection_limits(config, context)
 
     async def start(self, dispatch: Dispatch) -> None:
-        self._server.routes.append(_Route(self.config, dispatch))
+        self._server.routes.append(_Route(self.config, dispatch, self._gate))
         # Longest prefix first so `/api/users/...` wins over `/api/...`.
         self._server.routes.sort(key=lambda r: (not r.wildcard, len(r.prefix)), reverse=True)
         await self._server.start()
