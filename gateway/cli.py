@@ -126,6 +126,7 @@ async def _invoke(manifest: str, component: str, event_file: str) -> int:
     # The event first: a typo in its path should not wait for every component to compile.
     event = _read_event(event_file)
     app = App.load(manifest)
+    app.capabilities.start()  # no trigger starts, but `publish` hands its sends to this loop
     outcome = await app.dispatcher.dispatch(component, event)
     await app.stop()
     if outcome.response is None:

@@ -184,3 +184,4 @@ def test_orders_flow_through_every_broker_with_two_replicas(
         for replica in replicas:
             if replica.poll() is None:
                 replica.kill()
+                replica.wait(timeout=30)
