@@ -36,15 +36,13 @@ Delivery (at least once):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from functools import partial
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka.errors import KafkaError
 
 from bindings.types import Event
 from gateway.brokers.kafka import client_options
@@ -55,31 +53,19 @@ from triggers.delivery import (
     OrderedLanes,
     Settle,
     attempt_metadata,
-    dead_letter_headers,
     deliver,
     describe,
     lane_key,
 )
 from triggers.kafka_attempts import AttemptLedger
+from triggers.kafka_commits import Committer
 from triggers.kafka_config import KafkaConfig, attempt_store, validate
+from triggers.kafka_dead_letters import DeadLetterProducer, Record, quietly
 from triggers.kafka_offsets import OffsetBook, PartitionOffsets
 
 log = structlog.get_logger("wasmgate.kafka")
 
 _TIMESTAMP_TYPES = {0: "create-time", 1: "log-append-time"}
-
-
-class Record(Protocol):
-    """The fields of aiokafka's ConsumerRecord that the trigger reads (aiokafka is untyped)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    timestamp_type: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
 
 
 class KafkaTrigger:
@@ -99,10 +85,10 @@ class KafkaTrigger:
         self._lanes = OrderedLanes(config.concurrency)
         self._dispatch: Dispatch | None = None
         self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
-        self._producer_lock = asyncio.Lock()
-        self._commit_lock = asyncio.Lock()
-        self._commit_wanted = asyncio.Event()
+        self._commits = Committer(self._book, lambda: self._consumer, group=self.group,
+                                  interval_ms=config.commit_interval_ms, watch=self._watch)
+        self._dead_letters = DeadLetterProducer(self._client_options,
+                                                component=config.component, watch=self._watch)
         self._intake: asyncio.Task[None] | None = None
         self._committer: asyncio.Task[None] | None = None
         self._first_attempt = asyncio.Event()
@@ -124,7 +110,7 @@ class KafkaTrigger:
                           if self._attempt_store is not None
                           else AttemptLedger.local(self._state_dir, self.group))
         self._intake = asyncio.create_task(self._run(), name=f"wasmgate-kafka:{self.group}")
-        self._committer = asyncio.create_task(self._commit_loop(),
+        self._committer = asyncio.create_task(self._commits.run(),
                                               name=f"wasmgate-kafka-commit:{self.group}")
         attempted = asyncio.create_task(self._first_attempt.wait())
         await asyncio.wait([self._intake, attempted], return_when=asyncio.FIRST_COMPLETED)
@@ -152,13 +138,11 @@ class KafkaTrigger:
         if committer is not None:
             committer.cancel()
             await asyncio.wait([committer])
-        await self._commit()
+        await self._commits.commit()
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            await _quietly(consumer.stop())
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            await _quietly(producer.stop())
+            await quietly(consumer.stop())
+        await self._dead_letters.close()
         attempts, self._attempts = self._attempts, None
         if attempts is not None:
             await attempts.close()
@@ -213,13 +197,13 @@ class KafkaTrigger:
             try:
                 await consumer.start()
             except KafkaError as exc:
-                await _quietly(consumer.stop())
+                await quietly(consumer.stop())
                 self._first_attempt.set()
                 await self._watch.down(exc)
                 continue
             except BaseException:
                 # Cancelled by stop() mid-connect: close the half-started client.
-                await _quietly(consumer.stop())
+                await quietly(consumer.stop())
                 raise
             self._consumer = consumer
             self._watch.up()
@@ -282,86 +266,13 @@ class KafkaTrigger:
                       policy=self.config.retry_policy, mode="in-process",
                       delivery_count=await settle.count_start())
 
-    async def _send_dead_letter(self, topic: str, record: Record, event: Event,
-                                outcome: Outcome) -> None:
-        added = dead_letter_headers(event, outcome, self.component)[len(event.headers):]
-        # The original header bytes are kept as they were (event headers are decoded text).
-        headers = [*record.headers, *((k, v.encode()) for k, v in added)]
-        while True:
-            try:
-                producer = await self._producer_started()
-                await producer.send_and_wait(topic, record.value, key=record.key,
-                                             headers=headers)
-            except KafkaError as exc:
-                # Not settled until the broker has it: keep the offset and try again.
-                await self._watch.down(exc)
-                continue
-            self._watch.up()
-            return
-
-    async def _producer_started(self) -> AIOKafkaProducer:
-        async with self._producer_lock:
-            if self._producer is None:
-                producer = AIOKafkaProducer(**self._client_options, acks="all",
-                                            client_id=f"wasmgate-{self.component}-dlq")
-                try:
-                    await producer.start()
-                except BaseException:
-                    await _quietly(producer.stop())
-                    raise
-                self._producer = producer
-            return self._producer
-
-    # -- commit ----------------------------------------------------------------------------
-
-    async def _commit_loop(self) -> None:
-        while True:
-            await self._commit_wanted.wait()
-            self._commit_wanted.clear()
-            await self._commit()
-            await asyncio.sleep(self.config.commit_interval_ms / 1000)
-
-    async def _commit(self, partitions: frozenset[TopicPartition] | None = None) -> None:
-        """Commit every owned partition's (or ``partitions``') contiguous settled offset."""
-        consumer = self._consumer
-        if consumer is None:
-            return
-        async with self._commit_lock:
-            points = self._book.to_commit()
-            offsets = {tp: OffsetAndMetadata(point, "") for tp, point in points.items()
-                       if isinstance(tp, TopicPartition)
-                       and (partitions is None or tp in partitions)}
-            if not offsets:
-                return
-            try:
-                await consumer.commit(offsets)
-            except (CommitFailedError, IllegalStateError) as exc:
-                # The group moved on: the new owner re-reads from the last good commit.
-                log.warning("offset commit rejected after a rebalance; records will be "
-                            "redelivered", group=self.group, error=describe(exc))
-                return
-            except KafkaError as exc:
-                log.warning("offset commit failed; retrying", group=self.group,
-                            error=describe(exc))
-                self._commit_wanted.set()
-                return
-            self._watch.up()
-            self._book.mark_committed({tp: o.offset for tp, o in offsets.items()})
-
     async def _on_assigned(self, assigned: frozenset[TopicPartition]) -> None:
         self._book.assign(assigned)
         log.info("partitions assigned", group=self.group,
                  partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
     async def _on_revoked(self, revoked: frozenset[TopicPartition]) -> None:
-        owned = self._book.owned(revoked)
-        waits = [asyncio.ensure_future(offsets.wait_idle()) for _, offsets in owned]
-        if waits:
-            _, pending = await asyncio.wait(waits, timeout=self.config.revoke_wait_ms / 1000)
-            for task in pending:
-                task.cancel()
-        await self._commit(revoked)
-        self._book.revoke(revoked)
+        await self._commits.hand_over(revoked, self.config.revoke_wait_ms / 1000)
 
 
 class _Settle(Settle):
@@ -390,7 +301,7 @@ class _Settle(Settle):
     async def dead_letter(self, outcome: Outcome, reason: str) -> None:
         topic = self.trigger.config.dead_letter
         if topic is not None:
-            await self.trigger._send_dead_letter(topic, self.record, self.event, outcome)
+            await self.trigger._dead_letters.send(topic, self.record, self.event, outcome)
         await self._done()
 
     async def next_attempt(self, event: Event, attempt: int, delay_s: float) -> Event | None:
@@ -400,7 +311,7 @@ class _Settle(Settle):
     async def _done(self) -> None:
         r = self.record
         self.offsets.finish(r.offset)
-        self.trigger._commit_wanted.set()
+        self.trigger._commits.want()
         if self.trigger._attempts is not None:
             self.trigger._attempts.forget(r.topic, r.partition, r.offset)
 
@@ -418,13 +329,6 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka i
         await self._trigger._on_assigned(assigned)
 
 
-async def _quietly(closing: Awaitable[object]) -> None:
-    try:
-        await closing
-    except Exception as exc:
-        log.debug("error while closing a kafka client", error=describe(exc))
-
-
 def build_kafka_trigger(config: dict[str, Any], *, context: TriggerContext) -> KafkaTrigger:
     """Decode and validate one ``[[trigger.kafka]]`` table (the registered factory)."""
     decoded = decode_config(config, KafkaConfig, context)
@@ -434,4 +338,4 @@ def build_kafka_trigger(config: dict[str, Any], *, context: TriggerContext) -> K
 
 register("kafka", build_kafka_trigger)
 
-__all__ = ["KafkaConfig", "KafkaTrigger", "Record", "build_kafka_trigger"]
+__all__ = ["KafkaConfig", "KafkaTrigger", "build_kafka_trigger"]
