@@ -1,4 +1,5 @@
-"""How a Redis Streams entry becomes an :class:`~bindings.types.Event`, and back.
+"""How a Redis Streams entry becomes an :class:`~bindings.types.Event`, and back; and how
+the entries are read out of an XREADGROUP / XAUTOCLAIM reply.
 
 A stream entry is a list of field/value pairs. wasmgate reads three fields by name and
 passes every other field through as a header:
@@ -21,7 +22,8 @@ A dead letter is the original entry's fields, byte for byte, plus the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from bindings.types import Event
 from triggers.delivery import attempt_metadata
@@ -81,5 +83,30 @@ def dead_letter_fields(fields: Fields, extra: Sequence[tuple[str, str]]) -> dict
     return out
 
 
-__all__ = ["CONTENT_TYPE", "DATA", "KEY", "dead_letter_fields", "entry_time_micros",
-           "entry_to_event"]
+def reply_entries(reply: Any) -> Iterable[tuple[bytes, Fields]]:
+    """The (id, fields) pairs of an XREADGROUP reply (RESP2 list or RESP3 map)."""
+    if not reply:
+        return
+    streams = reply.items() if isinstance(reply, dict) else reply
+    for _name, entries in streams:
+        # RESP3 nests one more list level per stream.
+        for item in entries:
+            if item and isinstance(item[0], list):
+                for entry_id, fields in item:
+                    yield entry_id, fields or {}
+            else:
+                entry_id, fields = item
+                yield entry_id, fields or {}
+
+
+def as_bytes(value: object) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def id_order(entry_id: bytes) -> tuple[int, int]:
+    millis, _, seq = entry_id.partition(b"-")
+    return int(millis), int(seq or 0)
+
+
+__all__ = ["CONTENT_TYPE", "DATA", "KEY", "as_bytes", "dead_letter_fields", "entry_time_micros",
+           "entry_to_event", "id_order", "reply_entries"]

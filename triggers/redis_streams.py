@@ -31,7 +31,6 @@ One ``[[trigger.redis-streams]]`` table consumes one ``stream`` as consumer ``co
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import redis.asyncio as aioredis
@@ -52,7 +51,15 @@ from triggers.delivery import (
     lane_key,
 )
 from triggers.redis_consumer import ConsumerName, claim_consumer_name
-from triggers.redis_entries import Fields, dead_letter_fields, entry_to_event
+from triggers.redis_entries import (
+    Fields,
+    as_bytes,
+    dead_letter_fields,
+    entry_to_event,
+    id_order,
+    reply_entries,
+)
+from triggers.redis_leases import renew_leases
 from triggers.redis_streams_config import RedisStreamsConfig, validate
 
 log = structlog.get_logger("wasmgate.redis-streams")
@@ -102,7 +109,10 @@ class RedisStreamsTrigger:
                                     name=f"wasmgate-{self.consumer}")
         self._tasks = [
             asyncio.create_task(self._consume(), name=f"wasmgate-redis-streams:{self.stream}"),
-            asyncio.create_task(self._renew_leases(),
+            asyncio.create_task(renew_leases(self._settle, self.stream, self.group,
+                                             self.consumer, held=self._held,
+                                             claim_idle_ms=self.config.claim_idle_ms,
+                                             stopped_within=self._stopped_within),
                                 name=f"wasmgate-redis-streams-lease:{self.stream}"),
         ]
         log.info("redis streams trigger started", component=self.component,
@@ -145,7 +155,7 @@ class RedisStreamsTrigger:
                     reply = await self._redis.xreadgroup(
                         self.group, self.consumer, {self.stream: ">"},
                         count=self.config.batch_size, block=self.config.block_ms)
-                    for entry_id, fields in _entries(reply):
+                    for entry_id, fields in reply_entries(reply):
                         await self._submit(entry_id, fields, delivery_count=1)
             except CONNECTION_ERRORS as exc:
                 await self._watch.down(exc)
@@ -192,7 +202,7 @@ class RedisStreamsTrigger:
         while not self._stopping.is_set():
             reply = await self._redis.xreadgroup(self.group, self.consumer, {self.stream: after},
                                                  count=self.config.batch_size)
-            entries = list(_entries(reply))
+            entries = list(reply_entries(reply))
             if not entries:
                 break
             after = entries[-1][0]
@@ -231,10 +241,10 @@ class RedisStreamsTrigger:
         if not ids:
             return {}
         rows = await self._redis.xpending_range(
-            self.stream, self.group, min=min(ids, key=_id_order), max=max(ids, key=_id_order),
+            self.stream, self.group, min=min(ids, key=id_order), max=max(ids, key=id_order),
             count=len(ids) + len(self._held) + self.config.batch_size,
             consumername=self.consumer)
-        return {_as_bytes(row["message_id"]): int(row["times_delivered"]) for row in rows}
+        return {as_bytes(row["message_id"]): int(row["times_delivered"]) for row in rows}
 
     async def _submit(self, entry_id: bytes, fields: Fields, *, delivery_count: int) -> None:
         if not fields:
@@ -275,58 +285,6 @@ class RedisStreamsTrigger:
         except TimeoutError:
             return False
         return True
-
-    # -- keeping held entries from looking idle -------------------------------------------
-
-    async def _renew_leases(self) -> None:
-        """Every third of the visibility timeout, re-claim (JUSTID: no count bump) the
-        entries this instance still holds, so no other consumer's XAUTOCLAIM takes them
-        while a slow handler or a retry backoff is running."""
-        period_ms = max(1, self.config.claim_idle_ms // 3)
-        # Ends on the stop flag, not only on cancellation: redis-py can turn a cancel that
-        # lands mid-command into a TimeoutError (a RedisError, logged below), and a loop
-        # that outlived its cancel would keep stop() waiting forever.
-        while not await self._stopped_within(period_ms / 1000):
-            if not self._held:
-                continue
-            try:
-                # Only entries still owned by this consumer: one reclaimed by another
-                # consumer (we were too slow) is theirs now.
-                rows = await self._settle.xpending_range(
-                    self.stream, self.group, "-", "+", count=len(self._held) + 1000,
-                    consumername=self.consumer, idle=period_ms // 2)
-                ids: list[Any] = [row["message_id"] for row in rows
-                                  if _as_bytes(row["message_id"]) in self._held]
-                if ids:
-                    await self._settle.xclaim(self.stream, self.group, self.consumer, 0, ids,
-                                              justid=True)
-            except RedisError as exc:
-                log.debug("lease renewal failed", stream=self.stream, error=describe(exc))
-
-
-def _entries(reply: Any) -> Iterable[tuple[bytes, Fields]]:
-    """The (id, fields) pairs of an XREADGROUP reply (RESP2 list or RESP3 map)."""
-    if not reply:
-        return
-    streams = reply.items() if isinstance(reply, dict) else reply
-    for _name, entries in streams:
-        # RESP3 nests one more list level per stream.
-        for item in entries:
-            if item and isinstance(item[0], list):
-                for entry_id, fields in item:
-                    yield entry_id, fields or {}
-            else:
-                entry_id, fields = item
-                yield entry_id, fields or {}
-
-
-def _as_bytes(value: object) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()
-
-
-def _id_order(entry_id: bytes) -> tuple[int, int]:
-    millis, _, seq = entry_id.partition(b"-")
-    return int(millis), int(seq or 0)
 
 
 class _Settle(Settle):
