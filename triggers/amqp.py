@@ -42,7 +42,7 @@ from aio_pika.abc import (
 
 from bindings.types import Event
 from gateway.brokers.amqp import connect
-from gateway.dispatch import Outcome
+from gateway.dispatch import Outcome, RetryPolicy
 from gateway.errors import BrokerError
 from gateway.manifest import BrokerSpec
 from gateway.redaction import redact_url
@@ -131,6 +131,11 @@ class AmqpTrigger:
         self._stopping = False
 
     # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """max-attempts and backoff of this table, applied by ``deliver``."""
+        return self.config.retry_policy
 
     async def start(self, dispatch: Dispatch) -> None:
         """Spawn the connect-and-consume loop and return (a broker that is down at start
@@ -241,7 +246,7 @@ class AmqpTrigger:
                       event: Event) -> None:
         assert self._dispatch is not None
         await deliver(event, _Settle(self.config, session, message, event), run=self._dispatch,
-                      component=self.component, policy=self.config.retry_policy,
+                      component=self.component, policy=self.retry_policy,
                       mode="in-process", delivery_count=delivery_count(message))
 
     # -- stop helpers -------------------------------------------------------------------

@@ -13,7 +13,7 @@ The manifest keeps every ``[[trigger.<kind>]]`` table raw; the adapter registere
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from bindings.host.kv import KeyValueStore
     from bindings.host.publish import BrokerClients
     from bindings.types import Event
-    from gateway.dispatch import Outcome
+    from gateway.dispatch import Outcome, RetryPolicy
 
 # dispatch(component_id, event) -> Outcome: one classified call. Never raises for handler
 # failures. A broker trigger runs it through triggers.delivery.deliver with its own retry
@@ -43,6 +43,16 @@ class Trigger(Protocol):
 
     async def stop(self) -> None:
         """Stop intake, let in-flight events finish and settle, release the connection."""
+
+
+@runtime_checkable
+class RetryingTrigger(Trigger, Protocol):
+    """A trigger whose events are retried and dead-lettered (every broker trigger, cron):
+    :func:`triggers.delivery.deliver` applies ``retry_policy`` (max-attempts, backoff) to
+    each event. The HTTP trigger is not one: its caller retries."""
+
+    @property
+    def retry_policy(self) -> RetryPolicy: ...
 
 
 
@@ -131,5 +141,5 @@ _BUILTIN_MODULES = ("triggers.cron", "triggers.http", "triggers.kafka", "trigger
 _MISSING: dict[str, str] = {}
 
 
-__all__ = ["Dispatch", "Trigger", "TriggerContext", "TriggerFactory", "decode_config",
-           "factory_for", "register"]
+__all__ = ["Dispatch", "RetryingTrigger", "Trigger", "TriggerContext", "TriggerFactory",
+           "decode_config", "factory_for", "register"]

@@ -44,7 +44,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
 from bindings.types import Event, now_micros
-from gateway.dispatch import Outcome
+from gateway.dispatch import Outcome, RetryPolicy
 from gateway.errors import BrokerError
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.delivery import (
@@ -99,6 +99,11 @@ class JetStreamTrigger:
         self.dead_lettered = 0
 
     # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """max-attempts and backoff of this table, applied by ``deliver``."""
+        return self.config.retry_policy
 
     async def start(self, dispatch: Dispatch) -> None:
         """Connect and bind the consumer; returns once fetching, or after the broker's
@@ -287,7 +292,7 @@ class JetStreamTrigger:
         assert self._dispatch is not None
         try:
             await deliver(event, _Settle(self, msg, event), run=self._dispatch,
-                          component=self.component, policy=self.config.retry_policy,
+                          component=self.component, policy=self.retry_policy,
                           mode="broker", delivery_count=msg.metadata.num_delivered)
         finally:
             self._unsettled.pop(id(msg), None)

@@ -46,7 +46,7 @@ from aiokafka.errors import KafkaError
 
 from bindings.types import Event
 from gateway.brokers.kafka import client_options
-from gateway.dispatch import Outcome, with_attempt
+from gateway.dispatch import Outcome, RetryPolicy, with_attempt
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.delivery import (
     ConnectionWatch,
@@ -99,6 +99,11 @@ class KafkaTrigger:
         self._attempts: AttemptLedger | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """max-attempts and backoff of this table, applied by ``deliver``."""
+        return self.config.retry_policy
 
     async def start(self, dispatch: Dispatch) -> None:
         """Start consuming; returns after the first connection attempt (a broker that is
@@ -263,7 +268,7 @@ class KafkaTrigger:
         assert self._dispatch is not None
         settle = _Settle(self, offsets, record, event)
         await deliver(event, settle, run=self._dispatch, component=self.component,
-                      policy=self.config.retry_policy, mode="in-process",
+                      policy=self.retry_policy, mode="in-process",
                       delivery_count=await settle.count_start())
 
     async def _on_assigned(self, assigned: frozenset[TopicPartition]) -> None:

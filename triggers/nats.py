@@ -30,7 +30,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from bindings.types import Event, new_event_id, now_micros
-from gateway.dispatch import Outcome
+from gateway.dispatch import Outcome, RetryPolicy
 from gateway.errors import ConfigError
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.delivery import (
@@ -92,6 +92,11 @@ class NatsTrigger:
         self.handled = 0
         self.dead_lettered = 0
 
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """max-attempts and backoff of this table, applied by ``deliver``."""
+        return self.config.retry_policy
+
     async def start(self, dispatch: Dispatch) -> None:
         """Connect and subscribe; returns once subscribed, or after the broker's connect
         timeout with the connection still retrying in the background."""
@@ -141,7 +146,7 @@ class NatsTrigger:
         assert self._dispatch is not None
         self.handled += 1
         await deliver(event, _Settle(self, msg, event), run=self._dispatch,
-                      component=self.component, policy=self.config.retry_policy,
+                      component=self.component, policy=self.retry_policy,
                       mode="in-process")
 
     async def stop(self) -> None:

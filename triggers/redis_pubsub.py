@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from bindings.types import Event, new_event_id, now_micros
 from gateway.brokers.redis import CONNECTION_ERRORS, redis_client
+from gateway.dispatch import RetryPolicy
 from gateway.errors import ConfigError
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.delivery import (
@@ -72,6 +73,11 @@ class RedisPubSubTrigger:
         self._client: aioredis.Redis | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """max-attempts and backoff of this table, applied by ``deliver``."""
+        return self.config.retry_policy
 
     async def start(self, dispatch: Dispatch) -> None:
         """Spawn the subscribe loop and return; a broker that is down is retried."""
@@ -161,7 +167,7 @@ class RedisPubSubTrigger:
         assert self._dispatch is not None
         # At most once: a message whose retries are spent is logged (dead-lettered) and gone.
         await deliver(event, NothingToSettle(), run=self._dispatch, component=self.component,
-                      policy=self.config.retry_policy, mode="in-process")
+                      policy=self.retry_policy, mode="in-process")
 
 
 def _text(value: object) -> str:

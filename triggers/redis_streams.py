@@ -39,7 +39,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from bindings.types import Event
 from gateway.brokers.redis import CONNECTION_ERRORS, redis_client
-from gateway.dispatch import Outcome
+from gateway.dispatch import Outcome, RetryPolicy
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.delivery import (
     ConnectionWatch,
@@ -95,6 +95,11 @@ class RedisStreamsTrigger:
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """max-attempts and backoff of this table, applied by ``deliver``."""
+        return self.config.retry_policy
 
     async def start(self, dispatch: Dispatch) -> None:
         """Spawn the consume loop and return; a broker that is down is retried with backoff."""
@@ -273,7 +278,7 @@ class RedisStreamsTrigger:
         assert self._dispatch is not None
         try:
             await deliver(event, _Settle(self, entry_id, fields, event), run=self._dispatch,
-                          component=self.component, policy=self.config.retry_policy,
+                          component=self.component, policy=self.retry_policy,
                           mode="in-process",
                           delivery_count=int(event.meta("delivery-count") or 1))
         finally:

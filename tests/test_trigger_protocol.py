@@ -1,0 +1,44 @@
+"""Every trigger that retries declares its retry policy (the RetryingTrigger protocol), and
+the policy is the one its table sets: what ``deliver`` applies is visible on the trigger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.manifest import BrokerSpec
+from triggers.base import RetryingTrigger, TriggerContext, factory_for
+
+BROKERS = {
+    "k": BrokerSpec(kind="kafka", url="kafka://127.0.0.1:9092"),
+    "n": BrokerSpec(kind="nats", url="nats://127.0.0.1:4222"),
+    "a": BrokerSpec(kind="amqp", url="amqp://127.0.0.1:5672/"),
+    "r": BrokerSpec(kind="redis", url="redis://127.0.0.1:6379/0"),
+}
+TABLES: dict[str, dict[str, Any]] = {
+    "kafka": {"broker": "k", "topics": ["t"]},
+    "nats": {"broker": "n", "subject": "s.>"},
+    "nats-jetstream": {"broker": "n", "stream": "S", "consumer": "c"},
+    "amqp": {"broker": "a", "queue": "q"},
+    "redis": {"broker": "r", "channels": ["c"]},
+    "redis-streams": {"broker": "r", "stream": "s", "group": "g"},
+    "cron": {"schedule": "* * * * *"},
+}
+# Cron keeps its retries in a `retry` table (they run within one tick).
+POLICY: dict[str, dict[str, Any]] = {"cron": {"retry": {"max-attempts": 7}}}
+
+
+@pytest.mark.parametrize("kind", sorted(TABLES))
+def test_a_retrying_trigger_declares_the_policy_its_table_sets(kind: str,
+                                                               tmp_path: Path) -> None:
+    context = TriggerContext(manifest_path=str(tmp_path / "wasmgate.toml"),
+                             field=f"trigger.{kind}[0]", brokers=BROKERS,
+                             state_dir=str(tmp_path / ".wasmgate"))
+    factory = factory_for(kind, manifest_path=context.manifest_path)
+    policy = POLICY.get(kind, {"max-attempts": 7})
+    table = {"component": "c", **policy, **TABLES[kind]}
+    trigger = factory(table, context=context)
+    assert isinstance(trigger, RetryingTrigger)
+    assert trigger.retry_policy.max_attempts == 7
