@@ -29,7 +29,7 @@ $(JS_TOOLCHAIN): bindings/js/package-lock.json
 install: $(VENV)/.installed $(JS_TOOLCHAIN)
 
 test: install
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs -n 2
 
 lint: install
 	$(VENV)/bin/ruff check .
