@@ -16,6 +16,7 @@ EXPECTED = {
     "python-queue": {"id": "o-1", "total": 8.0},
     "python-cron": {"runs": 1, "scheduled": "2025-01-01T00:00:00+00:00"},
     "js-http": {"message": "hello, Ada!"},
+    "python-wasi-http": {"message": "hello, Ada!"},
 }
 
 

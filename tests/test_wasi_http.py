@@ -1,0 +1,249 @@
+"""Standard ``wasi:http/proxy`` components behind wasmgate's triggers (issue #10).
+
+The component is ``tests/fixtures/handlers-wasi-http/probe``, built by componentize-py
+against the standard world with nothing of wasmgate in it. Real uvicorn, real Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import socket
+import threading
+from collections.abc import AsyncIterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bindings.types import Event
+from gateway.app import App
+from gateway.wasi_http import cloudevent_headers, request_event
+from tests.contract.harness import wait_until
+from tests.fixtures.build import build_wasi_http_handler
+
+pytestmark = pytest.mark.wasm
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _write(tmp_path: Path, component_extra: str = "", triggers: str = "",
+           brokers: str = "") -> Path:
+    wasm = build_wasi_http_handler("probe")
+    manifest = tmp_path / "wasmgate.toml"
+    manifest.write_text(f"""
+[application]
+name = "wasi-http"
+{brokers}
+[component.probe]
+source = "{wasm}"
+{component_extra}
+
+[[trigger.http]]
+route = "/..."
+component = "probe"
+max-body-bytes = {64 << 20}
+{triggers}
+""")
+    return manifest
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[str]:
+    """A local HTTP server the component may be allowed to call."""
+
+    class Hello(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            body = b"hello from upstream"
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, upstream: str) -> AsyncIterator[str]:
+    manifest = _write(tmp_path, f'allowed-outbound-hosts = ["{upstream}"]\n'
+                                "max-response-bytes = 1048576\ntimeout-ms = 20000")
+    listen = f"127.0.0.1:{_free_port()}"
+    app = App.load(manifest, listen=listen)
+    await app.start()
+    yield f"http://{listen}"
+    await app.stop()
+
+
+async def test_the_request_arrives_as_it_came_and_the_response_goes_back(gateway: str) -> None:
+    async with httpx.AsyncClient() as client:
+        r = await client.put(f"{gateway}/some/path?a=1&b=two", content=b"payload",
+                             headers={"x-custom": "yes"})
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    echo = r.json()
+    assert echo["method"] == "PUT"
+    assert echo["path"] == "/some/path?a=1&b=two"
+    assert ["x-custom", "yes"] in echo["headers"]
+    assert (echo["length"], echo["body"]) == (7, "payload")
+
+
+async def test_the_guest_status_is_the_http_status(gateway: str) -> None:
+    async with httpx.AsyncClient() as client:
+        r = await client.post(f"{gateway}/x", content=b"status:418")
+    assert r.status_code == 418
+
+
+async def test_a_50_mb_body_reaches_the_handler_whole(gateway: str) -> None:
+    body = hashlib.sha256(b"seed").digest() * (50 * (1 << 20) // 32)
+    async with httpx.AsyncClient(timeout=60) as client:
+        r = await client.post(f"{gateway}/hash", content=body)
+    assert r.status_code == 200
+    assert r.json() == {"sha256": hashlib.sha256(body).hexdigest(), "length": len(body)}
+
+
+async def test_a_response_body_over_max_response_bytes_is_502_not_sent(gateway: str) -> None:
+    async with httpx.AsyncClient() as client:
+        small = await client.get(f"{gateway}/big?n=300000")
+        big = await client.get(f"{gateway}/big?n=2000000")
+    assert (small.status_code, len(small.content)) == (200, 300000)
+    assert big.status_code == 502
+
+
+async def test_outgoing_requests_reach_an_allowed_host(gateway: str, upstream: str) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        r = await client.get(f"{gateway}/fetch", params={"url": f"{upstream}/hi"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"status": 200, "body": "hello from upstream"}
+
+
+async def test_outgoing_requests_to_other_hosts_are_refused_with_an_error_code(
+        gateway: str) -> None:
+    refused = f"http://127.0.0.1:{_free_port()}/"
+    async with httpx.AsyncClient(timeout=30) as client:
+        r = await client.get(f"{gateway}/fetch", params={"url": refused})
+    assert r.status_code == 502
+    assert "HttpRequestDenied" in r.text
+
+
+def test_a_broker_event_becomes_a_cloudevents_binary_post() -> None:
+    event = Event(id="e-1", source="wasmgate/redis-streams/s", type="wasmgate.message",
+                  subject="s", time=1_700_000_000_123_456, content_type="application/json",
+                  key=b"k1", headers=[("trace", "t"), ("content-length", "9")],
+                  metadata=[("offset", "17-0"), ("attempt", "2"), ("delivery_count", "2")],
+                  data=b"{}")
+    shaped = request_event(event, "/events")
+    assert dict(shaped.metadata)["method"] == "POST"
+    assert dict(shaped.metadata)["path-with-query"] == "/events"
+    headers = dict(shaped.headers)
+    assert headers["ce-id"] == "e-1"
+    assert headers["ce-specversion"] == "1.0"
+    assert headers["ce-time"] == "2023-11-14T22:13:20.123456Z"
+    assert headers["content-type"] == "application/json"
+    assert headers["ce-partitionkey"] == "k1"
+    assert (headers["ce-offset"], headers["ce-attempt"]) == ("17-0", "2")
+    assert headers["ce-deliverycount"] == "2"
+    assert headers["trace"] == "t"
+    assert "content-length" not in headers
+    assert shaped.data == b"{}"
+    assert cloudevent_headers(event) == shaped.headers
+
+
+@pytest.fixture
+async def redis_stream() -> AsyncIterator[tuple[str, str]]:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+    stream = f"wg-wasi-http-{socket.gethostname()}-{_free_port()}"
+    yield stream, stream + ".dead"
+    await client.delete(stream, stream + ".dead")
+    await client.aclose()
+
+
+async def test_a_broker_event_is_retried_on_500_and_dead_lettered_at_once_on_422(
+        tmp_path: Path, redis_stream: tuple[str, str]) -> None:
+    import redis.asyncio as aioredis
+
+    stream, dead = redis_stream
+    manifest = _write(tmp_path, 'http-path = "/events"', brokers="""
+[brokers.r]
+kind = "redis"
+url = "redis://127.0.0.1:6379/0"
+""", triggers=f"""
+[[trigger.redis-streams]]
+component = "probe"
+broker = "r"
+stream = "{stream}"
+dead-letter = "{dead}"
+start-id = "0"
+block-ms = 200
+max-attempts = 3
+initial-backoff-ms = 50
+max-backoff-ms = 100
+""")
+    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+    app = App.load(manifest, listen=f"127.0.0.1:{_free_port()}")
+    runs: list[tuple[str, str, int]] = []
+    seen: dict[str, object] = {}
+    invoke = app.dispatcher._invoke
+
+    async def recording(component: str, event: Event) -> object:
+        response = await invoke(component, event)
+        if event.source != "wasmgate/http":
+            runs.append((event.data.decode(), dict(event.metadata).get("attempt", ""),
+                         response.status))
+            if event.data == b"fine":
+                seen.update(json.loads(response.body), id=event.id)
+        return response
+
+    app.dispatcher._invoke = recording  # type: ignore[assignment]
+    await app.start()
+    try:
+        await client.xadd(stream, {"data": b"status:500"})
+        await client.xadd(stream, {"data": b"status:422"})
+        await client.xadd(stream, {"data": b"fine"})
+
+        async def dead_letters() -> list[dict[bytes, bytes]]:
+            return [fields for _id, fields in await client.xrange(dead)]
+
+        letters: list[dict[bytes, bytes]] = []
+
+        async def two_dead() -> bool:
+            letters[:] = await dead_letters()
+            return len(letters) == 2
+
+        deadline = asyncio.get_running_loop().time() + 30
+        while not await two_dead():
+            assert asyncio.get_running_loop().time() < deadline, (runs, letters)
+            await asyncio.sleep(0.1)
+        await wait_until(lambda: any(data == "fine" for data, _, _ in runs), what="ok event")
+    finally:
+        await app.stop()
+        await client.aclose()
+    by_data = {fields[b"data"]: fields for fields in letters}
+    assert set(by_data) == {b"status:500", b"status:422"}
+    assert [r for r in runs if r[0] == "status:500"] == [
+        ("status:500", "1", 500), ("status:500", "2", 500), ("status:500", "3", 500)]
+    assert [r for r in runs if r[0] == "status:422"] == [("status:422", "1", 422)]
+    assert [r for r in runs if r[0] == "fine"] == [("fine", "1", 200)]
+    # What the guest saw: a CloudEvents binary-mode POST to the component's http-path.
+    assert (seen["method"], seen["path"]) == ("POST", "/events")
+    headers = dict(seen["headers"])  # type: ignore[call-overload]
+    assert headers["ce-id"] == seen["id"]
+    assert headers["ce-specversion"] == "1.0"
+    assert headers["ce-attempt"] == "1"
+    assert "ce-type" in headers and "ce-source" in headers
+
