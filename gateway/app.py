@@ -85,8 +85,14 @@ class App:
                                          brokers=dict(self.manifest.brokers),
                                          state_dir=str(self.manifest.root / ".wasmgate"),
                                          application=self.manifest.application.name,
-                                         key_value=self._claim_store)
+                                         key_value=self._claim_store,
+                                         streams_body=self._streams_body)
                 self.triggers.append(factory(dict(table), context=context))
+
+    def _streams_body(self, component: str) -> bool:
+        # Asked per request: `wasmgate watch` may swap a component for one of the other world.
+        pool = self.pools.get(component)
+        return pool is not None and pool.streams_request_body
 
     def _claim_store(self, name: str) -> KeyValueStore:
         if name not in self.manifest.key_value_stores:

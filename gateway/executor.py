@@ -175,6 +175,11 @@ class InstancePool:
         self._host_deadline_s = timeout_s - min(timeout_s / 10, HOST_CALL_RESERVE_MAX_S)
 
     @property
+    def streams_request_body(self) -> bool:
+        """True for a wasi:http component: it reads an HTTP request body as it arrives."""
+        return self._http_path is not None
+
+    @property
     def instantiated(self) -> int:
         """How many instances this pool has created, the load-time check included."""
         return self._native.instantiated

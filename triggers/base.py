@@ -61,6 +61,9 @@ class TriggerContext(msgspec.Struct, kw_only=True):
     application: str = "app"
     # The app's key-value stores by name (cron's claim store); None outside an app.
     key_value: Callable[[str], KeyValueStore] | None = None
+    # Whether a component reads a request body as a stream (a wasi:http component): the
+    # HTTP trigger then hands it the body as it arrives instead of reading it whole first.
+    streams_body: Callable[[str], bool] | None = None
 
     def broker(self, name: str) -> BrokerSpec:
         """The ``[brokers.<name>]`` table (the manifest already checked that it exists)."""

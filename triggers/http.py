@@ -49,8 +49,10 @@ import uvicorn
 
 from bindings.types import Event, Response, new_event_id, now_micros
 from gateway import metrics
+from gateway.dispatch import Outcome
 from gateway.errors import ConfigError, InvalidResponse
 from gateway.responses import excerpt
+from gateway.wasi_http import STREAMED_BODY, StreamedBody
 from gateway.workers import REUSE_PORT_ENV, worker_index
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.http_protocol import protocol_class
@@ -81,12 +83,15 @@ _CONNECTION_DEFAULTS = {"header-timeout-ms": 10_000, "keep-alive-timeout-ms": 5_
 
 
 class _Route:
-    __slots__ = ("body_timeout", "component", "config", "dispatch", "prefix", "wildcard")
+    __slots__ = ("body_timeout", "component", "config", "dispatch", "prefix", "streams_body",
+                 "wildcard")
 
-    def __init__(self, config: HttpConfig, dispatch: Dispatch) -> None:
+    def __init__(self, config: HttpConfig, dispatch: Dispatch,
+                 streams_body: Callable[[str], bool] | None = None) -> None:
         self.config = config
         self.component = config.component
         self.dispatch = dispatch
+        self.streams_body = streams_body
         self.body_timeout = config.body_timeout_ms / 1000
         self.wildcard = config.route.endswith("/...")
         self.prefix = config.route[:-4] if self.wildcard else config.route
@@ -234,6 +239,9 @@ class HttpServer:
         if scope["method"] not in route.config.methods:
             await _reply(send, 405, [("allow", ", ".join(route.config.methods))], b"")
             return
+        if route.streams_body is not None and route.streams_body(route.component):
+            await self._handle_streaming(route, scope, receive, send)
+            return
         try:
             async with asyncio.timeout(route.body_timeout):
                 body = await _read_body(receive, route.config.max_body_bytes)
@@ -250,6 +258,31 @@ class HttpServer:
             return  # the client left mid-body: nobody to answer, and a partial body is no event
         event = _event_for(scope, body)
         outcome = await route.dispatch(route.component, event)
+        await self._answer(route, scope, event, outcome, send)
+
+    async def _handle_streaming(self, route: _Route, scope: Scope, receive: Receive,
+                                send: Send) -> None:
+        """Dispatch before the body is read: the component reads it as it arrives
+        (gateway/wasi_http.py), and a body cut short is answered as when read whole."""
+        source = StreamedBody(receive, route.config.max_body_bytes, route.body_timeout)
+        event = _event_for(scope, b"")
+        token = STREAMED_BODY.set(source)
+        try:
+            outcome = await route.dispatch(route.component, event)
+        finally:
+            STREAMED_BODY.reset(token)
+        if source.problem == "disconnect":
+            return
+        if source.problem == "timeout":
+            await _reply(send, 408, [("connection", "close")], b"request body took too long\n")
+            return
+        if source.problem == "too-large":
+            await _reply(send, 413, [("connection", "close")], b"request body too large\n")
+            return
+        await self._answer(route, scope, event, outcome, send)
+
+    async def _answer(self, route: _Route, scope: Scope, event: Event, outcome: Outcome,
+                      send: Send) -> None:
         if outcome.response is not None:  # the handler answered, whatever the status
             try:
                 head = _http_head(route.component, outcome.response, scope["method"])
@@ -381,11 +414,12 @@ class HttpTrigger:
                               path=context.manifest_path, field=f"{context.field}.route")
         self.config = config
         self.component = config.component
+        self._streams_body = context.streams_body
         self._server = HttpServer.on(context.listen)
         self._server.set_connection_limits(config, context)
 
     async def start(self, dispatch: Dispatch) -> None:
-        self._server.routes.append(_Route(self.config, dispatch))
+        self._server.routes.append(_Route(self.config, dispatch, self._streams_body))
         # Longest prefix first so `/api/users/...` wins over `/api/...`.
         self._server.routes.sort(key=lambda r: (not r.wildcard, len(r.prefix)), reverse=True)
         await self._server.start()
