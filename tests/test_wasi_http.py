@@ -22,7 +22,7 @@ from bindings.types import Event
 from gateway.app import App
 from gateway.wasi_http import cloudevent_headers, request_event
 from tests.contract.harness import wait_until
-from tests.fixtures.build import build_wasi_http_handler
+from tests.fixtures.build import build_js_handler, build_wasi_http_handler
 
 pytestmark = pytest.mark.wasm
 
@@ -288,3 +288,34 @@ max-backoff-ms = 100
     assert headers["ce-attempt"] == "1"
     assert "ce-type" in headers and "ce-source" in headers
 
+
+
+@pytest.mark.parametrize("isolation", ["pooled", "fresh"])
+async def test_a_componentize_js_wasi_http_handler_serves_in_both_isolations(
+        tmp_path: Path, isolation: str) -> None:
+    wasm = build_js_handler("probe", world="wasi-http")
+    (tmp_path / "wasmgate.toml").write_text(f"""
+[application]
+name = "js-wasi-http"
+
+[component.js]
+source = "{wasm}"
+isolation = "{isolation}"
+
+[[trigger.http]]
+route = "/..."
+component = "js"
+""")
+    listen = f"127.0.0.1:{_free_port()}"
+    app = App.load(tmp_path / "wasmgate.toml", listen=listen)
+    assert app.pools["js"].streams_request_body
+    await app.start()
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            answers = [await client.post(f"http://{listen}/x?y={i}", content=b"abc" * 1000)
+                       for i in range(3)]
+    finally:
+        await app.stop()
+    assert [(r.status_code, r.json()) for r in answers] == [
+        (200, {"path": f"/x?y={i}", "method": "post", "length": 3000, "lang": "js"})
+        for i in range(3)]
