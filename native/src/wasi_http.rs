@@ -22,10 +22,10 @@ use http_body_util::{BodyExt, Full};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use wasmtime::Store;
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::sync::Proxy;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks, WasiHttpView};
 
 use crate::body::ChannelBody;
@@ -56,7 +56,10 @@ fn metadata<'a>(event: &'a Event, key: &str) -> Option<&'a str> {
 }
 
 /// The request `event` describes, with `body` (or the event's data when None).
-fn request_for(event: &Event, body: Option<ChannelBody>) -> wasmtime::Result<http::Request<WasiBody>> {
+fn request_for(
+    event: &Event,
+    body: Option<ChannelBody>,
+) -> wasmtime::Result<http::Request<WasiBody>> {
     let method = metadata(event, "method").unwrap_or("POST");
     let path = metadata(event, "path-with-query").unwrap_or("/");
     let authority = metadata(event, "authority").unwrap_or("localhost");
@@ -201,7 +204,11 @@ enum Collected {
     Failed(String),
 }
 
-async fn collect(mut body: HyperOutgoingBody, max_body: usize, over: Arc<AtomicUsize>) -> Collected {
+async fn collect(
+    mut body: HyperOutgoingBody,
+    max_body: usize,
+    over: Arc<AtomicUsize>,
+) -> Collected {
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
         match frame {
