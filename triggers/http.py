@@ -32,6 +32,10 @@ A late request gets 408 and the connection is closed.
 All ``[[trigger.http]]`` tables on one listen address share one uvicorn server, so the
 connection-level limits (header and keep-alive timeouts) are per address: tables that set
 them must agree.
+
+A route whose component is a standard ``wasi:http`` one (gateway/wasi_http.py) is dispatched
+before its body is read: the component reads the body as it arrives, through a bounded
+channel, so a large upload is never held whole; the body limits and their 413 / 408 stay.
 """
 
 from __future__ import annotations
