@@ -319,3 +319,35 @@ component = "js"
     assert [(r.status_code, r.json()) for r in answers] == [
         (200, {"path": f"/x?y={i}", "method": "post", "length": 3000, "lang": "js"})
         for i in range(3)]
+
+
+async def test_wasi_config_store_reads_the_components_variables(tmp_path: Path) -> None:
+    wasm = build_wasi_http_handler("config", world="wasmgate:wasi-http-deps/proxy-with-config")
+    (tmp_path / "wasmgate.toml").write_text(f"""
+[application]
+name = "wasi-config"
+
+[variables]
+greeting = {{ default = "hello" }}
+other = {{ default = "not granted" }}
+
+[component.cfg]
+source = "{wasm}"
+variables = {{ greeting = "hi there" }}
+
+[[trigger.http]]
+route = "/..."
+component = "cfg"
+""")
+    listen = f"127.0.0.1:{_free_port()}"
+    app = App.load(tmp_path / "wasmgate.toml", listen=listen)
+    await app.start()
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            r = await client.get(f"http://{listen}/")
+    finally:
+        await app.stop()
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert (answer["greeting"], answer["missing"]) == ("hi there", None)
+    assert ["greeting", "hi there"] in answer["all"]

@@ -24,6 +24,16 @@ wasmtime::component::bindgen!({
     path: "../bindings/wit",
 });
 
+/// `wasi:config/store`, answered from the component's variables as `config.get` is.
+mod wasi_config {
+    wasmtime::component::bindgen!({
+        world: "wasmgate:wasi-http-deps/config-host",
+        path: "../bindings/wit-wasi-http",
+    });
+}
+
+use wasi_config::wasi::config::store as config_store;
+
 pub use wasmgate::handler::types;
 use wasmgate::handler::{config, kv, log, outbound_http, publish, sql};
 
@@ -75,6 +85,7 @@ impl WasiHttpView for HostState {
 pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_sync(linker)?;
+    config_store::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
     Handler::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
 }
 
@@ -249,6 +260,22 @@ impl kv::Host for HostState {
 impl config::Host for HostState {
     fn get(&mut self, name: String) -> Result<Option<String>, String> {
         Ok(self.scope.imports.variables.get(&name).cloned())
+    }
+}
+
+impl config_store::Host for HostState {
+    fn get(&mut self, key: String) -> Result<Option<String>, config_store::Error> {
+        Ok(self.scope.imports.variables.get(&key).cloned())
+    }
+
+    fn get_all(&mut self) -> Result<Vec<(String, String)>, config_store::Error> {
+        Ok(self
+            .scope
+            .imports
+            .variables
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 }
 
