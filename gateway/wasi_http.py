@@ -24,6 +24,7 @@ import datetime
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any, Literal
+from urllib.parse import quote
 
 from bindings.types import Event, Pairs
 from gateway import _native
@@ -32,6 +33,13 @@ WORLD = "wasi:http/proxy"
 HTTP_SOURCE = "wasmgate/http"
 DEFAULT_AUTHORITY = "localhost"
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+# Printable ASCII but space, '"' and '%' (CloudEvents HTTP binding §3.1.3.2).
+_CE_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
+# An HTTP header name (RFC 9110 token) and a value HTTP/1.1 carries as it is.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+# RFC 3986 pchar and "/": what a path keeps unencoded.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 # CloudEvents attribute names are lowercase letters and digits only (spec §3.1.1).
 _NOT_ATTRIBUTE_CHAR = re.compile(r"[^a-z0-9]")
@@ -133,7 +141,9 @@ def request_event(event: Event, http_path: str) -> Event:
 def _as_received(event: Event) -> Event:
     meta = dict(event.metadata)
     query = meta.get("query", "")
-    path = meta.get("path", "/") or "/"
+    # The trigger's path is ASGI's, percent-decoded: encode it again, or a space or a
+    # non-ASCII character would make the request line invalid.
+    path = quote(meta.get("path", "/") or "/", safe=_PATH_SAFE)
     target = f"{path}?{query}" if query else path
     authority = next((v for k, v in event.headers if k.lower() == "host"), DEFAULT_AUTHORITY)
     metadata = [("method", meta.get("method", "GET")), ("path-with-query", target),
@@ -143,30 +153,40 @@ def _as_received(event: Event) -> Event:
                  metadata=metadata, data=event.data)
 
 
+def _ce_value(value: str) -> str:
+    """``value`` as a ``ce-`` header value: the CloudEvents HTTP binding (§3.1.3.2)
+    percent-encodes (UTF-8) everything outside printable ASCII, and space, '"' and '%'."""
+    return quote(value, safe=_CE_SAFE)
+
+
 def cloudevent_headers(event: Event) -> Pairs:
     """The CloudEvents binary-mode headers of ``event``: attributes, then extensions."""
-    headers: Pairs = [("ce-specversion", "1.0"), ("ce-id", event.id),
-                      ("ce-source", event.source), ("ce-type", event.type)]
+    headers: Pairs = [("ce-specversion", "1.0"), ("ce-id", _ce_value(event.id)),
+                      ("ce-source", _ce_value(event.source)),
+                      ("ce-type", _ce_value(event.type))]
     if event.subject:
-        headers.append(("ce-subject", event.subject))
+        headers.append(("ce-subject", _ce_value(event.subject)))
     if event.time:
         headers.append(("ce-time", _rfc3339(event.time)))
     if event.content_type:
         headers.append(("content-type", event.content_type))
     if event.key is not None:
         # The CloudEvents partitioning extension's attribute; binary keys stay intact.
-        headers.append(("ce-partitionkey", _key_text(event.key)))
+        headers.append(("ce-partitionkey", _ce_value(_key_text(event.key))))
     taken = {name for name, _ in headers}
     for key, value in event.metadata:
         name = "ce-" + _NOT_ATTRIBUTE_CHAR.sub("", key.lower())
         if name != "ce-" and name not in taken:
             taken.add(name)
-            headers.append((name, value))
+            headers.append((name, _ce_value(value)))
     for key, value in event.headers:
         # The message's own headers ride along as plain HTTP headers, unless they would
-        # collide with the framing or with a CloudEvents attribute set above.
+        # collide with the framing or with a CloudEvents attribute set above, or HTTP
+        # cannot carry them (a broker header name with a space, a non-ASCII value): those
+        # are left out rather than failing the delivery.
         lower = key.lower()
-        if lower not in _FRAMING_HEADERS and lower not in taken:
+        if (lower not in _FRAMING_HEADERS and lower not in taken
+                and _TOKEN.fullmatch(lower) and _HEADER_VALUE.fullmatch(value)):
             headers.append((lower, value))
     return headers
 

@@ -101,6 +101,13 @@ async def test_the_request_arrives_as_it_came_and_the_response_goes_back(gateway
     assert (echo["length"], echo["body"]) == (7, "payload")
 
 
+async def test_an_encoded_path_reaches_the_guest_encoded(gateway: str) -> None:
+    async with httpx.AsyncClient() as client:
+        r = await client.get(f"{gateway}/a%20b/%C3%A9?q=%20x")
+    assert r.status_code == 200
+    assert r.json()["path"] == "/a%20b/%C3%A9?q=%20x"
+
+
 async def test_the_guest_status_is_the_http_status(gateway: str) -> None:
     async with httpx.AsyncClient() as client:
         r = await client.post(f"{gateway}/x", content=b"status:418")
@@ -182,8 +189,10 @@ async def test_outgoing_requests_to_other_hosts_are_refused_with_an_error_code(
 
 def test_a_broker_event_becomes_a_cloudevents_binary_post() -> None:
     event = Event(id="e-1", source="wasmgate/redis-streams/s", type="wasmgate.message",
-                  subject="s", time=1_700_000_000_123_456, content_type="application/json",
-                  key=b"k1", headers=[("trace", "t"), ("content-length", "9")],
+                  subject="s é%", time=1_700_000_000_123_456,
+                  content_type="application/json", key=b"k1",
+                  headers=[("trace", "t"), ("content-length", "9"), ("bad name", "x"),
+                           ("accented", "é")],
                   metadata=[("offset", "17-0"), ("attempt", "2"), ("delivery_count", "2")],
                   data=b"{}")
     shaped = request_event(event, "/events")
@@ -199,6 +208,8 @@ def test_a_broker_event_becomes_a_cloudevents_binary_post() -> None:
     assert headers["ce-deliverycount"] == "2"
     assert headers["trace"] == "t"
     assert "content-length" not in headers
+    assert "bad name" not in headers and "accented" not in headers
+    assert headers["ce-subject"] == "s%20%C3%A9%25"
     assert shaped.data == b"{}"
     assert cloudevent_headers(event) == shaped.headers
 
