@@ -362,3 +362,45 @@ component = "cfg"
     answer = r.json()
     assert (answer["greeting"], answer["missing"]) == ("hi there", None)
     assert ["greeting", "hi there"] in answer["all"]
+
+
+async def test_wasi_keyvalue_uses_the_granted_stores_only(tmp_path: Path) -> None:
+    wasm = build_wasi_http_handler(
+        "keyvalue", world="wasmgate:wasi-http-deps/proxy-with-capabilities")
+    (tmp_path / "wasmgate.toml").write_text(f"""
+[application]
+name = "wasi-keyvalue"
+
+[key-value.notes]
+path = "{tmp_path / 'notes.sqlite'}"
+
+[key-value.private]
+path = "{tmp_path / 'private.sqlite'}"
+
+[component.kv]
+source = "{wasm}"
+key-value-stores = ["notes"]
+
+[[trigger.http]]
+route = "/..."
+component = "kv"
+""")
+    listen = f"127.0.0.1:{_free_port()}"
+    app = App.load(tmp_path / "wasmgate.toml", listen=listen)
+    await app.start()
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            first = await client.get(f"http://{listen}/notes")
+            second = await client.get(f"http://{listen}/notes")
+            refused = await client.get(f"http://{listen}/private")
+        stored = app.capabilities.store("notes").get("last")
+    finally:
+        await app.stop()
+    assert first.status_code == 200, first.text
+    assert first.json()["count"] == 1
+    assert second.json() == {"count": 2, "last": "call 2", "exists": True,
+                             "many": [["a", "1"], ["b", "2"], None],
+                             "keys": ["a", "b", "count", "last"]}
+    # The same store the wasmgate:handler/kv import and the app see.
+    assert stored == b"call 2"
+    assert (refused.status_code, refused.json()) == (403, {"error": "Error_AccessDenied"})

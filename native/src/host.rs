@@ -86,11 +86,12 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_sync(linker)?;
     config_store::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
+    crate::keyvalue::link(linker)?;
     Handler::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
 }
 
 impl HostState {
-    fn call_python<R>(
+    pub(crate) fn call_python<R>(
         &self,
         method: &str,
         args: impl FnOnce(Python<'_>) -> PyResult<Vec<Bound<'_, PyAny>>>,
@@ -144,11 +145,11 @@ pub fn error_text(py: Python<'_>, err: &PyErr) -> String {
     }
 }
 
-fn py_str<'py>(py: Python<'py>, s: &str) -> Bound<'py, PyAny> {
+pub(crate) fn py_str<'py>(py: Python<'py>, s: &str) -> Bound<'py, PyAny> {
     PyString::new(py, s).into_any()
 }
 
-fn py_bytes<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyAny> {
+pub(crate) fn py_bytes<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyAny> {
     PyBytes::new(py, b).into_any()
 }
 

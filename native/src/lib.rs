@@ -11,6 +11,7 @@ mod completion;
 mod engine;
 mod event;
 mod host;
+mod keyvalue;
 mod limits;
 mod pool;
 mod stderr;
