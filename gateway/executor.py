@@ -191,6 +191,16 @@ class InstancePool:
 
     async def call(self, event: Event) -> Response:
         """Run ``event`` through a free instance; wait for a slot if all are busy."""
+        body: _native.RequestBody | None = None
+        source = wasi_http.STREAMED_BODY.get()
+        if source is not None and not source.taken:
+            if self._http_path is not None:
+                body = _native.RequestBody(wasi_http.BODY_CHANNEL_CHUNKS)
+            else:
+                # A component that takes the body as one value (the route's component was
+                # replaced by one of the other world after the trigger looked). Read before
+                # admission: no await may come between taking a slot and handing it on.
+                event = msgspec.structs.replace(event, data=await source.read_all())
         try:
             if self._slots.locked():
                 await asyncio.wait_for(self._slots.acquire(),
@@ -204,15 +214,6 @@ class InstancePool:
                 f"component `{self.name}`: all {self.spec.max_instances} instances stayed busy "
                 f"for {self.spec.admission_timeout_ms} ms; raise `max-instances` or "
                 "`admission-timeout-ms`") from None
-        body: _native.RequestBody | None = None
-        source = wasi_http.STREAMED_BODY.get()
-        if source is not None and not source.taken:
-            if self._http_path is not None:
-                body = _native.RequestBody(wasi_http.BODY_CHANNEL_CHUNKS)
-            else:
-                # A component that takes the body as one value (the route's component was
-                # replaced by one of the other world after the trigger looked).
-                event = msgspec.structs.replace(event, data=await source.read_all())
         if self._http_path is not None:
             event = wasi_http.request_event(event, self._http_path)
         completions = _completions_for(asyncio.get_running_loop())
