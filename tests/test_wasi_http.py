@@ -20,9 +20,9 @@ import pytest
 
 from bindings.types import Event
 from gateway.app import App
-from gateway.wasi_http import cloudevent_headers, request_event
+from gateway.wasi_http import STREAMED_BODY, StreamedBody, cloudevent_headers, request_event
 from tests.contract.harness import wait_until
-from tests.fixtures.build import build_js_handler, build_wasi_http_handler
+from tests.fixtures.build import build_handler, build_js_handler, build_wasi_http_handler
 
 pytestmark = pytest.mark.wasm
 
@@ -404,3 +404,35 @@ component = "kv"
     # The same store the wasmgate:handler/kv import and the app see.
     assert stored == b"call 2"
     assert (refused.status_code, refused.json()) == (403, {"error": "Error_AccessDenied"})
+
+
+async def test_a_handler_world_component_given_a_streamed_body_gets_it_whole(
+        tmp_path: Path) -> None:
+    # What happens when `wasmgate watch` swaps a route's wasi:http component for a
+    # wasmgate:handler one between the trigger's look and the call: the body is read whole.
+    wasm = build_handler("echo")
+    (tmp_path / "wasmgate.toml").write_text(f"""
+[application]
+name = "swap"
+
+[component.echo]
+source = "{wasm}"
+""")
+    app = App.load(tmp_path / "wasmgate.toml")
+    messages = [{"type": "http.request", "body": b"hel", "more_body": True},
+                {"type": "http.request", "body": b"lo", "more_body": False}]
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0)
+
+    source = StreamedBody(receive, limit=1024, timeout_s=5)
+    event = Event(id="e", source="wasmgate/http", type="wasmgate.http.request",
+                  subject="/echo/x", metadata=[("method", "POST"), ("path", "/echo/x")])
+    token = STREAMED_BODY.set(source)
+    try:
+        response = await app.invoke("echo", event)
+    finally:
+        STREAMED_BODY.reset(token)
+        await app.stop()
+    assert (response.status, response.body) == (200, b"echo:hello")
+    assert source.taken and source.problem is None
