@@ -10,7 +10,9 @@ import asyncio
 import hashlib
 import json
 import socket
+import subprocess
 import threading
+import time
 from collections.abc import AsyncIterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -436,3 +438,33 @@ source = "{wasm}"
         await app.stop()
     assert (response.status, response.body) == (200, b"echo:hello")
     assert source.taken and source.problem is None
+
+
+def test_the_same_file_answers_the_same_under_wasmtime_serve(tmp_path: Path) -> None:
+    """The portability claim, checked against the reference host when its CLI is here."""
+    from bench.bench_wasi_http import wasmtime_cli
+
+    cli = wasmtime_cli()
+    if cli is None:
+        pytest.skip("no wasmtime CLI 48.0.8 (WASMTIME or ~/.cache/wasmgate/tools/bin/wasmtime)")
+    wasm = build_wasi_http_handler("probe")
+    listen = f"127.0.0.1:{_free_port()}"
+    server = subprocess.Popen([cli, "serve", "--addr", listen, "-S", "cli", str(wasm)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120  # wasmtime compiles the component first
+        while True:
+            try:
+                r = httpx.put(f"http://{listen}/some/path?a=1", content=b"payload",
+                              headers={"x-custom": "yes"}, timeout=30)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, "no server"
+                time.sleep(0.2)
+    finally:
+        server.terminate()
+        server.wait()
+    assert r.status_code == 200
+    echo = r.json()
+    assert (echo["method"], echo["path"], echo["length"]) == ("PUT", "/some/path?a=1", 7)
+    assert ["x-custom", "yes"] in echo["headers"]
