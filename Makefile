@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/wasmgate/cargo-target
 
 NATIVE_SOURCES := native/Cargo.toml native/Cargo.lock $(wildcard native/src/*.rs) \
-	bindings/wit/handler.wit
+	bindings/wit/handler.wit $(wildcard bindings/wit-wasi-http/*.wit bindings/wit-wasi-http/deps/*/*.wit)
 
 $(VENV)/.installed: pyproject.toml $(NATIVE_SOURCES)
 	@command -v cargo >/dev/null 2>&1 || { echo "cargo not found: the native executor needs Rust (https://rustup.rs)"; exit 1; }

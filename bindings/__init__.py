@@ -19,5 +19,9 @@ SDK_DIR = Path(__file__).parent / "sdk"
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 WIT_PACKAGE = "wasmgate:handler@0.1.0"
 WIT_WORLD = "handler"
+# The standard wasi:http/proxy world's WIT (wasmtime 48's copy), for `--world wasi-http`.
+WIT_WASI_HTTP_DIR = Path(__file__).parent / "wit-wasi-http"
+WIT_WASI_HTTP_WORLD = "wasi:http/proxy@0.2.12"
 
-__all__ = ["SDK_DIR", "TEMPLATES_DIR", "WIT_DIR", "WIT_PACKAGE", "WIT_WORLD", "Event", "Response"]
+__all__ = ["SDK_DIR", "TEMPLATES_DIR", "WIT_DIR", "WIT_PACKAGE", "WIT_WASI_HTTP_DIR",
+           "WIT_WASI_HTTP_WORLD", "WIT_WORLD", "Event", "Response"]

@@ -93,8 +93,14 @@ class App:
                                          application=self.manifest.application.name,
                                          key_value=self._claim_store,
                                          webhook_secret=secret_resolver(self.manifest),
-                                         broker_clients=self.capabilities.brokers)
+                                         broker_clients=self.capabilities.brokers,
+                                         streams_body=self._streams_body)
                 self.triggers.append(factory(dict(table), context=context))
+
+    def _streams_body(self, component: str) -> bool:
+        # Asked per request: `wasmgate watch` may swap a component for one of the other world.
+        pool = self.pools.get(component)
+        return pool is not None and pool.streams_request_body
 
     def _claim_store(self, name: str) -> KeyValueStore:
         if name not in self.manifest.key_value_stores:

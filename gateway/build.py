@@ -19,7 +19,7 @@ from pathlib import Path
 
 import structlog
 
-from bindings import SDK_DIR, WIT_DIR, WIT_WORLD
+from bindings import SDK_DIR, WIT_DIR, WIT_WASI_HTTP_DIR, WIT_WASI_HTTP_WORLD, WIT_WORLD
 from gateway.build_state import BuildState, file_sha256, input_digest
 from gateway.cache import CompileCache, compile_cache_dir, max_cache_bytes
 from gateway.check import check_manifest
@@ -200,11 +200,14 @@ def find_componentize_py() -> str:
     return found
 
 
-def componentize(app: str, output: Path, *, cwd: Path, paths: list[Path]) -> None:
+def componentize(app: str, output: Path, *, cwd: Path, paths: list[Path],
+                 world: str = "wasmgate") -> None:
     """Build the Python module ``app`` (found in ``cwd``) into the component ``output``.
 
     Runs componentize-py against the wasmgate WIT world with ``cwd``, ``paths`` and the guest
-    SDK (``wasmgate_sdk``) on the module path.
+    SDK (``wasmgate_sdk``) on the module path; with ``world="wasi-http"``, against the
+    standard ``wasi:http/proxy`` world instead (no SDK: such a component runs on any
+    wasi:http host).
     """
     top = app.split(".", 1)[0]
     search = [cwd, *paths]
@@ -215,12 +218,16 @@ def componentize(app: str, output: Path, *, cwd: Path, paths: list[Path]) -> Non
                          "`wasmgate componentize handler -o build/x.wasm`")
     output = cwd / output
     output.parent.mkdir(parents=True, exist_ok=True)
-    command = [find_componentize_py(), "-d", str(WIT_DIR), "-w", WIT_WORLD, "componentize", app,
+    wit, wit_world = ((WIT_WASI_HTTP_DIR, WIT_WASI_HTTP_WORLD) if world == "wasi-http"
+                      else (WIT_DIR, WIT_WORLD))
+    command = [find_componentize_py(), "-d", str(wit), "-w", wit_world, "componentize", app,
                "-p", str(cwd)]
     for path in paths:
         command += ["-p", str(path)]
-    # The SDK goes last so a handler's own module of the same name would win.
-    command += ["-p", str(SDK_DIR), "-o", str(output)]
+    if world != "wasi-http":
+        # The SDK goes last so a handler's own module of the same name would win.
+        command += ["-p", str(SDK_DIR)]
+    command += ["-o", str(output)]
     _run(command, cwd=cwd, shell=False, label=f"componentizing {app} -> {output.name}",
          failure=f"componentize-py could not build `{app}` in {cwd}",
          fix="fix the error above in the handler (an import error usually means a missing "

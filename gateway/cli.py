@@ -287,6 +287,10 @@ def _parser() -> argparse.ArgumentParser:
     componentize.add_argument("-p", "--path", action="append", default=[], metavar="DIR",
                               help="one more directory of Python modules to bundle "
                                    "(repeatable; e.g. a vendored dependency)")
+    componentize.add_argument("--world", choices=("wasmgate", "wasi-http"), default="wasmgate",
+                              help="wasmgate: the wasmgate:handler world with wasmgate_sdk; "
+                                   "wasi-http: the standard wasi:http/proxy world (runs on "
+                                   "wasmtime serve and Spin too; docs/wasi-http.md)")
 
     new = sub.add_parser(
         "new", formatter_class=_HelpFormatter,
@@ -319,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             return _cache(args.action, args.manifest)
         elif args.command == "componentize":
             componentize(args.app, Path(args.output), cwd=Path.cwd(),
-                         paths=[Path(p).resolve() for p in args.path])
+                         paths=[Path(p).resolve() for p in args.path], world=args.world)
         elif args.command == "new":
             return _new(args.template, args.name)
         elif args.command == "dead-letters":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import contextvars
 import itertools
 import re
@@ -26,11 +27,12 @@ import time
 import weakref
 from typing import Any
 
+import msgspec
 import structlog
 
 from bindings.host.imports import HostImports
 from bindings.types import Event, Response
-from gateway import _native
+from gateway import _native, wasi_http
 from gateway.deadline import deadline_after, reset_deadline, set_deadline
 from gateway.engine import LoadedComponent, WasmEngine
 from gateway.errors import (
@@ -136,11 +138,13 @@ class InstancePool:
                 f"component `{name}`: `memory-mb` = {spec.memory_mb} exceeds the pooling "
                 f"allocator's {pooling.max_memory_mb} MiB memory slots; lower it, or raise "
                 "PoolingLimits.max_memory_mb (or set WASMGATE_POOLING=0)")
-        if component.world != "wasmgate:handler/handler":
+        if component.world not in ("wasmgate:handler/handler", wasi_http.WORLD):
             raise ComponentContractError(
                 f"component `{name}` targets `{component.world}`, which this gateway cannot "
-                "run yet; build it against the world `wasmgate:handler/handler` "
-                "(bindings/wit/handler.wit)")
+                "run; build it against `wasmgate:handler/handler` (bindings/wit/handler.wit) "
+                "or the standard `wasi:http/proxy` world")
+        # A wasi:http component gets every event as an HTTP request (gateway/wasi_http.py).
+        self._http_path = spec.http_path if component.world == wasi_http.WORLD else None
         settings: dict[str, Any] = {
             "name": name,
             "pooled": spec.isolation == "pooled",
@@ -171,6 +175,11 @@ class InstancePool:
         self._host_deadline_s = timeout_s - min(timeout_s / 10, HOST_CALL_RESERVE_MAX_S)
 
     @property
+    def streams_request_body(self) -> bool:
+        """True for a wasi:http component: it reads an HTTP request body as it arrives."""
+        return self._http_path is not None
+
+    @property
     def instantiated(self) -> int:
         """How many instances this pool has created, the load-time check included."""
         return self._native.instantiated
@@ -182,6 +191,16 @@ class InstancePool:
 
     async def call(self, event: Event) -> Response:
         """Run ``event`` through a free instance; wait for a slot if all are busy."""
+        body: _native.RequestBody | None = None
+        source = wasi_http.STREAMED_BODY.get()
+        if source is not None and not source.taken:
+            if self._http_path is not None:
+                body = _native.RequestBody(wasi_http.BODY_CHANNEL_CHUNKS)
+            else:
+                # A component that takes the body as one value (the route's component was
+                # replaced by one of the other world after the trigger looked). Read before
+                # admission: no await may come between taking a slot and handing it on.
+                event = msgspec.structs.replace(event, data=await source.read_all())
         try:
             if self._slots.locked():
                 await asyncio.wait_for(self._slots.acquire(),
@@ -195,6 +214,8 @@ class InstancePool:
                 f"component `{self.name}`: all {self.spec.max_instances} instances stayed busy "
                 f"for {self.spec.admission_timeout_ms} ms; raise `max-instances` or "
                 "`admission-timeout-ms`") from None
+        if self._http_path is not None:
+            event = wasi_http.request_event(event, self._http_path)
         completions = _completions_for(asyncio.get_running_loop())
         call_id, future = completions.expect(self._slots)
         # Host calls made by this event bound their waits by what is left of it; they run
@@ -203,7 +224,7 @@ class InstancePool:
         context = contextvars.copy_context()
         reset_deadline(token)
         try:
-            self._native.submit(call_id, event, context, completions.queue)
+            self._native.submit(call_id, event, context, completions.queue, body)
         except BaseException as exc:
             completions.waiting.pop(call_id, None)
             self._slots.release()
@@ -211,12 +232,24 @@ class InstancePool:
                 raise HandlerTrap(f"component `{self.name}`: the event cannot be passed to "
                                   f"it: {exc}") from None
             raise
-        kind, payload, stderr, dropped = await future
+        if body is None or source is None:
+            kind, payload, stderr, dropped = await future
+            return self._outcome(kind, payload, stderr, dropped)
+        feeding = asyncio.create_task(wasi_http.feed(source, body))
+        try:
+            kind, payload, stderr, dropped = await future
+        finally:
+            # The guest is done (or nobody waits): what it did not read stays unread.
+            feeding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeding
         return self._outcome(kind, payload, stderr, dropped)
 
     def call_blocking(self, event: Event) -> Response:
         """Run ``event`` on this thread (GIL released), without admission: for tools and
         benchmarks that have no event loop."""
+        if self._http_path is not None:
+            event = wasi_http.request_event(event, self._http_path)
         with deadline_after(self._host_deadline_s):
             try:
                 kind, payload, stderr, dropped = self._native.call(

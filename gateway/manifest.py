@@ -200,6 +200,9 @@ class ComponentSpec(_Table):
     # `*` is exactly one non-empty token, `>` (last) one or more; tokens split at "." (Kafka,
     # NATS), ":" (Redis), "<exchange>/<word>.<word>" (AMQP). docs/capabilities.md#publish.
     publish: list[str] = msgspec.field(default_factory=list)
+    # A `wasi:http/proxy` component receives broker and cron events as a CloudEvents POST
+    # to this path (docs/wasi-http.md); HTTP requests keep their own path.
+    http_path: str = "/"
     build: BuildSpec | None = None
 
 
@@ -647,6 +650,13 @@ def _cross_check(spec: Manifest, where: str) -> None:
                     path=where,
                     field=_join(_join("component", name), "key-value-stores"),
                 )
+
+        if not component.http_path.startswith("/") or any(
+                c.isspace() for c in component.http_path):
+            raise ConfigError(
+                f"`http-path` must be a URL path starting with '/' and without spaces, got "
+                f"{component.http_path!r} (e.g. \"/events\")",
+                path=where, field=_join(_join("component", name), "http-path"))
 
         _check_grants(spec, name, component, where)
 

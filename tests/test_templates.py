@@ -17,6 +17,8 @@ EXPECTED = {
     "python-cron": {"runs": 1, "scheduled": "2025-01-01T00:00:00+00:00"},
     "js-http": {"message": "hello, Ada!"},
     "python-webhook": {"event": "push", "ref": "refs/heads/main"},
+    "python-wasi-http": {"message": "hello, Ada!"},
+    "js-wasi-http": {"message": "hello, Ada!"},
 }
 
 

@@ -77,6 +77,9 @@ class TriggerContext(msgspec.Struct, kw_only=True):
     webhook_secret: Callable[[str, str], str] | None = None
     # The app's broker producers, shared with `publish` (an enqueueing HTTP route uses them).
     broker_clients: BrokerClients | None = None
+    # Whether a component reads a request body as a stream (a wasi:http component): the
+    # HTTP trigger then hands it the body as it arrives instead of reading it whole first.
+    streams_body: Callable[[str], bool] | None = None
 
     def broker(self, name: str) -> BrokerSpec:
         """The ``[brokers.<name>]`` table (the manifest already checked that it exists)."""

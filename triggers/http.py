@@ -36,6 +36,10 @@ answers 202 instead of running a component: :mod:`gateway.webhooks`, docs/webhoo
 All ``[[trigger.http]]`` tables on one listen address share one uvicorn server, so the
 connection-level limits (header and keep-alive timeouts) are per address: tables that set
 them must agree.
+
+A route whose component is a standard ``wasi:http`` one (gateway/wasi_http.py) is dispatched
+before its body is read: the component reads the body as it arrives, through a bounded
+channel, so a large upload is never held whole; the body limits and their 413 / 408 stay.
 """
 
 from __future__ import annotations
@@ -53,8 +57,10 @@ import uvicorn
 
 from bindings.types import Event, Response, new_event_id, now_micros
 from gateway import metrics
+from gateway.dispatch import Outcome
 from gateway.errors import ConfigError, InvalidResponse
 from gateway.responses import excerpt
+from gateway.wasi_http import STREAMED_BODY, StreamedBody
 from gateway.webhooks.config import EnqueueConfig, WebhookConfig
 from gateway.webhooks.gate import WebhookGate, build_gate
 from gateway.workers import REUSE_PORT_ENV, worker_index
@@ -92,14 +98,15 @@ _CONNECTION_DEFAULTS = {"header-timeout-ms": 10_000, "keep-alive-timeout-ms": 5_
 
 class _Route:
     __slots__ = ("body_timeout", "component", "config", "dispatch", "gate", "prefix",
-                 "wildcard")
+                 "streams_body", "wildcard")
 
-    def __init__(self, config: HttpConfig, dispatch: Dispatch,
-                 gate: WebhookGate | None = None) -> None:
+    def __init__(self, config: HttpConfig, dispatch: Dispatch, gate: WebhookGate | None = None,
+                 streams_body: Callable[[str], bool] | None = None) -> None:
         self.config = config
         self.component = config.component or ""  # "": an enqueueing route runs none
         self.gate = gate
         self.dispatch = dispatch
+        self.streams_body = streams_body
         self.body_timeout = config.body_timeout_ms / 1000
         self.wildcard = config.route.endswith("/...")
         self.prefix = config.route[:-4] if self.wildcard else config.route
@@ -247,6 +254,11 @@ class HttpServer:
         if scope["method"] not in route.config.methods:
             await _reply(send, 405, [("allow", ", ".join(route.config.methods))], b"")
             return
+        # A webhook route verifies the whole body before anything runs: never streamed.
+        if (route.gate is None and route.streams_body is not None
+                and route.streams_body(route.component)):
+            await self._handle_streaming(route, scope, receive, send)
+            return
         try:
             async with asyncio.timeout(route.body_timeout):
                 body = await _read_body(receive, route.config.max_body_bytes)
@@ -261,24 +273,49 @@ class HttpServer:
             return
         if body is None:
             # The client left mid-body: nobody to answer, and a partial body is no event.
-            metrics.counter("wasmgate_http_abandoned_requests_total",
-                            "Requests whose client left before sending the whole body; "
-                            "never dispatched.", component=route.component)
+            _count_abandoned(route)
             return
         if route.gate is not None:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                        for k, v in scope["headers"]}
             reply = await route.gate.serve(headers, body,
-                                           lambda: self._answer(route, scope, body, send))
+                                           lambda: self._run(route, scope, body, send))
             if reply is not None:
                 await _reply(send, *reply)
             return
-        await self._answer(route, scope, body, send)
+        await self._run(route, scope, body, send)
 
-    async def _answer(self, route: _Route, scope: Scope, body: bytes, send: Send) -> int:
+    async def _run(self, route: _Route, scope: Scope, body: bytes, send: Send) -> int:
         """Run the route's handler on the request and send its answer; return the status."""
         event = _event_for(scope, body)
         outcome = await route.dispatch(route.component, event)
+        return await self._answer(route, scope, event, outcome, send)
+
+    async def _handle_streaming(self, route: _Route, scope: Scope, receive: Receive,
+                                send: Send) -> None:
+        """Dispatch before the body is read: the component reads it as it arrives
+        (gateway/wasi_http.py), and a body cut short is answered as when read whole."""
+        source = StreamedBody(receive, route.config.max_body_bytes, route.body_timeout)
+        event = _event_for(scope, b"")
+        token = STREAMED_BODY.set(source)
+        try:
+            outcome = await route.dispatch(route.component, event)
+        finally:
+            STREAMED_BODY.reset(token)
+        if source.problem == "disconnect":
+            _count_abandoned(route)
+            return
+        if source.problem == "timeout":
+            await _reply(send, 408, [("connection", "close")], b"request body took too long\n")
+            return
+        if source.problem == "too-large":
+            await _reply(send, 413, [("connection", "close")], b"request body too large\n")
+            return
+        await self._answer(route, scope, event, outcome, send)
+
+    async def _answer(self, route: _Route, scope: Scope, event: Event, outcome: Outcome,
+                      send: Send) -> int:
+        """Send the outcome of the route's handler as the HTTP answer; return the status."""
         if outcome.response is not None:  # the handler answered, whatever the status
             try:
                 head = _http_head(route.component, outcome.response, scope["method"])
@@ -312,6 +349,12 @@ _FAILURE_BODIES = {
 _RETRY_AFTER_S = "1"
 # Responses that carry no body, and so no content-length of ours (RFC 9110 §8.6).
 _NO_BODY_STATUSES = (204, 304)
+
+
+def _count_abandoned(route: _Route) -> None:
+    metrics.counter("wasmgate_http_abandoned_requests_total",
+                    "Requests whose client left before sending the whole body; nobody is "
+                    "answered.", component=route.component)
 
 
 class _BodyTooLarge(Exception):
@@ -423,11 +466,13 @@ class HttpTrigger:
         self.config = config
         self.component = config.component or ""
         self._gate = build_gate(config.route, config.webhook, config.enqueue, context)
+        self._streams_body = context.streams_body
         self._server = HttpServer.on(context.listen)
         self._server.set_connection_limits(config, context)
 
     async def start(self, dispatch: Dispatch) -> None:
-        self._server.routes.append(_Route(self.config, dispatch, self._gate))
+        self._server.routes.append(_Route(self.config, dispatch, self._gate,
+                                          self._streams_body))
         # Longest prefix first so `/api/users/...` wins over `/api/...`.
         self._server.routes.sort(key=lambda r: (not r.wildcard, len(r.prefix)), reverse=True)
         await self._server.start()

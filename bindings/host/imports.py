@@ -91,6 +91,10 @@ class HostImports:
                 f"component `{self.component}` has no grant for key-value store `{name}`; "
                 f"add it to `key-value-stores` of [component.{self.component}]") from None
 
+    def kv_open(self, store: str) -> None:
+        """Check the grant of ``store`` (``wasi:keyvalue/store.open``); raise if missing."""
+        self._attempt(lambda: self._store(store))
+
     def kv_get(self, store: str, key: str) -> bytes | None:
         return self._attempt(lambda: self._store(store).get(key))
 

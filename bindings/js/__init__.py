@@ -19,10 +19,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from bindings import WIT_DIR, WIT_WORLD
+from bindings import WIT_DIR, WIT_WASI_HTTP_DIR, WIT_WORLD
 
 TOOLCHAIN_DIR = Path(__file__).parent
 COMPONENTIZE_JS = TOOLCHAIN_DIR / "node_modules" / ".bin" / "componentize-js"
+# The world in bindings/wit-wasi-http/world.wit that includes wasi:http/proxy.
+WASI_HTTP_WORLD_NAME = "proxy"
 # WASI features the gateway's linker does not provide (see the module docstring).
 DISABLED_FEATURES = ("http", "fetch-event")
 
@@ -42,13 +44,21 @@ def toolchain_problem() -> str | None:
     return None
 
 
-def componentize_command(source: Path, output: Path) -> list[str]:
-    """Return the componentize-js command line that builds ``source`` into ``output``."""
+def componentize_command(source: Path, output: Path, world: str = "wasmgate") -> list[str]:
+    """Return the componentize-js command line that builds ``source`` into ``output``.
+
+    ``world="wasi-http"`` builds against the standard ``wasi:http/proxy`` world (the module
+    exports ``incomingHandler``); wasi:http stays enabled, the gateway links it for such
+    components and routes their outgoing requests through the allow-list.
+    """
+    if world == "wasi-http":
+        return [str(COMPONENTIZE_JS), "--wit", str(WIT_WASI_HTTP_DIR), "--world-name",
+                WASI_HTTP_WORLD_NAME, "--out", str(output), str(source)]
     return [str(COMPONENTIZE_JS), "--wit", str(WIT_DIR), "--world-name", WIT_WORLD,
             "--disable", *DISABLED_FEATURES, "--out", str(output), str(source)]
 
 
-def componentize_js(source: Path, output: Path) -> None:
+def componentize_js(source: Path, output: Path, world: str = "wasmgate") -> None:
     """Build the ES module ``source`` into the component ``output``.
 
     Raises :class:`JsToolchainMissing` without the toolchain, and
@@ -60,9 +70,10 @@ def componentize_js(source: Path, output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     # componentize-js reads the source relative to the cwd it is started in; absolute paths
     # keep the command independent of where the caller runs it.
-    subprocess.run(componentize_command(source.resolve(), output.resolve()), check=True,
+    subprocess.run(componentize_command(source.resolve(), output.resolve(), world), check=True,
                    capture_output=True, text=True)
 
 
-__all__ = ["COMPONENTIZE_JS", "DISABLED_FEATURES", "TOOLCHAIN_DIR", "JsToolchainMissing",
+__all__ = ["COMPONENTIZE_JS", "DISABLED_FEATURES", "TOOLCHAIN_DIR", "WASI_HTTP_WORLD_NAME",
+           "JsToolchainMissing",
            "componentize_command", "componentize_js", "toolchain_problem"]

@@ -13,10 +13,14 @@ from bindings.js import JsToolchainMissing, componentize_js
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bindings.js",
-        description="Build a JavaScript ES module into a wasmgate:handler component with the "
-                    "pinned componentize-js (bindings/js).")
+        description="Build a JavaScript ES module into a component (the wasmgate:handler "
+                    "world, or wasi:http/proxy with --world wasi-http) with the pinned "
+                    "componentize-js (bindings/js).")
     parser.add_argument("source", help="the handler's ES module, e.g. app.js")
     parser.add_argument("-o", "--output", required=True, help="component file to write")
+    parser.add_argument("--world", choices=("wasmgate", "wasi-http"), default="wasmgate",
+                        help="wasmgate: the wasmgate:handler world; wasi-http: the standard "
+                             "wasi:http/proxy world (docs/wasi-http.md)")
     args = parser.parse_args(argv)
     source = Path(args.source)
     if not source.is_file():
@@ -24,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
               "directory or pass the path of its app.js", file=sys.stderr)
         return 2
     try:
-        componentize_js(source, Path(args.output))
+        componentize_js(source, Path(args.output), args.world)
     except JsToolchainMissing as exc:
         print(f"wasmgate: {exc}", file=sys.stderr)
         return 2

@@ -206,7 +206,7 @@ impl Engine {
                 "{label} exports neither the function `handle` of the world \
                  `wasmgate:handler/handler` (bindings/wit/handler.wit) nor \
                  `wasi:http/incoming-handler`; it exports: {found}. Build it against \
-                 `wasmgate:handler/handler`"
+                 `wasmgate:handler/handler` or the standard `wasi:http/proxy` world"
             ))
         })?;
         Ok(LoadedComponent {
@@ -324,7 +324,7 @@ pub struct LoadedComponent {
     pub component: Component,
     from_cache: bool,
     cache_note: Option<String>,
-    world: String,
+    pub world: String,
 }
 
 #[pymethods]

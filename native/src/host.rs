@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::limits::Limits;
 use crate::stderr::StderrCapture;
@@ -22,6 +23,16 @@ wasmtime::component::bindgen!({
     world: "handler",
     path: "../bindings/wit",
 });
+
+/// `wasi:config/store`, answered from the component's variables as `config.get` is.
+mod wasi_config {
+    wasmtime::component::bindgen!({
+        world: "wasmgate:wasi-http-deps/config-host",
+        path: "../bindings/wit-wasi-http",
+    });
+}
+
+use wasi_config::wasi::config::store as config_store;
 
 pub use wasmgate::handler::types;
 use wasmgate::handler::{config, kv, log, outbound_http, publish, sql};
@@ -32,15 +43,22 @@ pub struct HostImports {
     pub variables: HashMap<String, String>,
 }
 
-/// A store's data: WASI state, limits, the captured stderr and the current call's context.
+/// What a host call needs of the call in progress: the Python host and the event's context.
+/// It is also the `wasi:http` hooks object, so outgoing requests reach the same host.
+pub struct CallScope {
+    pub imports: Arc<HostImports>,
+    /// The `contextvars.Context` of the event being handled, while a call runs.
+    pub context: Option<Py<PyAny>>,
+}
+
+/// A store's data: WASI state, limits, the captured stderr and the current call's scope.
 pub struct HostState {
     pub wasi: WasiCtx,
+    pub http: WasiHttpCtx,
     pub table: ResourceTable,
     pub limits: Limits,
     pub stderr: StderrCapture,
-    pub imports: Arc<HostImports>,
-    /// The `contextvars.Context` of the event being handled, while a call runs.
-    pub call_context: Option<Py<PyAny>>,
+    pub scope: CallScope,
 }
 
 impl WasiView for HostState {
@@ -52,13 +70,38 @@ impl WasiView for HostState {
     }
 }
 
-/// Define WASI p2 and every wasmgate import in `linker`.
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.scope,
+        }
+    }
+}
+
+/// Define WASI p2, `wasi:http` and every wasmgate import in `linker`: a component of
+/// either world may import any of them (what it imports is still granted per manifest).
 pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(linker)?;
+    config_store::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
+    crate::keyvalue::link(linker)?;
     Handler::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
 }
 
 impl HostState {
+    pub(crate) fn call_python<R>(
+        &self,
+        method: &str,
+        args: impl FnOnce(Python<'_>) -> PyResult<Vec<Bound<'_, PyAny>>>,
+        convert: impl FnOnce(&Bound<'_, PyAny>) -> PyResult<R>,
+    ) -> Result<R, String> {
+        self.scope.call_python(method, args, convert)
+    }
+}
+
+impl CallScope {
     /// Call `method` of the Python host object with `args` inside the call's context,
     /// then convert its result with `convert`. Any Python error becomes `Err(text)`.
     fn call_python<R>(
@@ -72,7 +115,7 @@ impl HostState {
                 let func = self.imports.host.bind(py).getattr(method)?;
                 let mut items = vec![func];
                 items.extend(args(py)?);
-                let result = match &self.call_context {
+                let result = match &self.context {
                     Some(ctx) => ctx.bind(py).call_method1("run", PyTuple::new(py, items)?)?,
                     None => {
                         let func = items.remove(0);
@@ -86,7 +129,7 @@ impl HostState {
     }
 }
 
-fn error_text(py: Python<'_>, err: &PyErr) -> String {
+pub fn error_text(py: Python<'_>, err: &PyErr) -> String {
     let text = err
         .value(py)
         .str()
@@ -102,11 +145,11 @@ fn error_text(py: Python<'_>, err: &PyErr) -> String {
     }
 }
 
-fn py_str<'py>(py: Python<'py>, s: &str) -> Bound<'py, PyAny> {
+pub(crate) fn py_str<'py>(py: Python<'py>, s: &str) -> Bound<'py, PyAny> {
     PyString::new(py, s).into_any()
 }
 
-fn py_bytes<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyAny> {
+pub(crate) fn py_bytes<'py>(py: Python<'py>, b: &[u8]) -> Bound<'py, PyAny> {
     PyBytes::new(py, b).into_any()
 }
 
@@ -217,7 +260,23 @@ impl kv::Host for HostState {
 
 impl config::Host for HostState {
     fn get(&mut self, name: String) -> Result<Option<String>, String> {
-        Ok(self.imports.variables.get(&name).cloned())
+        Ok(self.scope.imports.variables.get(&name).cloned())
+    }
+}
+
+impl config_store::Host for HostState {
+    fn get(&mut self, key: String) -> Result<Option<String>, config_store::Error> {
+        Ok(self.scope.imports.variables.get(&key).cloned())
+    }
+
+    fn get_all(&mut self) -> Result<Vec<(String, String)>, config_store::Error> {
+        Ok(self
+            .scope
+            .imports
+            .variables
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 }
 

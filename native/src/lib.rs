@@ -1,18 +1,21 @@
 //! wasmgate's executor core: wasmtime's Rust API behind a small PyO3 module.
 //!
-//! Python sees four classes (`Engine`, `Component`, `Pool`, `CompletionQueue`) and a few
-//! exception types; everything above them (admission, retries, delivery, logging) stays in
-//! Python. The GIL is released for the whole of a call: lowering the event, running the
+//! Python sees five classes (`Engine`, `Component`, `Pool`, `CompletionQueue`,
+//! `RequestBody`) and a few exception types; everything above them (admission, retries,
+//! delivery, logging) stays in Python. The GIL is released for the whole of a call: lowering the event, running the
 //! guest and lifting the response happen on the pool's own threads, and a finished call
 //! reaches the asyncio loop through an eventfd that wakes it once per batch.
 
+mod body;
 mod completion;
 mod engine;
 mod event;
 mod host;
+mod keyvalue;
 mod limits;
 mod pool;
 mod stderr;
+mod wasi_http;
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -58,5 +61,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::LoadedComponent>()?;
     m.add_class::<pool::Pool>()?;
     m.add_class::<completion::CompletionQueue>()?;
+    m.add_class::<body::RequestBody>()?;
     Ok(())
 }

@@ -21,19 +21,34 @@ use pyo3::types::{PyDict, PyTuple};
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi_http::p2::bindings::sync::{Proxy, ProxyPre};
+use wasmtime_wasi_http::WasiHttpCtx;
 
+use crate::body::{ChannelBody, RequestBody};
 use crate::completion::{CompletionQueue, Completions, Done};
-use crate::engine::{Engine, LoadedComponent, EPOCH_TICK};
+use crate::engine::{Engine, LoadedComponent, EPOCH_TICK, WORLD_WASI_HTTP};
 use crate::event::{event_from_python, Finished, Outcome};
 use crate::host::types::{Event, Response};
-use crate::host::{link, Handler, HandlerPre, HostImports, HostState};
+use crate::host::{link, CallScope, Handler, HandlerPre, HostImports, HostState};
 use crate::limits::Limits;
 use crate::stderr::StderrCapture;
+use crate::wasi_http::{self, Served};
 use crate::{ComponentContractError, InstantiateError};
+
+/// The export a component serves events through, by world.
+enum Guest {
+    Handler(Handler),
+    Proxy(Proxy),
+}
+
+enum GuestPre {
+    Handler(HandlerPre<HostState>),
+    Proxy(ProxyPre<HostState>),
+}
 
 struct Instance {
     store: Store<HostState>,
-    handler: Handler,
+    guest: Guest,
     uses: u64,
 }
 
@@ -55,7 +70,7 @@ struct Settings {
 struct Shared {
     settings: Settings,
     engine: wasmtime::Engine,
-    pre: HandlerPre<HostState>,
+    pre: GuestPre,
     imports: Arc<HostImports>,
     idle: Mutex<Vec<Instance>>,
     spares: Mutex<Vec<Instance>>,
@@ -76,11 +91,14 @@ impl Shared {
         let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
         let state = HostState {
             wasi,
+            http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limits: Limits::new(s.memory_bytes),
             stderr,
-            imports: self.imports.clone(),
-            call_context: None,
+            scope: CallScope {
+                imports: self.imports.clone(),
+                context: None,
+            },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -90,11 +108,14 @@ impl Shared {
         if s.consume_fuel {
             store.set_fuel(s.fuel.unwrap_or(u64::MAX))?;
         }
-        let handler = self.pre.instantiate(&mut store)?;
+        let guest = match &self.pre {
+            GuestPre::Handler(pre) => Guest::Handler(pre.instantiate(&mut store)?),
+            GuestPre::Proxy(pre) => Guest::Proxy(pre.instantiate(&mut store)?),
+        };
         self.instantiated.fetch_add(1, Ordering::Relaxed);
         Ok(Instance {
             store,
-            handler,
+            guest,
             uses: 0,
         })
     }
@@ -132,7 +153,12 @@ impl Shared {
 
     /// Run one event to its end on this thread. Never touches Python except through
     /// host imports, which take the GIL themselves.
-    fn run(&self, event: &Event, context: Option<Py<PyAny>>) -> (Finished, Option<Py<PyAny>>) {
+    fn run(
+        &self,
+        event: &Event,
+        body: Option<ChannelBody>,
+        context: Option<Py<PyAny>>,
+    ) -> (Finished, Option<Py<PyAny>>) {
         let mut inst = match self.acquire() {
             Ok(inst) => inst,
             Err(err) => {
@@ -150,21 +176,42 @@ impl Shared {
         };
         let s = &self.settings;
         inst.uses += 1;
-        inst.store.data_mut().call_context = context;
+        inst.store.data_mut().scope.context = context;
         inst.store.data_mut().limits.memory_refused = false;
         inst.store.set_epoch_deadline(s.deadline_ticks);
         if let Some(fuel) = s.fuel.filter(|_| s.consume_fuel) {
             // Refuelling can only fail when fuel is off, which the filter rules out.
             let _ = inst.store.set_fuel(fuel);
         }
-        let result = inst.handler.call_handle(&mut inst.store, event);
-        let context = inst.store.data_mut().call_context.take();
-        let (stderr, stderr_dropped) = inst.store.data().stderr.take();
-        let outcome = match result {
-            Ok(Ok(response)) => self.check_size(response),
-            Ok(Err(message)) => Outcome::Returned(message),
-            Err(err) => self.classify(&err, &inst.store.data().limits),
+        let outcome = match &inst.guest {
+            Guest::Handler(handler) => match handler.call_handle(&mut inst.store, event) {
+                Ok(Ok(response)) => self.check_size(response),
+                Ok(Err(message)) => Outcome::Returned(message),
+                Err(err) => self.classify(&err, &inst.store.data().limits),
+            },
+            Guest::Proxy(proxy) => {
+                match wasi_http::serve(
+                    &mut inst.store,
+                    proxy,
+                    event,
+                    body,
+                    s.max_response_bytes,
+                    std::time::Duration::from_millis(s.timeout_ms),
+                ) {
+                    Ok(Served::Response(response)) => self.check_size(response),
+                    Ok(Served::NoResponse(message)) => Outcome::Returned(message),
+                    Ok(Served::TooLarge(size)) => Outcome::Invalid(format!(
+                        "component `{}` wrote a response body of {size}+ bytes, over its \
+                         max-response-bytes = {}; raise `max-response-bytes` in \
+                         [component.{}] if that much is intended",
+                        s.name, s.max_response_bytes, s.name
+                    )),
+                    Err(err) => self.classify(&err, &inst.store.data().limits),
+                }
+            }
         };
+        let context = inst.store.data_mut().scope.context.take();
+        let (stderr, stderr_dropped) = inst.store.data().stderr.take();
         let keep = matches!(outcome, Outcome::Ok(_))
             && s.pooled
             && inst.uses < s.max_uses
@@ -273,6 +320,7 @@ impl Shared {
 struct Job {
     call_id: u64,
     event: Event,
+    body: Option<ChannelBody>,
     context: Py<PyAny>,
     queue: Arc<Completions>,
 }
@@ -289,10 +337,11 @@ fn run_jobs(shared: &Shared, jobs: &Receiver<Job>) {
         let Job {
             call_id,
             event,
+            body,
             context,
             queue,
         } = job;
-        let (finished, context) = shared.run(&event, Some(context));
+        let (finished, context) = shared.run(&event, body, Some(context));
         // Free the event's copy before the response is copied into Python: the host holds
         // at most two copies of a call's data at once.
         drop(event);
@@ -368,12 +417,19 @@ impl Pool {
         link(&mut linker).map_err(|e| InstantiateError::new_err(format!("{e:#}")))?;
         let pre = linker
             .instantiate_pre(&component.component)
-            .and_then(HandlerPre::new)
+            .and_then(|pre| {
+                if component.world == WORLD_WASI_HTTP {
+                    ProxyPre::new(pre).map(GuestPre::Proxy)
+                } else {
+                    HandlerPre::new(pre).map(GuestPre::Handler)
+                }
+            })
             .map_err(|e| {
                 ComponentContractError::new_err(format!(
                     "component `{name}` cannot be linked: {e:#}. A component may import WASI \
-                     0.2 and the wasmgate:handler imports, and must export `handle` as in \
-                     bindings/wit/handler.wit"
+                     0.2, wasi:http 0.2 and the wasmgate:handler imports, and must export \
+                     `handle` as in bindings/wit/handler.wit or \
+                     `wasi:http/incoming-handler` (world `wasi:http/proxy`)"
                 ))
             })?;
         let shared = Arc::new(Shared {
@@ -420,15 +476,19 @@ impl Pool {
 
     /// Queue `event` to run on a worker thread; its result arrives on `queue` as
     /// `(call_id, kind, payload, stderr, stderr_dropped)`. Raises ValueError for an event
-    /// that cannot be passed to a component (e.g. a negative `time`).
+    /// that cannot be passed to a component (e.g. a negative `time`). A `wasi:http`
+    /// component reads its request body from `body` when given, instead of the event's data.
+    #[pyo3(signature = (call_id, event, context, queue, body=None))]
     fn submit(
         &self,
         call_id: u64,
         event: &Bound<'_, PyAny>,
         context: Py<PyAny>,
         queue: &CompletionQueue,
+        body: Option<&RequestBody>,
     ) -> PyResult<()> {
         let event = event_from_python(event)?;
+        let body = body.and_then(RequestBody::take_receiver);
         let mut threads = self.threads.lock();
         let Some(sender) = threads.sender.clone() else {
             return Err(InstantiateError::new_err(format!(
@@ -453,6 +513,7 @@ impl Pool {
         let job = Job {
             call_id,
             event,
+            body,
             context,
             queue: queue.inner.clone(),
         };
@@ -471,7 +532,7 @@ impl Pool {
     ) -> PyResult<Bound<'py, PyTuple>> {
         let event = event_from_python(event)?;
         let shared = self.shared.clone();
-        let (finished, context) = py.detach(move || shared.run(&event, Some(context)));
+        let (finished, context) = py.detach(move || shared.run(&event, None, Some(context)));
         drop(context);
         Ok(finished.into_python(py)?.into_bound(py))
     }
