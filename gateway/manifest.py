@@ -500,7 +500,15 @@ def schema_error(document: Any, schema: Any, exc: msgspec.ValidationError, *, pa
         return ConfigError(
             f"missing required field `{name}`", path=where, field=_render([*parts, name])
         )
+    for pattern, meaning in _PATTERN_MEANINGS.items():
+        message = message.replace(f"matching regex {pattern!r}", meaning)
     return ConfigError(message, path=where, field=_render(parts) or None)
+
+
+# What a schema's regex constraints mean, for the messages a user reads.
+_PATTERN_MEANINGS = {
+    r"^/\S*$": "that is a URL path: starting with `/`, without spaces (e.g. \"/events\")",
+}
 
 
 def _locate(raw: Any, tp: Any, exc: msgspec.ValidationError) -> tuple[list[str], str, Any]:

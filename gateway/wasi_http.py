@@ -131,11 +131,19 @@ async def feed(source: StreamedBody, body: _native.RequestBody) -> None:
         body.fail(_PROBLEM_TEXT[source.problem])
 
 
+# Set by a trigger whose table has `http-path` (triggers.delivery.deliver): the path its
+# events are POSTed to, over the component's own `http-path`.
+HTTP_PATH_METADATA = "http-path"
+
+
 def request_event(event: Event, http_path: str) -> Event:
-    """``event`` shaped as the HTTP request a ``wasi:http`` component receives."""
+    """``event`` shaped as the HTTP request a ``wasi:http`` component receives; a broker or
+    cron event goes to its trigger's ``http-path`` if it set one, else to ``http_path`` (the
+    component's)."""
     if event.source == HTTP_SOURCE:
         return _as_received(event)
-    return _as_cloudevent(event, http_path)
+    path = next((v for k, v in event.metadata if k == HTTP_PATH_METADATA), http_path)
+    return _as_cloudevent(event, path)
 
 
 def _as_received(event: Event) -> Event:
@@ -175,6 +183,8 @@ def cloudevent_headers(event: Event) -> Pairs:
         headers.append(("ce-partitionkey", _ce_value(_key_text(event.key))))
     taken = {name for name, _ in headers}
     for key, value in event.metadata:
+        if key == HTTP_PATH_METADATA:
+            continue  # where the event is sent, not about it
         name = "ce-" + _NOT_ATTRIBUTE_CHAR.sub("", key.lower())
         if name != "ce-" and name not in taken:
             taken.add(name)
@@ -215,5 +225,5 @@ def _key_text(key: bytes) -> str:
     return text
 
 
-__all__ = ["STREAMED_BODY", "WORLD", "StreamedBody", "cloudevent_headers", "feed",
-           "request_event"]
+__all__ = ["HTTP_PATH_METADATA", "STREAMED_BODY", "WORLD", "StreamedBody",
+           "cloudevent_headers", "feed", "request_event"]

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from gateway.errors import ConfigError
 from gateway.manifest import BrokerSpec
 from triggers.base import RetryingTrigger, TriggerContext, factory_for
 
@@ -42,3 +43,15 @@ def test_a_retrying_trigger_declares_the_policy_its_table_sets(kind: str,
     trigger = factory(table, context=context)
     assert isinstance(trigger, RetryingTrigger)
     assert trigger.retry_policy.max_attempts == 7
+
+
+@pytest.mark.parametrize("kind", sorted(TABLES))
+def test_http_path_must_be_a_url_path(kind: str, tmp_path: Path) -> None:
+    context = TriggerContext(manifest_path=str(tmp_path / "wasmgate.toml"),
+                             field=f"trigger.{kind}[0]", brokers=BROKERS,
+                             state_dir=str(tmp_path / ".wasmgate"))
+    factory = factory_for(kind, manifest_path=context.manifest_path)
+    with pytest.raises(ConfigError) as info:
+        factory({"component": "c", "http-path": "events", **TABLES[kind]}, context=context)
+    assert f"trigger.{kind}[0].http-path" in str(info.value)
+    assert "starting with `/`" in str(info.value)

@@ -103,6 +103,15 @@ async def test_the_request_arrives_as_it_came_and_the_response_goes_back(gateway
     assert (echo["length"], echo["body"]) == (7, "payload")
 
 
+async def test_header_bytes_above_ascii_reach_the_guest_as_sent(gateway: str) -> None:
+    # obs-text (RFC 9110 5.5): bytes 0x80-0xFF are legal in a field value; the guest must get
+    # them, not a 500 because a Latin-1 value was re-encoded as UTF-8 on the way.
+    async with httpx.AsyncClient() as client:
+        r = await client.get(f"{gateway}/h", headers=[(b"x-name", b"caf\xe9")])
+    assert r.status_code == 200
+    assert ["x-name", "caf\xe9"] in r.json()["headers"]
+
+
 async def test_an_encoded_path_reaches_the_guest_encoded(gateway: str) -> None:
     async with httpx.AsyncClient() as client:
         r = await client.get(f"{gateway}/a%20b/%C3%A9?q=%20x")
@@ -468,3 +477,37 @@ def test_the_same_file_answers_the_same_under_wasmtime_serve(tmp_path: Path) -> 
     echo = r.json()
     assert (echo["method"], echo["path"], echo["length"]) == ("PUT", "/some/path?a=1", 7)
     assert ["x-custom", "yes"] in echo["headers"]
+
+
+async def test_a_cron_tick_is_posted_to_its_triggers_http_path(tmp_path: Path) -> None:
+    """`http-path` on the trigger table wins over the component's: each trigger of one
+    wasi:http component can post to its own route."""
+    manifest = _write(tmp_path, 'http-path = "/component-default"', triggers="""
+[[trigger.cron]]
+component = "probe"
+schedule = "* * * * * *"
+data = "tick"
+http-path = "/jobs/tick"
+""")
+    app = App.load(manifest, listen=f"127.0.0.1:{_free_port()}")
+    seen: list[dict[str, object]] = []
+    invoke = app.dispatcher._invoke
+
+    async def recording(component: str, event: Event) -> object:
+        response = await invoke(component, event)
+        if event.source != "wasmgate/http":
+            seen.append(json.loads(response.body))
+        return response
+
+    app.dispatcher._invoke = recording  # type: ignore[assignment]
+    await app.start()
+    try:
+        await wait_until(lambda: bool(seen), what="a cron tick")
+    finally:
+        await app.stop()
+    echo = seen[0]
+    assert (echo["method"], echo["path"]) == ("POST", "/jobs/tick")
+    headers = dict(echo["headers"])  # type: ignore[call-overload]
+    assert headers["ce-type"] == "wasmgate.cron.tick"
+    assert "ce-httppath" not in headers  # where it was sent, not an attribute of the event
+    assert echo["body"] == "tick"

@@ -247,6 +247,7 @@ class AmqpTrigger:
         assert self._dispatch is not None
         await deliver(event, _Settle(self.config, session, message, event), run=self._dispatch,
                       component=self.component, policy=self.retry_policy,
+                      http_path=self.config.http_path,
                       mode="in-process", delivery_count=delivery_count(message))
 
     # -- stop helpers -------------------------------------------------------------------

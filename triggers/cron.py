@@ -42,7 +42,7 @@ from gateway.dispatch import RetryPolicy, Verdict
 from gateway.errors import ConfigError, WasmgateError
 from gateway.workers import worker_index
 from triggers.base import Dispatch, TriggerContext, decode_config, register
-from triggers.delivery import NothingToSettle, deliver
+from triggers.delivery import HttpPath, NothingToSettle, deliver
 
 log = structlog.get_logger("wasmgate.cron")
 
@@ -66,6 +66,9 @@ class CronConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, renam
     # With replicas: each tick runs on exactly one of them, the first to claim it in this
     # key-value store (Redis for replicas on several hosts, SQLite for processes on one).
     claim_store: str | None = None
+    # For a wasi:http component: the path each tick is POSTed to (default: the component's
+    # `http-path`, itself "/").
+    http_path: HttpPath | None = None
 
 
 class Clock(Protocol):
@@ -245,6 +248,7 @@ class CronTrigger:
         try:
             outcome = await deliver(event, NothingToSettle(), run=self._dispatch,
                                     component=self.component, policy=self.retry_policy,
+                                    http_path=self.config.http_path,
                                     mode="in-process")
         except Exception:
             self.failed_runs += 1

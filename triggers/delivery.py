@@ -43,10 +43,12 @@ from gateway import metrics
 from gateway.dispatch import Outcome, RetryPolicy, Verdict, attempt_of, with_attempt
 from gateway.manifest import BrokerSpec
 from gateway.redaction import redact_url
+from gateway.wasi_http import HTTP_PATH_METADATA
 
 log = structlog.get_logger("wasmgate.delivery")
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
+HttpPath = Annotated[str, msgspec.Meta(pattern=r"^/\S*$")]
 Ordering = Literal["partition", "key", "none"]
 # in-process: a failed attempt runs again here after the backoff, the message held.
 # broker: it goes back to the broker, which redelivers it after the backoff.
@@ -88,6 +90,9 @@ class BrokerTriggerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
     # Where a message goes after its last attempt or on a 4xx (topic / subject / exchange /
     # stream, per broker). None: dead-lettered messages are logged and dropped.
     dead_letter: str | None = None
+    # For a wasi:http component: the path this trigger's events are POSTed to (default: the
+    # component's `http-path`, itself "/").
+    http_path: HttpPath | None = None
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -138,13 +143,18 @@ class NothingToSettle(Settle):
 
 
 async def deliver(event: Event, settle: Settle, *, run: Run, component: str,
-                  policy: RetryPolicy, mode: RetryMode, delivery_count: int = 1) -> Outcome:
+                  policy: RetryPolicy, mode: RetryMode, delivery_count: int = 1,
+                  http_path: str | None = None) -> Outcome:
     """Run one source message through ``component`` and settle it; return the last outcome.
 
     ``delivery_count`` is how often the broker has handed this message out, this delivery
     included (1 where the source does not count); it is the first attempt's number. A
     settle call that fails is logged and the message left to the broker's redelivery.
+    ``http_path`` is the trigger's ``http-path`` (where a wasi:http component gets it).
     """
+    if http_path is not None:
+        event = msgspec.structs.replace(
+            event, metadata=[*event.metadata, (HTTP_PATH_METADATA, http_path)])
     if delivery_count > policy.max_attempts:
         outcome = _exhausted(delivery_count)
         await _settle_final(event, settle, outcome, component)
@@ -374,6 +384,7 @@ __all__ = [
     "ORIGIN_METADATA",
     "BrokerTriggerConfig",
     "ConnectionWatch",
+    "HttpPath",
     "NothingToSettle",
     "OrderedLanes",
     "RetryMode",

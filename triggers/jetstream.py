@@ -293,6 +293,7 @@ class JetStreamTrigger:
         try:
             await deliver(event, _Settle(self, msg, event), run=self._dispatch,
                           component=self.component, policy=self.retry_policy,
+                          http_path=self.config.http_path,
                           mode="broker", delivery_count=msg.metadata.num_delivered)
         finally:
             self._unsettled.pop(id(msg), None)

@@ -268,7 +268,8 @@ class KafkaTrigger:
         assert self._dispatch is not None
         settle = _Settle(self, offsets, record, event)
         await deliver(event, settle, run=self._dispatch, component=self.component,
-                      policy=self.retry_policy, mode="in-process",
+                      policy=self.retry_policy,
+                      http_path=self.config.http_path, mode="in-process",
                       delivery_count=await settle.count_start())
 
     async def _on_assigned(self, assigned: frozenset[TopicPartition]) -> None:

@@ -147,6 +147,7 @@ class NatsTrigger:
         self.handled += 1
         await deliver(event, _Settle(self, msg, event), run=self._dispatch,
                       component=self.component, policy=self.retry_policy,
+                      http_path=self.config.http_path,
                       mode="in-process")
 
     async def stop(self) -> None:

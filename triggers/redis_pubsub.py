@@ -167,7 +167,8 @@ class RedisPubSubTrigger:
         assert self._dispatch is not None
         # At most once: a message whose retries are spent is logged (dead-lettered) and gone.
         await deliver(event, NothingToSettle(), run=self._dispatch, component=self.component,
-                      policy=self.retry_policy, mode="in-process")
+                      policy=self.retry_policy,
+                      http_path=self.config.http_path, mode="in-process")
 
 
 def _text(value: object) -> str:

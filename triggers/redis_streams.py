@@ -279,6 +279,7 @@ class RedisStreamsTrigger:
         try:
             await deliver(event, _Settle(self, entry_id, fields, event), run=self._dispatch,
                           component=self.component, policy=self.retry_policy,
+                          http_path=self.config.http_path,
                           mode="in-process",
                           delivery_count=int(event.meta("delivery-count") or 1))
         finally:

@@ -72,7 +72,8 @@ fn request_for(
         .method(http::Method::from_bytes(method.as_bytes())?)
         .uri(uri);
     for (name, value) in &event.headers {
-        builder = builder.header(name.as_str(), value.as_str());
+        let value = http::HeaderValue::from_bytes(&header_bytes(value))?;
+        builder = builder.header(name.as_str(), value);
     }
     let body = match body {
         Some(stream) => stream.boxed_unsync(),
@@ -82,6 +83,17 @@ fn request_for(
             .boxed_unsync(),
     };
     Ok(builder.body(body)?)
+}
+
+/// A header value's bytes as they arrived: the HTTP trigger decodes values as Latin-1
+/// (ASGI's bytes, obs-text included), so each char up to U+00FF is one byte again; a
+/// value with wider chars (a broker header) goes as UTF-8.
+fn header_bytes(value: &str) -> Vec<u8> {
+    if value.chars().all(|c| (c as u32) <= 0xFF) {
+        value.chars().map(|c| c as u32 as u8).collect()
+    } else {
+        value.as_bytes().to_vec()
+    }
 }
 
 /// Run `event` through the guest's `wasi:http/incoming-handler.handle`.
