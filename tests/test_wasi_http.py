@@ -257,6 +257,31 @@ async def test_the_response_is_streamed_while_the_guest_still_writes_it(
         await app.stop()
 
 
+async def test_a_guest_failing_after_its_head_was_sent_has_its_body_cut(
+        tmp_path: Path, gate: tuple[str, list[threading.Event], list[int]]) -> None:
+    url, _, asked = gate
+    # The gate never answers: the guest's fetch runs out of the event's deadline, the
+    # guest raises (uncaught: a trap) after writing its first chunk.
+    manifest = _write(tmp_path, f'allowed-outbound-hosts = ["{url}"]\ntimeout-ms = 3000')
+    listen = f"127.0.0.1:{_free_port()}"
+    app = App.load(manifest, listen=listen)
+    await app.start()
+    before = _cut_responses()
+    try:
+        async with httpx.AsyncClient(timeout=30) as client, client.stream(
+                "GET", f"http://{listen}/chunks", params={"url": f"{url}/gate", "n": "2"}
+        ) as r:
+            assert r.status_code == 200
+            chunks = r.aiter_raw()
+            assert await asyncio.wait_for(anext(chunks), 20) == b"chunk0\n"
+            with pytest.raises(httpx.RemoteProtocolError):
+                await asyncio.wait_for(anext(chunks), 20)
+    finally:
+        await app.stop()
+    assert asked == [1]
+    assert _cut_responses() == before + 1
+
+
 async def test_outgoing_requests_reach_an_allowed_host(gateway: str, upstream: str) -> None:
     async with httpx.AsyncClient(timeout=30) as client:
         r = await client.get(f"{gateway}/fetch", params={"url": f"{upstream}/hi"})

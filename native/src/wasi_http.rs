@@ -43,12 +43,15 @@ pub enum Served {
 
 type Outparam = Result<hyper_response::Response, ErrorCode>;
 
+/// Called once with a streamed response's status, headers and body stream.
+pub type OnHead = Box<dyn FnOnce(u16, Vec<(String, String)>, ResponseStream) + Send + Sync>;
+
 /// A response streamed to the HTTP client instead of collected: `on_head` gets the status,
 /// headers and the body's stream as soon as the guest sets its response (the guest keeps
 /// running and writing meanwhile), and the body goes through a channel of `capacity`
 /// chunks, so a slow client makes the guest's writes wait.
 pub struct Streaming {
-    pub on_head: Box<dyn FnOnce(u16, Vec<(String, String)>, ResponseStream) + Send + Sync>,
+    pub on_head: OnHead,
     pub capacity: usize,
 }
 
