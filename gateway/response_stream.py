@@ -49,12 +49,12 @@ class StreamedResponse:
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
         fd = self._stream.fileno()
+        watching = False
 
         def woken() -> None:
             self._stream.clear()
             ready.set()
 
-        loop.add_reader(fd, woken)
         try:
             async with asyncio.timeout_at(self._deadline):
                 while True:
@@ -65,6 +65,11 @@ class StreamedResponse:
                     if chunk is None:
                         # Nothing yet: wait for the stream's eventfd. `woken` clears it
                         # before the next look, so a chunk arriving in between wakes us.
+                        # Watched only from the first wait: a small body is often whole
+                        # by the time the head is read, and then costs no epoll calls.
+                        if not watching:
+                            loop.add_reader(fd, woken)
+                            watching = True
                         ready.clear()
                         await ready.wait()
                         continue
@@ -75,7 +80,8 @@ class StreamedResponse:
             raise ResponseCut("the response body was not finished within the event's "
                               "timeout-ms") from None
         finally:
-            loop.remove_reader(fd)
+            if watching:
+                loop.remove_reader(fd)
             # Reading stops here (end, cut, client gone): a guest still writing now gets
             # an error instead of waiting on a channel nobody empties.
             self._stream.close()
