@@ -46,6 +46,8 @@ from gateway.errors import (
     InvalidResponse,
 )
 from gateway.manifest import ComponentSpec
+from gateway.redaction import redact_secrets
+from gateway.response_stream import STREAMED_RESPONSE, ResponseSlot, StreamedResponse
 
 log = structlog.get_logger("wasmgate.executor")
 guest_log = structlog.get_logger("wasmgate.guest")
@@ -54,7 +56,7 @@ guest_log = structlog.get_logger("wasmgate.guest")
 HOST_CALL_RESERVE_MAX_S = 0.5
 
 # Outcome kinds of a native call (native/src/event.rs).
-OK, RETURNED, TRAP, TIMEOUT, UNAVAILABLE, INVALID = range(6)
+OK, RETURNED, TRAP, TIMEOUT, UNAVAILABLE, INVALID, HEAD = range(7)
 
 
 # componentize-py's runtime reports an uncaught exception by panicking after the traceback.
@@ -76,29 +78,42 @@ class _LoopCompletions:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.queue = _native.CompletionQueue()
-        self.waiting: dict[int, tuple[asyncio.Future[_native.CallResult],
-                                      asyncio.Semaphore]] = {}
+        # call id -> (its result, its slot, the end of a streamed call after its HEAD)
+        self.waiting: dict[int, tuple[asyncio.Future[_native.CallResult], asyncio.Semaphore,
+                                      asyncio.Future[_native.CallResult] | None]] = {}
         self._ids = itertools.count()
         self._loop = loop
         loop.add_reader(self.queue.fileno(), self._drain)
 
-    def expect(self, slots: asyncio.Semaphore
-               ) -> tuple[int, asyncio.Future[_native.CallResult]]:
+    def expect(self, slots: asyncio.Semaphore, streaming: bool = False
+               ) -> tuple[int, asyncio.Future[_native.CallResult],
+                          asyncio.Future[_native.CallResult] | None]:
         """A call id and the future its result will settle; ``slots`` gets its slot back
-        when the call ends, whether or not anyone still waits for it."""
+        when the call ends, whether or not anyone still waits for it. A ``streaming`` call
+        may settle the first future with its HEAD; the second then gets its outcome."""
         call_id = next(self._ids)
         future: asyncio.Future[_native.CallResult] = self._loop.create_future()
-        self.waiting[call_id] = (future, slots)
-        return call_id, future
+        ended = self._loop.create_future() if streaming else None
+        self.waiting[call_id] = (future, slots, ended)
+        return call_id, future, ended
 
     def _drain(self) -> None:
         for call_id, kind, payload, stderr, dropped in self.queue.drain():
-            future, slots = self.waiting.pop(call_id)
+            if kind == HEAD:
+                # The guest still runs (writing the body): its slot stays taken.
+                head = self.waiting[call_id][0]
+                if not head.done():
+                    head.set_result((kind, payload, stderr, dropped))
+                else:
+                    payload[2].close()  # nobody will read this body
+                continue
+            future, slots, ended = self.waiting.pop(call_id)
             # The slot is freed when the guest is done, not when a cancelled caller stopped
             # waiting: until now the call held an instance.
             slots.release()
-            if not future.done():
-                future.set_result((kind, payload, stderr, dropped))
+            target = ended if ended is not None and future.done() else future
+            if not target.done():
+                target.set_result((kind, payload, stderr, dropped))
 
 
 # Every live native pool. Its worker threads keep a Python thread state (native/src/pool.rs),
@@ -216,15 +231,20 @@ class InstancePool:
                 "`admission-timeout-ms`") from None
         if self._http_path is not None:
             event = wasi_http.request_event(event, self._http_path)
-        completions = _completions_for(asyncio.get_running_loop())
-        call_id, future = completions.expect(self._slots)
+        loop = asyncio.get_running_loop()
+        completions = _completions_for(loop)
+        # An HTTP route's wasi:http response is streamed (gateway/response_stream.py).
+        slot = STREAMED_RESPONSE.get() if self._http_path is not None else None
+        call_id, future, ended = completions.expect(self._slots, streaming=slot is not None)
+        deadline = loop.time() + self.spec.timeout_ms / 1000
         # Host calls made by this event bound their waits by what is left of it; they run
         # on the pool's thread inside a copy of this context.
         token = set_deadline(time.monotonic() + self._host_deadline_s)
         context = contextvars.copy_context()
         reset_deadline(token)
         try:
-            self._native.submit(call_id, event, context, completions.queue, body)
+            self._native.submit(call_id, event, context, completions.queue, body,
+                                slot is not None)
         except BaseException as exc:
             completions.waiting.pop(call_id, None)
             self._slots.release()
@@ -234,16 +254,55 @@ class InstancePool:
             raise
         if body is None or source is None:
             kind, payload, stderr, dropped = await future
+            if kind == HEAD and slot is not None and ended is not None:
+                return self._streamed(payload, slot, ended, deadline, None)
             return self._outcome(kind, payload, stderr, dropped)
         feeding = asyncio.create_task(wasi_http.feed(source, body))
         try:
             kind, payload, stderr, dropped = await future
-        finally:
-            # The guest is done (or nobody waits): what it did not read stays unread.
-            feeding.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feeding
+        except BaseException:
+            await _stop(feeding)
+            raise
+        if kind == HEAD and slot is not None and ended is not None:
+            # The guest may still read the request body while it writes the response.
+            return self._streamed(payload, slot, ended, deadline, feeding)
+        # The guest is done: what it did not read stays unread.
+        await _stop(feeding)
         return self._outcome(kind, payload, stderr, dropped)
+
+    def _streamed(self, head: Any, slot: ResponseSlot,
+                  ended: asyncio.Future[_native.CallResult], deadline: float,
+                  feeding: asyncio.Task[None] | None) -> Response:
+        """The response whose head a streaming call returned; its body goes into ``slot``.
+        The call's outcome, when it comes, is logged (the client has the head already)."""
+        status, headers, stream = head
+
+        def finished(done: asyncio.Future[_native.CallResult]) -> None:
+            if feeding is not None:
+                feeding.cancel()
+            if done.cancelled():
+                return
+            kind, payload, stderr, dropped = done.result()
+            error = self._error_for(kind, payload, self._log_guest_output(stderr, dropped))
+            if error is not None:
+                log.error("handler failed after its response head was sent",
+                          component=self.name, error=redact_secrets(str(error)),
+                          kind=type(error).__name__)
+
+        ended.add_done_callback(finished)
+        if len(headers) > self.spec.max_response_headers:
+            stream.close()
+            raise InvalidResponse(
+                f"component `{self.name}` returned {len(headers)} headers, over its "
+                f"max-response-headers = {self.spec.max_response_headers}; raise "
+                f"`max-response-headers` in [component.{self.name}] if that many are intended")
+        slot.body = StreamedResponse(stream, deadline, ended, self._failure_text)
+        return Response(status=status, headers=headers, body=b"")
+
+    def _failure_text(self, result: _native.CallResult) -> str | None:
+        kind, payload, _, _ = result
+        error = self._error_for(kind, payload, None)
+        return redact_secrets(str(error)) if error is not None else None
 
     def call_blocking(self, event: Event) -> Response:
         """Run ``event`` on this thread (GIL released), without admission: for tools and
@@ -264,6 +323,15 @@ class InstancePool:
         if kind == OK:
             status, headers, body = payload
             return Response(status=status, headers=headers, body=body)
+        error = self._error_for(kind, payload, last_line)
+        assert error is not None
+        raise error
+
+    def _error_for(self, kind: int, payload: Any, last_line: str | None
+                   ) -> HandlerError | None:
+        """The error a call's outcome stands for; None for a response."""
+        if kind in (OK, HEAD):
+            return None
         error: HandlerError
         if kind == RETURNED:
             error = HandlerReturnedError(
@@ -280,7 +348,7 @@ class InstancePool:
         else:
             error = HandlerTrap(f"component `{self.name}` could not be instantiated for "
                                 f"this event: {payload}")
-        raise error
+        return error
 
     def _log_guest_output(self, stderr: bytes, dropped: int) -> str | None:
         """Log what the guest wrote to stderr, a record a line (masked, component and event
@@ -302,6 +370,12 @@ class InstancePool:
     def close(self) -> None:
         """Stop the pool's threads once the calls they have taken end."""
         self._native.close()
+
+
+async def _stop(feeding: asyncio.Task[None]) -> None:
+    feeding.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await feeding
 
 
 __all__ = ["InstancePool"]

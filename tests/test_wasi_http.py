@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from bindings.types import Event
+from gateway import metrics
 from gateway.app import App
 from gateway.wasi_http import STREAMED_BODY, StreamedBody, cloudevent_headers, request_event
 from tests.contract.harness import wait_until
@@ -174,12 +175,111 @@ async def test_a_streamed_body_over_max_body_bytes_is_413(tmp_path: Path) -> Non
     assert ok.json()["length"] == 50_000
 
 
-async def test_a_response_body_over_max_response_bytes_is_502_not_sent(gateway: str) -> None:
-    async with httpx.AsyncClient() as client:
+def _cut_responses() -> float:
+    for line in metrics.render().splitlines():
+        if line.startswith('wasmgate_http_cut_responses_total{component="probe"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_a_response_body_over_max_response_bytes_is_cut_mid_body(gateway: str) -> None:
+    before = _cut_responses()
+    async with httpx.AsyncClient(timeout=30) as client:
         small = await client.get(f"{gateway}/big?n=300000")
-        big = await client.get(f"{gateway}/big?n=2000000")
+        async with client.stream("GET", f"{gateway}/big?n=2000000") as big:
+            # The head went out before the body grew too large: the status is the guest's,
+            # and the body ends with the connection, short of its end.
+            assert big.status_code == 200
+            received = 0
+            with pytest.raises(httpx.RemoteProtocolError):
+                async for chunk in big.aiter_raw():
+                    received += len(chunk)
     assert (small.status_code, len(small.content)) == (200, 300000)
-    assert big.status_code == 502
+    assert received <= 1048576
+    assert _cut_responses() == before + 1
+
+
+@pytest.fixture
+async def gate() -> AsyncIterator[tuple[str, list[threading.Event], list[int]]]:
+    """A server the component fetches between its response chunks: request ``?i=N`` is
+    held until ``releases[N]`` is set; ``asked`` records which arrived."""
+    releases = [threading.Event() for _ in range(3)]
+    asked: list[int] = []
+
+    class Gate(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            i = int(self.path.rsplit("=", 1)[1])
+            asked.append(i)
+            releases[i].wait(30)
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Gate)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", releases, asked
+    for release in releases:
+        release.set()
+    server.shutdown()
+    server.server_close()
+
+
+async def test_the_response_is_streamed_while_the_guest_still_writes_it(
+        tmp_path: Path, gate: tuple[str, list[threading.Event], list[int]]) -> None:
+    url, releases, asked = gate
+    manifest = _write(tmp_path, f'allowed-outbound-hosts = ["{url}"]\ntimeout-ms = 20000')
+    listen = f"127.0.0.1:{_free_port()}"
+    app = App.load(manifest, listen=listen)
+    await app.start()
+    try:
+        async with httpx.AsyncClient(timeout=30) as client, client.stream(
+                "GET", f"http://{listen}/chunks", params={"url": f"{url}/gate", "n": "3"}
+        ) as r:
+            assert r.status_code == 200
+            assert "content-length" not in r.headers  # chunked: the length is not known
+            chunks = r.aiter_raw()
+            # The guest is blocked on the gate's first request, and the client already
+            # has what it wrote before it.
+            assert await asyncio.wait_for(anext(chunks), 20) == b"chunk0\n"
+            await wait_until(lambda: asked == [1], timeout=20, what="the guest's 1st fetch")
+            releases[1].set()
+            assert await asyncio.wait_for(anext(chunks), 20) == b"chunk1\n"
+            await wait_until(lambda: asked == [1, 2], timeout=20, what="its 2nd fetch")
+            releases[2].set()
+            assert await asyncio.wait_for(anext(chunks), 20) == b"chunk2\n"
+            with pytest.raises(StopAsyncIteration):
+                await asyncio.wait_for(anext(chunks), 20)
+    finally:
+        await app.stop()
+
+
+async def test_a_guest_failing_after_its_head_was_sent_has_its_body_cut(
+        tmp_path: Path, gate: tuple[str, list[threading.Event], list[int]]) -> None:
+    url, _, asked = gate
+    # The gate never answers: the guest's fetch runs out of the event's deadline, the
+    # guest raises (uncaught: a trap) after writing its first chunk.
+    manifest = _write(tmp_path, f'allowed-outbound-hosts = ["{url}"]\ntimeout-ms = 3000')
+    listen = f"127.0.0.1:{_free_port()}"
+    app = App.load(manifest, listen=listen)
+    await app.start()
+    before = _cut_responses()
+    try:
+        async with httpx.AsyncClient(timeout=30) as client, client.stream(
+                "GET", f"http://{listen}/chunks", params={"url": f"{url}/gate", "n": "2"}
+        ) as r:
+            assert r.status_code == 200
+            chunks = r.aiter_raw()
+            assert await asyncio.wait_for(anext(chunks), 20) == b"chunk0\n"
+            with pytest.raises(httpx.RemoteProtocolError):
+                await asyncio.wait_for(anext(chunks), 20)
+    finally:
+        await app.stop()
+    assert asked == [1]
+    assert _cut_responses() == before + 1
 
 
 async def test_outgoing_requests_reach_an_allowed_host(gateway: str, upstream: str) -> None:

@@ -40,11 +40,17 @@ them must agree.
 A route whose component is a standard ``wasi:http`` one (gateway/wasi_http.py) is dispatched
 before its body is read: the component reads the body as it arrives, through a bounded
 channel, so a large upload is never held whole; the body limits and their 413 / 408 stay.
+Its response is streamed back too (gateway/response_stream.py): the status and headers go
+out as soon as the guest sets them, then each chunk as the guest writes it. A body cut off
+after that (over ``max-response-bytes``, a trap or timeout, past ``timeout-ms``, or not the
+length its ``content-length`` said) closes the connection mid-body: the status is already
+sent. Such a response keeps the guest's ``content-length`` (or is sent chunked without one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -59,6 +65,13 @@ from bindings.types import Event, Response, new_event_id, now_micros
 from gateway import metrics
 from gateway.dispatch import Outcome
 from gateway.errors import ConfigError, InvalidResponse
+from gateway.response_stream import (
+    STREAMED_RESPONSE,
+    ResponseCut,
+    ResponseSlot,
+    StreamedResponse,
+    count_cut,
+)
 from gateway.responses import excerpt
 from gateway.wasi_http import STREAMED_BODY, StreamedBody
 from gateway.webhooks.config import EnqueueConfig, WebhookConfig
@@ -297,11 +310,18 @@ class HttpServer:
         (gateway/wasi_http.py), and a body cut short is answered as when read whole."""
         source = StreamedBody(receive, route.config.max_body_bytes, route.body_timeout)
         event = _event_for(scope, b"")
+        slot = ResponseSlot()
         token = STREAMED_BODY.set(source)
+        response_token = STREAMED_RESPONSE.set(slot)
         try:
             outcome = await route.dispatch(route.component, event)
         finally:
+            STREAMED_RESPONSE.reset(response_token)
             STREAMED_BODY.reset(token)
+        streamed = slot.body
+        if streamed is not None and (source.problem is not None or outcome.response is None):
+            streamed.close()  # answered below without it
+            streamed = None
         if source.problem == "disconnect":
             _count_abandoned(route)
             return
@@ -311,7 +331,55 @@ class HttpServer:
         if source.problem == "too-large":
             await _reply(send, 413, [("connection", "close")], b"request body too large\n")
             return
+        if streamed is not None and outcome.response is not None:
+            await self._stream(route, scope, event, outcome.response, body=streamed, send=send)
+            return
         await self._answer(route, scope, event, outcome, send)
+
+    async def _stream(self, route: _Route, scope: Scope, event: Event, response: Response,
+                      *, body: StreamedResponse, send: Send) -> None:
+        """Send a streamed response: its head now, its body chunk by chunk as the guest
+        writes it; a body cut short closes the connection (the status is already sent)."""
+        try:
+            head, length = _stream_head(route.component, response)
+        except InvalidResponse as exc:
+            body.close()
+            metrics.counter("wasmgate_http_unsendable_responses_total",
+                            "Handler responses HTTP cannot carry, answered 502 instead.",
+                            component=route.component)
+            log.error("handler response cannot be sent", component=route.component,
+                      event_id=event.id, error=str(exc))
+            await _reply(send, 502, [], _FAILURE_BODIES[502])
+            return
+        await send({"type": "http.response.start", "status": response.status,
+                    "headers": head})
+        sent = 0
+        # A HEAD reply's body is never written (uvicorn drops it); read it all the same, so
+        # the guest finishes its call normally.
+        carries_body = response.status not in _NO_BODY_STATUSES
+        try:
+            async with contextlib.aclosing(body.chunks()) as chunks:
+                async for chunk in chunks:
+                    sent += len(chunk)
+                    if not carries_body:
+                        raise ResponseCut(f"a {response.status} response has no body, and "
+                                          "the guest wrote one")
+                    if length is not None and sent > length and scope["method"] != "HEAD":
+                        raise ResponseCut(f"the body is longer than its content-length "
+                                          f"{length}")
+                    await send({"type": "http.response.body", "body": chunk,
+                                "more_body": True})
+            if length is not None and sent != length and scope["method"] != "HEAD":
+                raise ResponseCut(f"the body ({sent} bytes) is shorter than its "
+                                  f"content-length {length}")
+        except ResponseCut as exc:
+            # Returning without the body's end makes uvicorn close the connection: the
+            # client sees an incomplete response, not a complete wrong one.
+            count_cut(route.component)
+            log.error("streamed response cut off mid-body", component=route.component,
+                      event_id=event.id, sent_bytes=sent, error=str(exc))
+            return
+        await send({"type": "http.response.body", "body": b""})
 
     async def _answer(self, route: _Route, scope: Scope, event: Event, outcome: Outcome,
                       send: Send) -> int:
@@ -434,6 +502,39 @@ def _http_head(component: str, response: Response, method: str) -> list[tuple[by
     if status not in _NO_BODY_STATUSES:
         head.append((b"content-length", length))
     return head
+
+
+def _stream_head(component: str, response: Response
+                 ) -> tuple[list[tuple[bytes, bytes]], int | None]:
+    """The headers of a streamed response as uvicorn should send them, and the body's
+    length if the guest gave one (else uvicorn sends it chunked); raise InvalidResponse
+    if HTTP/1.1 cannot carry it."""
+    if response.status < 200:
+        raise InvalidResponse(f"component `{component}` returned status {response.status}: "
+                              "a 1xx status is interim in HTTP and cannot be the response")
+    head: list[tuple[bytes, bytes]] = []
+    lengths: set[bytes] = set()
+    for name, value in response.headers:
+        try:
+            raw_name, raw_value = name.lower().encode("latin-1"), value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise InvalidResponse(
+                f"component `{component}` returned header {excerpt(name)} with text outside "
+                "Latin-1; HTTP header values are bytes: percent-encode it or use RFC 8187 "
+                "(`filename*=UTF-8''...`)") from None
+        if raw_name == b"content-length":
+            lengths.add(raw_value.strip())
+        elif raw_name != b"transfer-encoding":  # the gateway frames the body itself
+            head.append((raw_name, raw_value))
+    if not lengths or response.status in _NO_BODY_STATUSES:
+        return head, None
+    given = lengths.pop()
+    if lengths or not given.isdigit() or len(given) > 19:
+        shown = excerpt(b", ".join(sorted({given, *lengths})).decode("latin-1"))
+        raise InvalidResponse(f"component `{component}` returned content-length {shown}; "
+                              "it must be one number")
+    head.append((b"content-length", given))
+    return head, int(given)
 
 
 async def _reply(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:

@@ -7,6 +7,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
+use crate::body::ResponseStream;
 use crate::host::types::{Event, Response};
 use crate::host::{to_pairs, to_vec};
 
@@ -52,6 +53,9 @@ pub enum Outcome {
     Unavailable(String),
     /// The guest's response is over a size limit; it is not passed on.
     Invalid(String),
+    /// A streamed response's status and headers, sent before the call ends (its final
+    /// outcome follows under the same call id); the body arrives on the stream.
+    Head(u16, Vec<(String, String)>, ResponseStream),
 }
 
 impl Outcome {
@@ -61,6 +65,7 @@ impl Outcome {
     pub const TIMEOUT: u8 = 3;
     pub const UNAVAILABLE: u8 = 4;
     pub const INVALID: u8 = 5;
+    pub const HEAD: u8 = 6;
 
     /// `(kind, payload)`: payload is `(status, headers, body)` for OK, else a message.
     pub fn into_python(self, py: Python<'_>) -> PyResult<(u8, Py<PyAny>)> {
@@ -85,6 +90,14 @@ impl Outcome {
                 (Self::UNAVAILABLE, m.into_pyobject(py)?.into_any().unbind())
             }
             Outcome::Invalid(m) => (Self::INVALID, m.into_pyobject(py)?.into_any().unbind()),
+            Outcome::Head(status, headers, stream) => {
+                let headers = headers
+                    .iter()
+                    .map(|(k, v)| PyTuple::new(py, [k.as_str(), v.as_str()]))
+                    .collect::<PyResult<Vec<_>>>()?;
+                let payload = (status, PyList::new(py, headers)?, Py::new(py, stream)?);
+                (Self::HEAD, payload.into_pyobject(py)?.into_any().unbind())
+            }
         })
     }
 }

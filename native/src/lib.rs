@@ -46,6 +46,13 @@ create_exception!(
     "An instance could not be created (its imports, limits or start code)."
 );
 
+create_exception!(
+    _native,
+    ResponseCut,
+    NativeError,
+    "A streamed response body was cut off before its end (size limit, trap, timeout)."
+);
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -56,11 +63,13 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         py.get_type::<ComponentContractError>(),
     )?;
     m.add("InstantiateError", py.get_type::<InstantiateError>())?;
+    m.add("ResponseCut", py.get_type::<ResponseCut>())?;
     m.add("WASMTIME_VERSION", engine::WASMTIME_VERSION)?;
     m.add_class::<engine::Engine>()?;
     m.add_class::<engine::LoadedComponent>()?;
     m.add_class::<pool::Pool>()?;
     m.add_class::<completion::CompletionQueue>()?;
     m.add_class::<body::RequestBody>()?;
+    m.add_class::<body::ResponseStream>()?;
     Ok(())
 }

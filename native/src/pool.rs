@@ -32,7 +32,10 @@ use crate::host::types::{Event, Response};
 use crate::host::{link, CallScope, Handler, HandlerPre, HostImports, HostState};
 use crate::limits::Limits;
 use crate::stderr::StderrCapture;
-use crate::wasi_http::{self, Served};
+use crate::wasi_http::{self, Served, Streaming};
+
+/// Chunks in flight between a guest's response body and the HTTP client.
+const RESPONSE_CHANNEL_CHUNKS: usize = 4;
 use crate::{ComponentContractError, InstantiateError};
 
 /// The export a component serves events through, by world.
@@ -158,6 +161,7 @@ impl Shared {
         event: &Event,
         body: Option<ChannelBody>,
         context: Option<Py<PyAny>>,
+        streaming: Option<Streaming>,
     ) -> (Finished, Option<Py<PyAny>>) {
         let mut inst = match self.acquire() {
             Ok(inst) => inst,
@@ -197,6 +201,7 @@ impl Shared {
                     body,
                     s.max_response_bytes,
                     std::time::Duration::from_millis(s.timeout_ms),
+                    streaming,
                 ) {
                     Ok(Served::Response(response)) => self.check_size(response),
                     Ok(Served::NoResponse(message)) => Outcome::Returned(message),
@@ -323,6 +328,7 @@ struct Job {
     body: Option<ChannelBody>,
     context: Py<PyAny>,
     queue: Arc<Completions>,
+    stream_response: bool,
 }
 
 fn worker(shared: Arc<Shared>, jobs: Receiver<Job>) {
@@ -340,8 +346,27 @@ fn run_jobs(shared: &Shared, jobs: &Receiver<Job>) {
             body,
             context,
             queue,
+            stream_response,
         } = job;
-        let (finished, context) = shared.run(&event, body, Some(context));
+        let streaming = stream_response.then(|| {
+            let queue = queue.clone();
+            let on_head = move |status, headers, stream| {
+                queue.push(Done {
+                    call_id,
+                    finished: Finished {
+                        outcome: Outcome::Head(status, headers, stream),
+                        stderr: Vec::new(),
+                        stderr_dropped: 0,
+                    },
+                    context: None,
+                })
+            };
+            Streaming {
+                on_head: Box::new(on_head),
+                capacity: RESPONSE_CHANNEL_CHUNKS,
+            }
+        });
+        let (finished, context) = shared.run(&event, body, Some(context), streaming);
         // Free the event's copy before the response is copied into Python: the host holds
         // at most two copies of a call's data at once.
         drop(event);
@@ -478,7 +503,10 @@ impl Pool {
     /// `(call_id, kind, payload, stderr, stderr_dropped)`. Raises ValueError for an event
     /// that cannot be passed to a component (e.g. a negative `time`). A `wasi:http`
     /// component reads its request body from `body` when given, instead of the event's data.
-    #[pyo3(signature = (call_id, event, context, queue, body=None))]
+    /// With `stream_response`, a `wasi:http` component's response comes first as kind HEAD
+    /// (`(status, headers, ResponseStream)`) as soon as the guest sets it, then the call's
+    /// outcome as usual under the same call id.
+    #[pyo3(signature = (call_id, event, context, queue, body=None, stream_response=false))]
     fn submit(
         &self,
         call_id: u64,
@@ -486,6 +514,7 @@ impl Pool {
         context: Py<PyAny>,
         queue: &CompletionQueue,
         body: Option<&RequestBody>,
+        stream_response: bool,
     ) -> PyResult<()> {
         let event = event_from_python(event)?;
         let body = body.and_then(RequestBody::take_receiver);
@@ -516,6 +545,7 @@ impl Pool {
             body,
             context,
             queue: queue.inner.clone(),
+            stream_response,
         };
         sender
             .send(job)
@@ -532,7 +562,7 @@ impl Pool {
     ) -> PyResult<Bound<'py, PyTuple>> {
         let event = event_from_python(event)?;
         let shared = self.shared.clone();
-        let (finished, context) = py.detach(move || shared.run(&event, None, Some(context)));
+        let (finished, context) = py.detach(move || shared.run(&event, None, Some(context), None));
         drop(context);
         Ok(finished.into_python(py)?.into_bound(py))
     }

@@ -28,7 +28,7 @@ use wasmtime_wasi_http::p2::bindings::sync::Proxy;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks, WasiHttpView};
 
-use crate::body::ChannelBody;
+use crate::body::{response_channel, ChannelBody, ResponseSink, ResponseStream};
 use crate::host::types::{Event, Response};
 use crate::host::{error_text, to_pairs, to_vec, CallScope, HostState};
 
@@ -42,6 +42,18 @@ pub enum Served {
 }
 
 type Outparam = Result<hyper_response::Response, ErrorCode>;
+
+/// Called once with a streamed response's status, headers and body stream.
+pub type OnHead = Box<dyn FnOnce(u16, Vec<(String, String)>, ResponseStream) + Send + Sync>;
+
+/// A response streamed to the HTTP client instead of collected: `on_head` gets the status,
+/// headers and the body's stream as soon as the guest sets its response (the guest keeps
+/// running and writing meanwhile), and the body goes through a channel of `capacity`
+/// chunks, so a slow client makes the guest's writes wait.
+pub struct Streaming {
+    pub on_head: OnHead,
+    pub capacity: usize,
+}
 
 mod hyper_response {
     pub type Response = http::Response<super::HyperOutgoingBody>;
@@ -104,8 +116,16 @@ pub fn serve(
     body: Option<ChannelBody>,
     max_body: usize,
     body_wait: std::time::Duration,
+    streaming: Option<Streaming>,
 ) -> wasmtime::Result<Served> {
     let request = request_for(event, body)?;
+    let streaming = match streaming {
+        Some(Streaming { on_head, capacity }) => {
+            let (sink, stream) = response_channel(capacity)?;
+            Some((on_head, sink, stream))
+        }
+        None => None,
+    };
     let slot: Arc<Mutex<Option<Outparam>>> = Arc::new(Mutex::new(None));
     let collected: Arc<Mutex<Option<wasmtime_wasi::runtime::AbortOnDropJoinHandle<Collected>>>> =
         Arc::new(Mutex::new(None));
@@ -124,7 +144,13 @@ pub fn serve(
             match result {
                 Ok(response) => {
                     let (parts, body) = response.into_parts();
-                    let task = wasmtime_wasi::runtime::spawn(collect(body, max_body, over_cb));
+                    let task = match streaming {
+                        Some((on_head, sink, stream)) => {
+                            on_head(parts.status.as_u16(), header_pairs(&parts.headers), stream);
+                            wasmtime_wasi::runtime::spawn(forward(body, max_body, over_cb, sink))
+                        }
+                        None => wasmtime_wasi::runtime::spawn(collect(body, max_body, over_cb)),
+                    };
                     *collected.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
                     *slot.lock().unwrap_or_else(|e| e.into_inner()) =
                         Some(Ok(http::Response::from_parts(parts, empty_body())));
@@ -187,8 +213,15 @@ pub fn serve(
             )))
         }
     };
-    let headers = head
-        .headers()
+    Ok(Served::Response(Response {
+        status: head.status().as_u16(),
+        headers: header_pairs(head.headers()),
+        body,
+    }))
+}
+
+fn header_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
         .iter()
         .map(|(k, v)| {
             (
@@ -196,12 +229,7 @@ pub fn serve(
                 String::from_utf8_lossy(v.as_bytes()).into_owned(),
             )
         })
-        .collect();
-    Ok(Served::Response(Response {
-        status: head.status().as_u16(),
-        headers,
-        body,
-    }))
+        .collect()
 }
 
 fn empty_body() -> HyperOutgoingBody {
@@ -238,6 +266,48 @@ async fn collect(
         }
     }
     Collected::Body(out)
+}
+
+/// Pass the guest's body on to the HTTP client chunk by chunk; `Body` (empty) when it
+/// ended whole. Past `max_body` the stream is cut: the client already has the head.
+async fn forward(
+    mut body: HyperOutgoingBody,
+    max_body: usize,
+    over: Arc<AtomicUsize>,
+    sink: ResponseSink,
+) -> Collected {
+    let mut size = 0usize;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                let Ok(data) = frame.into_data() else {
+                    continue; // trailers: HTTP/1.1 responses of the gateway carry none
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                size += data.len();
+                if size > max_body {
+                    over.store(size, Ordering::Release);
+                    sink.cut(format!(
+                        "the response body reached {size}+ bytes, over max-response-bytes = \
+                         {max_body}"
+                    ));
+                    return Collected::TooLarge(size);
+                }
+                if !sink.send(data).await {
+                    return Collected::Failed("the client stopped reading the response".into());
+                }
+            }
+            Err(err) => {
+                let text = format!("{err:?}");
+                sink.cut(text.clone());
+                return Collected::Failed(text);
+            }
+        }
+    }
+    sink.end().await;
+    Collected::Body(Vec::new())
 }
 
 type SendResult = wasmtime_wasi_http::Result<(
