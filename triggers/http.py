@@ -462,37 +462,13 @@ def _http_head(component: str, response: Response, method: str) -> list[tuple[by
     """Return the response's headers as uvicorn should send them; raise InvalidResponse if
     HTTP/1.1 cannot carry the response (what :mod:`gateway.responses` checks is given)."""
     status, body = response.status, response.body
-    if status < 200:
-        # uvicorn would write it as the final answer; a client takes a 1xx as interim (and a
-        # 101 as a protocol switch) and goes on waiting or talking something else.
-        raise InvalidResponse(f"component `{component}` returned status {status}: a 1xx "
-                              "status is interim in HTTP and cannot be the response")
     if status in _NO_BODY_STATUSES and body:
         # Sent, the body would be read as the start of the next response on the connection.
         raise InvalidResponse(f"component `{component}` returned status {status} with a "
                               f"{len(body)}-byte body; a {status} response has no body")
-    head: list[tuple[bytes, bytes]] = []
-    lengths: set[bytes] = set()
-    for name, value in response.headers:
-        try:
-            raw_name, raw_value = name.lower().encode("latin-1"), value.encode("latin-1")
-        except UnicodeEncodeError:
-            raise InvalidResponse(
-                f"component `{component}` returned header {excerpt(name)} with text outside "
-                "Latin-1; HTTP header values are bytes: percent-encode it or use RFC 8187 "
-                "(`filename*=UTF-8''...`)") from None
-        if raw_name == b"content-length":
-            lengths.add(raw_value.strip())
-        elif raw_name != b"transfer-encoding":  # the gateway frames the body itself
-            head.append((raw_name, raw_value))
+    head, given = _head_and_length(component, response)
     length = str(len(body)).encode()
-    if lengths:
-        given = lengths.pop()
-        # 19 digits hold any real length; more would make uvicorn's int() refuse it.
-        if lengths or not given.isdigit() or len(given) > 19:
-            shown = excerpt(b", ".join(sorted({given, *lengths})).decode("latin-1"))
-            raise InvalidResponse(f"component `{component}` returned content-length {shown}; "
-                                  "it must be one number")
+    if given is not None:
         if method == "HEAD":  # the length a GET would have had; the body is not sent
             length = given
         elif int(given) != len(body):
@@ -509,7 +485,21 @@ def _stream_head(component: str, response: Response
     """The headers of a streamed response as uvicorn should send them, and the body's
     length if the guest gave one (else uvicorn sends it chunked); raise InvalidResponse
     if HTTP/1.1 cannot carry it."""
+    head, given = _head_and_length(component, response)
+    if given is None or response.status in _NO_BODY_STATUSES:
+        return head, None
+    head.append((b"content-length", given))
+    return head, int(given)
+
+
+def _head_and_length(component: str, response: Response
+                     ) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
+    """The response's headers as bytes, without the framing ones (the gateway frames the
+    body itself), and the one content-length it gave, if any; raise InvalidResponse for an
+    interim status, a header HTTP cannot carry or a content-length that is no one number."""
     if response.status < 200:
+        # uvicorn would write it as the final answer; a client takes a 1xx as interim (and a
+        # 101 as a protocol switch) and goes on waiting or talking something else.
         raise InvalidResponse(f"component `{component}` returned status {response.status}: "
                               "a 1xx status is interim in HTTP and cannot be the response")
     head: list[tuple[bytes, bytes]] = []
@@ -524,17 +514,17 @@ def _stream_head(component: str, response: Response
                 "(`filename*=UTF-8''...`)") from None
         if raw_name == b"content-length":
             lengths.add(raw_value.strip())
-        elif raw_name != b"transfer-encoding":  # the gateway frames the body itself
+        elif raw_name != b"transfer-encoding":
             head.append((raw_name, raw_value))
-    if not lengths or response.status in _NO_BODY_STATUSES:
+    if not lengths:
         return head, None
     given = lengths.pop()
+    # 19 digits hold any real length; more would make uvicorn's int() refuse it.
     if lengths or not given.isdigit() or len(given) > 19:
         shown = excerpt(b", ".join(sorted({given, *lengths})).decode("latin-1"))
         raise InvalidResponse(f"component `{component}` returned content-length {shown}; "
                               "it must be one number")
-    head.append((b"content-length", given))
-    return head, int(given)
+    return head, given
 
 
 async def _reply(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
