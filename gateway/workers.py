@@ -1,7 +1,8 @@
 """``wasmgate up --workers N``: scale one host up with worker processes.
 
-One process tops out near a few thousand small calls a second because argument conversion
-holds the GIL, so more throughput on one host means more processes. Each worker is a full
+One process runs its triggers, dispatch and settling on one asyncio loop (the guests run
+on the native pool's threads, GIL released), and that loop is what tops out first: more
+throughput on one host means more processes. Each worker is a full
 ``wasmgate up`` of the same manifest; the brokers share the work out (consumer groups,
 queue groups, durable consumers, competing consumers) and the HTTP port is shared with
 SO_REUSEPORT, so the kernel spreads connections. Cron runs in worker 0 only, unless the
