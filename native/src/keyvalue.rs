@@ -1,15 +1,15 @@
 //! `wasi:keyvalue` (0.2.0-draft: store, atomics, batch) over wasmgate's key-value stores.
 //!
 //! A bucket is a store the component is granted (`key-value-stores`), opened by its name;
-//! every operation goes through the same Python host calls as `wasmgate:handler/kv`, so the
+//! every operation is the `wasmgate:handler/kv` host call of the same name (crate::host), so the
 //! grants, size limits, quotas and TTL handling are the same. A refusal the Python side
 //! raises (it has logged it, masked) becomes `access-denied` when it is about the grant,
 //! else `other(message)`.
 
-use pyo3::prelude::*;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
-use crate::host::{py_bytes, py_str, to_vec, HostState};
+use crate::host::wasmgate::handler::kv;
+use crate::host::{py_str, HostState};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -50,46 +50,6 @@ impl HostState {
             .map(|b| b.store.clone())
             .map_err(|e| store::Error::Other(e.to_string()))
     }
-
-    fn kv_get_value(&self, name: &str, key: &str) -> Result<Option<Vec<u8>>, store::Error> {
-        self.call_python(
-            "kv_get",
-            |py| Ok(vec![py_str(py, name), py_str(py, key)]),
-            |v| {
-                if v.is_none() {
-                    Ok(None)
-                } else {
-                    to_vec(v).map(Some)
-                }
-            },
-        )
-        .map_err(kv_error)
-    }
-
-    fn kv_set_value(&self, name: &str, key: &str, value: &[u8]) -> Result<(), store::Error> {
-        self.call_python(
-            "kv_set",
-            |py| {
-                Ok(vec![
-                    py_str(py, name),
-                    py_str(py, key),
-                    py_bytes(py, value),
-                    py.None().into_bound(py),
-                ])
-            },
-            |_| Ok(()),
-        )
-        .map_err(kv_error)
-    }
-
-    fn kv_delete_key(&self, name: &str, key: &str) -> Result<(), store::Error> {
-        self.call_python(
-            "kv_delete",
-            |py| Ok(vec![py_str(py, name), py_str(py, key)]),
-            |_| Ok(()),
-        )
-        .map_err(kv_error)
-    }
 }
 
 impl store::Host for HostState {
@@ -113,7 +73,7 @@ impl store::HostBucket for HostState {
         key: String,
     ) -> Result<Option<Vec<u8>>, store::Error> {
         let name = self.bucket_name(&bucket)?;
-        self.kv_get_value(&name, &key)
+        kv::Host::get(self, name, key).map_err(kv_error)
     }
 
     fn set(
@@ -123,22 +83,17 @@ impl store::HostBucket for HostState {
         value: Vec<u8>,
     ) -> Result<(), store::Error> {
         let name = self.bucket_name(&bucket)?;
-        self.kv_set_value(&name, &key, &value)
+        kv::Host::set(self, name, key, value, None).map_err(kv_error)
     }
 
     fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<(), store::Error> {
         let name = self.bucket_name(&bucket)?;
-        self.kv_delete_key(&name, &key)
+        kv::Host::delete(self, name, key).map_err(kv_error)
     }
 
     fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Result<bool, store::Error> {
         let name = self.bucket_name(&bucket)?;
-        self.call_python(
-            "kv_exists",
-            |py| Ok(vec![py_str(py, &name), py_str(py, &key)]),
-            |v| v.is_truthy(),
-        )
-        .map_err(kv_error)
+        kv::Host::exists(self, name, key).map_err(kv_error)
     }
 
     fn list_keys(
@@ -147,13 +102,7 @@ impl store::HostBucket for HostState {
         cursor: Option<u64>,
     ) -> Result<store::KeyResponse, store::Error> {
         let name = self.bucket_name(&bucket)?;
-        let mut keys = self
-            .call_python(
-                "kv_list_keys",
-                |py| Ok(vec![py_str(py, &name), py_str(py, "")]),
-                |v| v.extract::<Vec<String>>(),
-            )
-            .map_err(kv_error)?;
+        let mut keys = kv::Host::list_keys(self, name, String::new()).map_err(kv_error)?;
         keys.sort();
         let start = usize::try_from(cursor.unwrap_or(0)).unwrap_or(usize::MAX);
         let page: Vec<String> = keys.iter().skip(start).take(PAGE).cloned().collect();
@@ -180,19 +129,7 @@ impl atomics::Host for HostState {
         let name = self.bucket_name(&bucket)?;
         let delta = i64::try_from(delta)
             .map_err(|_| store::Error::Other(format!("delta {delta} is over 2^63 - 1")))?;
-        let value = self
-            .call_python(
-                "kv_increment",
-                |py| {
-                    Ok(vec![
-                        py_str(py, &name),
-                        py_str(py, &key),
-                        delta.into_pyobject(py)?.into_any(),
-                    ])
-                },
-                |v| v.extract::<i64>(),
-            )
-            .map_err(kv_error)?;
+        let value = kv::Host::increment(self, name, key.clone(), delta).map_err(kv_error)?;
         u64::try_from(value).map_err(|_| {
             store::Error::Other(format!(
                 "`{key}` holds {value}, below 0: wasi:keyvalue counters are unsigned"
@@ -209,7 +146,10 @@ impl batch::Host for HostState {
     ) -> Result<Vec<Option<(String, Vec<u8>)>>, store::Error> {
         let name = self.bucket_name(&bucket)?;
         keys.into_iter()
-            .map(|key| Ok(self.kv_get_value(&name, &key)?.map(|v| (key, v))))
+            .map(|key| {
+                let value = kv::Host::get(self, name.clone(), key.clone()).map_err(kv_error)?;
+                Ok(value.map(|v| (key, v)))
+            })
             .collect()
     }
 
@@ -219,8 +159,8 @@ impl batch::Host for HostState {
         key_values: Vec<(String, Vec<u8>)>,
     ) -> Result<(), store::Error> {
         let name = self.bucket_name(&bucket)?;
-        for (key, value) in &key_values {
-            self.kv_set_value(&name, key, value)?;
+        for (key, value) in key_values {
+            kv::Host::set(self, name.clone(), key, value, None).map_err(kv_error)?;
         }
         Ok(())
     }
@@ -231,8 +171,8 @@ impl batch::Host for HostState {
         keys: Vec<String>,
     ) -> Result<(), store::Error> {
         let name = self.bucket_name(&bucket)?;
-        for key in &keys {
-            self.kv_delete_key(&name, key)?;
+        for key in keys {
+            kv::Host::delete(self, name.clone(), key).map_err(kv_error)?;
         }
         Ok(())
     }
