@@ -55,3 +55,22 @@ def test_http_path_must_be_a_url_path(kind: str, tmp_path: Path) -> None:
         factory({"component": "c", "http-path": "events", **TABLES[kind]}, context=context)
     assert f"trigger.{kind}[0].http-path" in str(info.value)
     assert "starting with `/`" in str(info.value)
+
+
+@pytest.mark.parametrize(("kind", "field"), [("kafka", "attempts-store"),
+                                             ("cron", "claim-store")])
+def test_a_store_field_naming_no_declared_store_says_which_and_where(
+        kind: str, field: str, tmp_path: Path) -> None:
+    def stores(name: str) -> Any:
+        raise ConfigError(f"no key-value store named {name!r} (known stores: default); "
+                          f"declare it with [key-value.{name}]", path="wasmgate.toml")
+
+    context = TriggerContext(manifest_path=str(tmp_path / "wasmgate.toml"),
+                             field=f"trigger.{kind}[0]", brokers=BROKERS,
+                             state_dir=str(tmp_path / ".wasmgate"), key_value=stores)
+    factory = factory_for(kind, manifest_path=context.manifest_path)
+    with pytest.raises(ConfigError) as info:
+        factory({"component": "c", field: "shraed", **TABLES[kind]}, context=context)
+    assert info.value.field == f"trigger.{kind}[0].{field}"
+    assert "no key-value store named 'shraed'" in str(info.value)
+    assert "[key-value.shraed]" in str(info.value)

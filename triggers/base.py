@@ -89,6 +89,20 @@ class TriggerContext(msgspec.Struct, kw_only=True):
             raise ConfigError(f"unknown broker {name!r}; declare it with [brokers.{name}]",
                               path=self.manifest_path, field=f"{self.field}.broker") from None
 
+    def store(self, name: str | None, field: str) -> KeyValueStore | None:
+        """The key-value store a table names in ``field`` (``claim-store``,
+        ``attempts-store``), or None when it names none; a bad name is a ConfigError at
+        that field."""
+        if name is None:
+            return None
+        where = {"path": self.manifest_path, "field": f"{self.field}.{field}"}
+        if self.key_value is None:
+            raise ConfigError(f"`{field}` needs the app's key-value stores", **where)
+        try:
+            return self.key_value(name)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).split(": ", 1)[-1], **where) from None
+
 
 _REGISTRY: dict[str, TriggerFactory] = {}
 T = TypeVar("T")

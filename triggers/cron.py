@@ -36,7 +36,6 @@ import msgspec
 import structlog
 from croniter import CroniterBadDateError, CroniterError, croniter
 
-from bindings.host.kv import KeyValueStore
 from bindings.types import Event, new_event_id
 from gateway.dispatch import RetryPolicy, Verdict
 from gateway.errors import ConfigError, WasmgateError
@@ -114,7 +113,7 @@ class CronTrigger:
         self.tz = _load_timezone(config.timezone, context)
         self._clock: Clock = clock or SystemClock()
         _validate_schedule(config.schedule, self.tz, self._clock.now(), context)
-        self._claims = _claim_store(config, context)
+        self._claims = context.store(config.claim_store, "claim-store")
         self._claim_prefix = (f"wasmgate-cron:{context.application}:{config.component}:"
                               f"{config.schedule}:")
         self._replica = new_event_id()
@@ -261,19 +260,6 @@ class CronTrigger:
 
 
 _CLAIM_TTL_MS = 24 * 3600 * 1000
-
-
-def _claim_store(config: CronConfig, context: TriggerContext) -> KeyValueStore | None:
-    if config.claim_store is None:
-        return None
-    if context.key_value is None:
-        raise ConfigError("`claim-store` needs the app's key-value stores",
-                          path=context.manifest_path, field=f"{context.field}.claim-store")
-    try:
-        return context.key_value(config.claim_store)
-    except ConfigError as exc:
-        raise ConfigError(str(exc).split(": ", 1)[-1], path=context.manifest_path,
-                          field=f"{context.field}.claim-store") from None
 
 
 def _load_timezone(name: str, context: TriggerContext) -> ZoneInfo:

@@ -59,7 +59,7 @@ from triggers.delivery import (
 )
 from triggers.kafka_attempts import AttemptLedger
 from triggers.kafka_commits import Committer
-from triggers.kafka_config import KafkaConfig, attempt_store, validate
+from triggers.kafka_config import KafkaConfig, validate
 from triggers.kafka_dead_letters import DeadLetterProducer, Record, quietly
 from triggers.kafka_offsets import OffsetBook, PartitionOffsets
 
@@ -94,7 +94,7 @@ class KafkaTrigger:
         self._first_attempt = asyncio.Event()
         # A named store is resolved now (a wrong name fails at load); the default file is
         # opened at start.
-        self._attempt_store = attempt_store(config, context)
+        self._attempt_store = context.store(config.attempts_store, "attempts-store")
         self._state_dir = context.state_dir
         self._attempts: AttemptLedger | None = None
 

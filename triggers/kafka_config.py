@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from bindings.host.kv import KeyValueStore
 from gateway.errors import ConfigError
 from triggers.base import TriggerContext
 from triggers.delivery import BrokerTriggerConfig, Positive
@@ -44,20 +43,6 @@ class KafkaConfig(BrokerTriggerConfig, kw_only=True, forbid_unknown_fields=True,
     attempts_store: str | None = None
 
 
-def attempt_store(config: KafkaConfig, context: TriggerContext) -> KeyValueStore | None:
-    """The ``attempts-store`` named by the table, or None for the default file."""
-    if config.attempts_store is None:
-        return None
-    if context.key_value is None:
-        raise ConfigError("`attempts-store` needs the app's key-value stores",
-                          path=context.manifest_path, field=f"{context.field}.attempts-store")
-    try:
-        return context.key_value(config.attempts_store)
-    except ConfigError as exc:
-        raise ConfigError(str(exc).split(": ", 1)[-1], path=context.manifest_path,
-                          field=f"{context.field}.attempts-store") from None
-
-
 def validate(config: KafkaConfig, context: TriggerContext) -> None:
     """Refuse what decoding cannot: bad topic names, a dead letter fed back, timings."""
     def fail(field: str, message: str) -> ConfigError:
@@ -78,4 +63,4 @@ def validate(config: KafkaConfig, context: TriggerContext) -> None:
                    f"session-timeout-ms ({config.session_timeout_ms}); about a third of it")
 
 
-__all__ = ["KafkaConfig", "attempt_store", "validate"]
+__all__ = ["KafkaConfig", "validate"]
