@@ -344,12 +344,7 @@ class HttpServer:
             head, length = _stream_head(route.component, response)
         except InvalidResponse as exc:
             body.close()
-            metrics.counter("wasmgate_http_unsendable_responses_total",
-                            "Handler responses HTTP cannot carry, answered 502 instead.",
-                            component=route.component)
-            log.error("handler response cannot be sent", component=route.component,
-                      event_id=event.id, error=str(exc))
-            await _reply(send, 502, [], _FAILURE_BODIES[502])
+            await _refuse_unsendable(route.component, event, exc, send)
             return
         await send({"type": "http.response.start", "status": response.status,
                     "headers": head})
@@ -388,14 +383,7 @@ class HttpServer:
             try:
                 head = _http_head(route.component, outcome.response, scope["method"])
             except InvalidResponse as exc:
-                # The dispatcher counted this event as answered; this counts what HTTP refused.
-                metrics.counter("wasmgate_http_unsendable_responses_total",
-                                "Handler responses HTTP cannot carry, answered 502 instead.",
-                                component=route.component)
-                log.error("handler response cannot be sent", component=route.component,
-                          event_id=event.id, error=str(exc))
-                await _reply(send, 502, [], _FAILURE_BODIES[502])
-                return 502
+                return await _refuse_unsendable(route.component, event, exc, send)
             await send({"type": "http.response.start", "status": outcome.response.status,
                         "headers": head})
             await send({"type": "http.response.body", "body": outcome.response.body})
@@ -525,6 +513,19 @@ def _head_and_length(component: str, response: Response
         raise InvalidResponse(f"component `{component}` returned content-length {shown}; "
                               "it must be one number")
     return head, given
+
+
+async def _refuse_unsendable(component: str, event: Event, exc: InvalidResponse,
+                             send: Send) -> int:
+    """Answer 502 for a response HTTP cannot carry; return that status. The dispatcher
+    counted the event as answered; this counts what HTTP refused."""
+    metrics.counter("wasmgate_http_unsendable_responses_total",
+                    "Handler responses HTTP cannot carry, answered 502 instead.",
+                    component=component)
+    log.error("handler response cannot be sent", component=component, event_id=event.id,
+              error=str(exc))
+    await _reply(send, 502, [], _FAILURE_BODIES[502])
+    return 502
 
 
 async def _reply(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
