@@ -21,6 +21,7 @@ import structlog
 from bindings.types import Event, new_event_id
 from gateway.app import App
 from tests.fixtures.build import build_handler
+from triggers.nats_connection import confirm_subscriptions
 
 pytestmark = pytest.mark.wasm
 
@@ -239,6 +240,7 @@ async def test_publish_to_nats_core_and_jetstream(app_factory: Any) -> None:
     await js.add_stream(name=stream, subjects=[f"{subject}.js"])
     try:
         sub = await nc.subscribe(subject)
+        assert await confirm_subscriptions(nc, timeout_s=10)
         receipt = await call(op="publish", broker="nats", destination=subject, body="hi",
                              headers=[["x-h", "1"]])
         assert receipt == {"ok": "confirmed"}

@@ -21,6 +21,7 @@ from bindings.types import Event, new_event_id
 from gateway.app import App
 from gateway.errors import ConfigError
 from gateway.grants import parse_publish_grant
+from triggers.nats_connection import confirm_subscriptions
 
 NATS_URL = "nats://127.0.0.1:4222"
 HANG_GUARD_S = 12.0  # only there so a regression fails instead of hanging
@@ -160,6 +161,7 @@ async def test_a_one_token_grant_does_not_reach_deeper_subjects(tmp_path: Path) 
     nc = await nats.connect(NATS_URL)
     try:
         sub = await nc.subscribe(f"{base}.>")
+        assert await confirm_subscriptions(nc, timeout_s=10)
         assert await _publish(app, broker="nats", destination=f"{base}.allowed.a") == \
             {"ok": "confirmed"}
         assert (await sub.next_msg(timeout=5)).subject == f"{base}.allowed.a"

@@ -45,6 +45,7 @@ from triggers.delivery import (
 )
 from triggers.nats_connection import (
     NatsConnection,
+    confirm_subscriptions,
     content_type,
     header_dict,
     header_pairs,
@@ -119,7 +120,12 @@ class NatsTrigger:
         self._sub = await client.subscribe(self.config.subject, queue=self.config.queue or "",
                                            pending_msgs_limit=self.config.pending_msgs_limit,
                                            pending_bytes_limit=0)
-        await client.flush()
+        timeout_s = self._connection.spec.connect_timeout_ms / 1000
+        if not await confirm_subscriptions(client, timeout_s=timeout_s):
+            # nats-py sends the SUB again on every reconnect: intake still starts.
+            log.warning("the broker did not confirm the subscription in time; messages "
+                        "published before it does are not delivered (core NATS)",
+                        subject=self.config.subject, address=self._connection.address)
         self.ready.set()
         log.info("nats trigger subscribed", subject=self.config.subject,
                  queue=self.config.queue, component=self.component)

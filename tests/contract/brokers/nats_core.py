@@ -15,6 +15,7 @@ from nats.aio.msg import Msg
 from tests.broker_process import BrokerProcess
 from tests.contract.harness import DeadLetter, HarnessBase, unique, wait_until
 from tests.contract.nats_server import NatsServer
+from triggers.nats_connection import confirm_subscriptions
 
 SHARED_URL = "nats://127.0.0.1:4222"
 
@@ -69,7 +70,7 @@ class NatsCoreHarness(NatsHarness):
             self._letters.append(DeadLetter(msg.data, dict(msg.headers or {})))
 
         await nc.subscribe(self.dead_letter, cb=collect)
-        await nc.flush()
+        assert await confirm_subscriptions(nc, timeout_s=10)
 
     def trigger_options(self) -> dict[str, Any]:
         return {"subject": f"{self.base}.>", "dead-letter": self.dead_letter}
