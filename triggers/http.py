@@ -50,7 +50,6 @@ sent. Such a response keeps the guest's ``content-length`` (or is sent chunked w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import time
@@ -61,24 +60,28 @@ import msgspec
 import structlog
 import uvicorn
 
-from bindings.types import Event, Response, new_event_id, now_micros
+from bindings.types import Event, new_event_id, now_micros
 from gateway import metrics
 from gateway.dispatch import Outcome
 from gateway.errors import ConfigError, InvalidResponse
 from gateway.response_stream import (
     STREAMED_RESPONSE,
-    ResponseCut,
     ResponseSlot,
-    StreamedResponse,
-    count_cut,
 )
-from gateway.responses import excerpt
 from gateway.wasi_http import STREAMED_BODY, StreamedBody
 from gateway.webhooks.config import EnqueueConfig, WebhookConfig
 from gateway.webhooks.gate import WebhookGate, build_gate
 from gateway.workers import REUSE_PORT_ENV, worker_index
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.http_protocol import protocol_class
+from triggers.http_response import (
+    FAILURE_BODIES,
+    RETRY_AFTER_S,
+    http_head,
+    refuse_unsendable,
+    send_reply,
+    send_streamed,
+)
 
 log = structlog.get_logger("wasmgate.http")
 
@@ -254,18 +257,18 @@ class HttpServer:
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         if path == "/healthz":
-            await _reply(send, 200, [("content-type", "application/json")], _HEALTH)
+            await send_reply(send, 200, [("content-type", "application/json")], _HEALTH)
             return
         if path == "/metrics" and not any(r.matches(path) for r in self.routes):
-            await _reply(send, 200, [("content-type", "text/plain; version=0.0.4")],
+            await send_reply(send, 200, [("content-type", "text/plain; version=0.0.4")],
                          metrics.render().encode())
             return
         route = next((r for r in self.routes if r.matches(path)), None)
         if route is None:
-            await _reply(send, 404, [], b"no route\n")
+            await send_reply(send, 404, [], b"no route\n")
             return
         if scope["method"] not in route.config.methods:
-            await _reply(send, 405, [("allow", ", ".join(route.config.methods))], b"")
+            await send_reply(send, 405, [("allow", ", ".join(route.config.methods))], b"")
             return
         # A webhook route verifies the whole body before anything runs: never streamed.
         if (route.gate is None and route.streams_body is not None
@@ -277,12 +280,12 @@ class HttpServer:
                 body = await _read_body(receive, route.config.max_body_bytes)
         except TimeoutError:
             # Closing, not keeping alive: the rest of the body may still be on its way.
-            await _reply(send, 408, [("connection", "close")], b"request body took too long\n")
+            await send_reply(send, 408, [("connection", "close")], b"request body took too long\n")
             return
         except _BodyTooLarge:
             # Closing too: kept alive, the connection would go on reading (and discarding)
             # an unread body of any size at any pace, outside every deadline.
-            await _reply(send, 413, [("connection", "close")], b"request body too large\n")
+            await send_reply(send, 413, [("connection", "close")], b"request body too large\n")
             return
         if body is None:
             # The client left mid-body: nobody to answer, and a partial body is no event.
@@ -294,7 +297,7 @@ class HttpServer:
             reply = await route.gate.serve(headers, body,
                                            lambda: self._run(route, scope, body, send))
             if reply is not None:
-                await _reply(send, *reply)
+                await send_reply(send, *reply)
             return
         await self._run(route, scope, body, send)
 
@@ -326,85 +329,35 @@ class HttpServer:
             _count_abandoned(route)
             return
         if source.problem == "timeout":
-            await _reply(send, 408, [("connection", "close")], b"request body took too long\n")
+            await send_reply(send, 408, [("connection", "close")], b"request body took too long\n")
             return
         if source.problem == "too-large":
-            await _reply(send, 413, [("connection", "close")], b"request body too large\n")
+            await send_reply(send, 413, [("connection", "close")], b"request body too large\n")
             return
         if streamed is not None and outcome.response is not None:
-            await self._stream(route, scope, event, outcome.response, body=streamed, send=send)
+            await send_streamed(route.component, scope["method"], event, outcome.response,
+                                body=streamed, send=send)
             return
         await self._answer(route, scope, event, outcome, send)
-
-    async def _stream(self, route: _Route, scope: Scope, event: Event, response: Response,
-                      *, body: StreamedResponse, send: Send) -> None:
-        """Send a streamed response: its head now, its body chunk by chunk as the guest
-        writes it; a body cut short closes the connection (the status is already sent)."""
-        try:
-            head, length = _stream_head(route.component, response)
-        except InvalidResponse as exc:
-            body.close()
-            await _refuse_unsendable(route.component, event, exc, send)
-            return
-        await send({"type": "http.response.start", "status": response.status,
-                    "headers": head})
-        sent = 0
-        # A HEAD reply's body is never written (uvicorn drops it); read it all the same, so
-        # the guest finishes its call normally.
-        carries_body = response.status not in _NO_BODY_STATUSES
-        try:
-            async with contextlib.aclosing(body.chunks()) as chunks:
-                async for chunk in chunks:
-                    sent += len(chunk)
-                    if not carries_body:
-                        raise ResponseCut(f"a {response.status} response has no body, and "
-                                          "the guest wrote one")
-                    if length is not None and sent > length and scope["method"] != "HEAD":
-                        raise ResponseCut(f"the body is longer than its content-length "
-                                          f"{length}")
-                    await send({"type": "http.response.body", "body": chunk,
-                                "more_body": True})
-            if length is not None and sent != length and scope["method"] != "HEAD":
-                raise ResponseCut(f"the body ({sent} bytes) is shorter than its "
-                                  f"content-length {length}")
-        except ResponseCut as exc:
-            # Returning without the body's end makes uvicorn close the connection: the
-            # client sees an incomplete response, not a complete wrong one.
-            count_cut(route.component)
-            log.error("streamed response cut off mid-body", component=route.component,
-                      event_id=event.id, sent_bytes=sent, error=str(exc))
-            return
-        await send({"type": "http.response.body", "body": b""})
 
     async def _answer(self, route: _Route, scope: Scope, event: Event, outcome: Outcome,
                       send: Send) -> int:
         """Send the outcome of the route's handler as the HTTP answer; return the status."""
         if outcome.response is not None:  # the handler answered, whatever the status
             try:
-                head = _http_head(route.component, outcome.response, scope["method"])
+                head = http_head(route.component, outcome.response, scope["method"])
             except InvalidResponse as exc:
-                return await _refuse_unsendable(route.component, event, exc, send)
+                return await refuse_unsendable(route.component, event, exc, send)
             await send({"type": "http.response.start", "status": outcome.response.status,
                         "headers": head})
             await send({"type": "http.response.body", "body": outcome.response.body})
             return outcome.response.status
         log.error("handler failed", component=route.component, event_id=event.id,
                   error=outcome.error, kind=outcome.error_kind)
-        headers = [("retry-after", _RETRY_AFTER_S)] if outcome.status == 503 else []
-        await _reply(send, outcome.status, headers,
-                     _FAILURE_BODIES.get(outcome.status, b"handler failed\n"))
+        headers = [("retry-after", RETRY_AFTER_S)] if outcome.status == 503 else []
+        await send_reply(send, outcome.status, headers,
+                     FAILURE_BODIES.get(outcome.status, b"handler failed\n"))
         return outcome.status
-
-
-_FAILURE_BODIES = {
-    502: b"handler response cannot be sent\n",
-    503: b"component busy, retry later\n",
-    504: b"handler timed out\n",
-}
-# Seconds, for a 503 (full pool): see the module docstring.
-_RETRY_AFTER_S = "1"
-# Responses that carry no body, and so no content-length of ours (RFC 9110 §8.6).
-_NO_BODY_STATUSES = (204, 304)
 
 
 def _count_abandoned(route: _Route) -> None:
@@ -444,97 +397,6 @@ def _event_for(scope: Scope, body: bytes) -> Event:
                   ("query", scope["query_string"].decode("latin-1"))],
         data=body,
     )
-
-
-def _http_head(component: str, response: Response, method: str) -> list[tuple[bytes, bytes]]:
-    """Return the response's headers as uvicorn should send them; raise InvalidResponse if
-    HTTP/1.1 cannot carry the response (what :mod:`gateway.responses` checks is given)."""
-    status, body = response.status, response.body
-    if status in _NO_BODY_STATUSES and body:
-        # Sent, the body would be read as the start of the next response on the connection.
-        raise InvalidResponse(f"component `{component}` returned status {status} with a "
-                              f"{len(body)}-byte body; a {status} response has no body")
-    head, given = _head_and_length(component, response)
-    length = str(len(body)).encode()
-    if given is not None:
-        if method == "HEAD":  # the length a GET would have had; the body is not sent
-            length = given
-        elif int(given) != len(body):
-            raise InvalidResponse(
-                f"component `{component}` returned content-length {given.decode()} with a "
-                f"{len(body)}-byte body; leave content-length out and the gateway sets it")
-    if status not in _NO_BODY_STATUSES:
-        head.append((b"content-length", length))
-    return head
-
-
-def _stream_head(component: str, response: Response
-                 ) -> tuple[list[tuple[bytes, bytes]], int | None]:
-    """The headers of a streamed response as uvicorn should send them, and the body's
-    length if the guest gave one (else uvicorn sends it chunked); raise InvalidResponse
-    if HTTP/1.1 cannot carry it."""
-    head, given = _head_and_length(component, response)
-    if given is None or response.status in _NO_BODY_STATUSES:
-        return head, None
-    head.append((b"content-length", given))
-    return head, int(given)
-
-
-def _head_and_length(component: str, response: Response
-                     ) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
-    """The response's headers as bytes, without the framing ones (the gateway frames the
-    body itself), and the one content-length it gave, if any; raise InvalidResponse for an
-    interim status, a header HTTP cannot carry or a content-length that is no one number."""
-    if response.status < 200:
-        # uvicorn would write it as the final answer; a client takes a 1xx as interim (and a
-        # 101 as a protocol switch) and goes on waiting or talking something else.
-        raise InvalidResponse(f"component `{component}` returned status {response.status}: "
-                              "a 1xx status is interim in HTTP and cannot be the response")
-    head: list[tuple[bytes, bytes]] = []
-    lengths: set[bytes] = set()
-    for name, value in response.headers:
-        try:
-            raw_name, raw_value = name.lower().encode("latin-1"), value.encode("latin-1")
-        except UnicodeEncodeError:
-            raise InvalidResponse(
-                f"component `{component}` returned header {excerpt(name)} with text outside "
-                "Latin-1; HTTP header values are bytes: percent-encode it or use RFC 8187 "
-                "(`filename*=UTF-8''...`)") from None
-        if raw_name == b"content-length":
-            lengths.add(raw_value.strip())
-        elif raw_name != b"transfer-encoding":
-            head.append((raw_name, raw_value))
-    if not lengths:
-        return head, None
-    given = lengths.pop()
-    # 19 digits hold any real length; more would make uvicorn's int() refuse it.
-    if lengths or not given.isdigit() or len(given) > 19:
-        shown = excerpt(b", ".join(sorted({given, *lengths})).decode("latin-1"))
-        raise InvalidResponse(f"component `{component}` returned content-length {shown}; "
-                              "it must be one number")
-    return head, given
-
-
-async def _refuse_unsendable(component: str, event: Event, exc: InvalidResponse,
-                             send: Send) -> int:
-    """Answer 502 for a response HTTP cannot carry; return that status. The dispatcher
-    counted the event as answered; this counts what HTTP refused."""
-    metrics.counter("wasmgate_http_unsendable_responses_total",
-                    "Handler responses HTTP cannot carry, answered 502 instead.",
-                    component=component)
-    log.error("handler response cannot be sent", component=component, event_id=event.id,
-              error=str(exc))
-    await _reply(send, 502, [], _FAILURE_BODIES[502])
-    return 502
-
-
-async def _reply(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-    # Without a length uvicorn frames the body as chunked: extra bytes and parsing per reply.
-    if not any(k.lower() == b"content-length" for k, _ in raw):
-        raw.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
 
 
 class HttpTrigger:
