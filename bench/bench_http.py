@@ -25,17 +25,13 @@ import argparse
 import asyncio
 import logging
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import msgspec
 
 ROOT = Path(__file__).resolve().parents[1]
 # A server of the baseline side imports its gateway from BENCH_TREE (bench/_baseline.py).
@@ -44,6 +40,13 @@ sys.path.insert(1, str(ROOT))
 
 from bench._baseline import Side, baseline_side, current_side  # noqa: E402
 from bench.http_load import Result  # noqa: E402
+from bench.http_rounds import (  # noqa: E402
+    add_load_options,
+    free_port,
+    measure_server,
+    run_rounds,
+    wanted_names,
+)
 from bindings.host.kv import SqliteKeyValue  # noqa: E402
 
 HELLO_WASM = ROOT / "examples/demo/build/hello.wasm"
@@ -150,81 +153,25 @@ def serve(side: str, listen: str, root: Path, echo: str, spares: int) -> None:
         asyncio.run(_serve_gateway_wasm(listen, root, echo, spares))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(listen: str, path: str) -> bytes:
-    host, _, port = listen.rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=5) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nhost: b\r\nconnection: close\r\n\r\n".encode())
-        chunks = []
-        while chunk := s.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks).split(b"\r\n\r\n", 1)[1]
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(target: Target, sides: dict[str, Side], echo: str,
             args: argparse.Namespace) -> tuple[Result, float, bytes]:
-    """Start ``target`` in its own process, load it, stop it; return the load result, the
-    server's CPU µs per request (steadier than req/s on a shared machine) and a body."""
-    listen = f"127.0.0.1:{_free_port()}"
+    """Run ``target``'s server in its own process (on its side's tree and interpreter) and
+    load it: the load result, its CPU µs per request and a body."""
+    listen = f"127.0.0.1:{free_port()}"
     root = Path(tempfile.mkdtemp(prefix="bench-http-"))
     side = sides.get(target.side, sides["native"])
     env = {**os.environ, "BENCH_TREE": str(side.tree), "PYTHONPATH": str(side.tree)}
-    server = subprocess.Popen([side.python, __file__, "--serve", target.side, "--listen",
-                               listen, "--root", str(root), "--echo", echo,
-                               # The baseline's manifest has no `spare-instances`.
-                               "--spares", str(0 if target.side == "wasmtime-py"
-                                               else args.spares)], env=env)
-    try:
-        deadline = time.monotonic() + 600  # the wasm server compiles on its first run
-        while True:
-            try:
-                body = _get(listen, target.path)
-                # The listener is up before every route is: wait for this one.
-                if body != b"no route\n":
-                    break
-                time.sleep(0.1)
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{target.name} server did not start") from None
-                time.sleep(0.1)
-        cpu_before = _cpu_seconds(server.pid)
-        load = subprocess.run(
-            [sys.executable, str(ROOT / "bench/http_load.py"), listen, target.path,
-             "--seconds", str(args.seconds), "--warmup", str(args.warmup),
-             "--connections", str(args.connections)],
-            check=True, capture_output=True, text=True)
-        result = msgspec.json.decode(load.stdout, type=Result)
-        cpu_us = (_cpu_seconds(server.pid) - cpu_before) / result.total * 1e6
-        return result, cpu_us, body
-    finally:
-        server.terminate()
-        server.wait()
+    command = [side.python, __file__, "--serve", target.side, "--listen", listen,
+               "--root", str(root), "--echo", echo,
+               # The baseline's manifest has no `spare-instances`.
+               "--spares", str(0 if target.side == "wasmtime-py" else args.spares)]
+    return measure_server(target.name, command, listen, target.path, args, env=env)
 
 
 def main() -> None:
     names = [t.name for t in TARGETS]
     parser = argparse.ArgumentParser(description="HTTP: wasmgate + wasm vs plain ASGI")
-    parser.add_argument("--seconds", type=float, default=4.0, help="measured time per run")
-    parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=2, help="runs per server, interleaved")
-    parser.add_argument("--spares", type=int, default=2, help="spare-instances when fresh")
-    parser.add_argument("--targets", default=",".join(names),
-                        help="comma-separated subset of: " + ", ".join(names))
-    parser.add_argument("--serve", help=argparse.SUPPRESS)
-    parser.add_argument("--listen", help=argparse.SUPPRESS)
-    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    add_load_options(parser, names)
     parser.add_argument("--echo", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -238,30 +185,17 @@ def main() -> None:
                        cwd=ROOT / "examples/demo", check=True,
                        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:"
                             f"{os.environ['PATH']}"})
-    wanted = [t.strip() for t in args.targets.split(",")]
-    if unknown := set(wanted) - set(names):
-        raise SystemExit(f"unknown targets {sorted(unknown)}; known: {', '.join(names)}")
+    wanted = wanted_names(args, names)
     targets = [t for t in TARGETS if t.name in wanted]
     sides = {"native": current_side()}
     if any(t.side == "wasmtime-py" for t in targets):
         sides["wasmtime-py"] = baseline_side()
     print(f"loadavg before: {os.getloadavg()}  cores: {os.cpu_count()}  "
           f"connections: {args.connections}  {args.rounds} x {args.seconds}s per server")
-    results: dict[str, list[Result]] = {t.name: [] for t in targets}
-    cpu: dict[str, list[float]] = {t.name: [] for t in targets}
-    bodies: dict[str, set[bytes]] = {}
-    for _ in range(args.rounds):  # interleaved, so drift in machine load hits all alike
-        for target in targets:
-            result, cpu_us, body = measure(target, sides, echo, args)
-            bodies.setdefault(target.path, set()).add(body)
-            results[target.name].append(result)
-            cpu[target.name].append(cpu_us)
-            print(f"  {target.name:<26} {result.rps:8.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
-                  f"p99 {result.p99_ms:6.2f} ms  cpu {cpu_us:5.0f} µs/req  errors "
-                  f"{result.errors}  loadavg {result.loadavg[0]:.2f}", flush=True)
-    for path, seen in bodies.items():
-        if len(seen) != 1:
-            raise SystemExit(f"the servers answered {path} differently: {seen}")
+    measured = run_rounds([t.name for t in targets], args.rounds,
+                          lambda i: measure(targets[i], sides, echo, args),
+                          check_same=lambda i: targets[i].path)
+    results, cpu = measured.results, measured.cpu
     plain = {t.path: t.name for t in targets if t.side == "plain"}
     print("\n| server | req/s | p50 ms | p99 ms | CPU µs/req | CPU vs plain ASGI |")
     print("|---|---:|---:|---:|---:|---:|")

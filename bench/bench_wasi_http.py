@@ -24,21 +24,23 @@ import logging
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_http import _cpu_seconds, _free_port, _get  # noqa: E402
 from bench.http_load import Result  # noqa: E402
+from bench.http_rounds import (  # noqa: E402
+    add_load_options,
+    free_port,
+    measure_server,
+    run_rounds,
+    wanted_names,
+)
 
 MANIFEST = """
 [application]
@@ -130,52 +132,19 @@ def _server_command(target: Target, listen: str, root: Path, wasm: str,
 
 
 def measure(target: Target, wasm: str, args: argparse.Namespace) -> tuple[Result, float, bytes]:
-    """Start ``target`` in its own process, load it, stop it; return the load result, the
-    server's CPU µs per request and the body it answered."""
-    listen = f"127.0.0.1:{_free_port()}"
+    """Run ``target``'s server in its own process and load it: the load result, its CPU µs
+    per request and the body it answered."""
+    listen = f"127.0.0.1:{free_port()}"
     root = Path(tempfile.mkdtemp(prefix="bench-wasi-http-"))
-    server = subprocess.Popen(_server_command(target, listen, root, wasm, args),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 600  # the first gateway run compiles the component
-        while True:
-            try:
-                body = _get(listen, PATH)
-                if body != b"no route\n":
-                    break
-                time.sleep(0.1)
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{target.name} server did not start") from None
-                time.sleep(0.1)
-        cpu_before = _cpu_seconds(server.pid)
-        load = subprocess.run(
-            [sys.executable, str(ROOT / "bench/http_load.py"), listen, PATH,
-             "--seconds", str(args.seconds), "--warmup", str(args.warmup),
-             "--connections", str(args.connections)],
-            check=True, capture_output=True, text=True)
-        result = msgspec.json.decode(load.stdout, type=Result)
-        cpu_us = (_cpu_seconds(server.pid) - cpu_before) / result.total * 1e6
-        return result, cpu_us, body
-    finally:
-        server.terminate()
-        server.wait()
+    return measure_server(target.name, _server_command(target, listen, root, wasm, args),
+                          listen, PATH, args, quiet=True)
 
 
 def main() -> None:
     names = [t.name for t in TARGETS]
     parser = argparse.ArgumentParser(description="wasi:http hello: wasmtime serve, wasmgate "
                                                  "fresh and pooled, plain ASGI")
-    parser.add_argument("--seconds", type=float, default=4.0, help="measured time per run")
-    parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=2, help="runs per server, interleaved")
-    parser.add_argument("--spares", type=int, default=2, help="spare-instances when fresh")
-    parser.add_argument("--targets", default=",".join(names),
-                        help="comma-separated subset of: " + ", ".join(names))
-    parser.add_argument("--serve", help=argparse.SUPPRESS)
-    parser.add_argument("--listen", help=argparse.SUPPRESS)
-    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    add_load_options(parser, names)
     parser.add_argument("--wasm", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -184,9 +153,7 @@ def main() -> None:
     from tests.fixtures.build import build_wasi_http_handler
 
     wasm = str(build_wasi_http_handler("hello"))
-    wanted = [t.strip() for t in args.targets.split(",")]
-    if unknown := set(wanted) - set(names):
-        raise SystemExit(f"unknown targets {sorted(unknown)}; known: {', '.join(names)}")
+    wanted = wanted_names(args, names)
     targets = [t for t in TARGETS if t.name in wanted]
     notes = []
     if any(t.kind == "wasmtime-serve" for t in targets) and wasmtime_cli() is None:
@@ -197,20 +164,9 @@ def main() -> None:
           f"connections: {args.connections}  {args.rounds} x {args.seconds}s per server")
     for note in notes:
         print(f"  note: {note}")
-    results: dict[str, list[Result]] = {t.name: [] for t in targets}
-    cpu: dict[str, list[float]] = {t.name: [] for t in targets}
-    bodies: set[bytes] = set()
-    for _ in range(args.rounds):  # interleaved, so drift in machine load hits all alike
-        for target in targets:
-            result, cpu_us, body = measure(target, wasm, args)
-            bodies.add(body)
-            results[target.name].append(result)
-            cpu[target.name].append(cpu_us)
-            print(f"  {target.name:<16} {result.rps:8.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
-                  f"p99 {result.p99_ms:6.2f} ms  cpu {cpu_us:6.0f} µs/req  errors "
-                  f"{result.errors}  loadavg {result.loadavg[0]:.2f}", flush=True)
-    if len(bodies) != 1:
-        raise SystemExit(f"the servers answered differently: {bodies}")
+    measured = run_rounds([t.name for t in targets], args.rounds,
+                          lambda i: measure(targets[i], wasm, args), check_same=lambda i: PATH)
+    results, cpu = measured.results, measured.cpu
     reference = "wasmtime serve" if "wasmtime serve" in results else None
     print("\n| server | req/s | p50 ms | p99 ms | CPU µs/req | req/s vs wasmtime serve |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -5,8 +5,10 @@ nobody is subscribed to yet).
 nats-py's ``flush()`` writes its PING ahead of a SUB still in the client's buffer; when the
 broker saw the PING first, the trigger used to report ready too early and, about once in
 160 runs on a loaded machine, the first message was lost. A relay between the trigger and
-the shared broker (4222) holds the trigger's SUB back for a second and lets everything
-before it through, which makes that ordering happen every time.
+the shared broker (4222) holds the trigger's SUB back and lets everything before it
+through, which makes that ordering happen every time. The hold (1.5 s) outlasts the
+broker's connect timeout (1 s), so the trigger's first check times out and it checks again
+rather than reporting ready.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ pytestmark = pytest.mark.wasm
 async def test_the_first_message_after_ready_is_delivered_when_the_sub_arrives_late(
         tmp_path: Path) -> None:
     subject = f"ready.{unique('sub')}"
-    relay = HoldingRelay(("127.0.0.1", 4222), marker=f"SUB {subject}.>".encode(), hold_s=1.0)
+    relay = HoldingRelay(("127.0.0.1", 4222), marker=f"SUB {subject}.>".encode(), hold_s=1.5)
     port = await relay.start()
     publisher = await nats.connect("nats://127.0.0.1:4222")
     try:

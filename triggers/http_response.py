@@ -43,7 +43,7 @@ def http_head(component: str, response: Response, method: str) -> list[tuple[byt
         # Sent, the body would be read as the start of the next response on the connection.
         raise InvalidResponse(f"component `{component}` returned status {status} with a "
                               f"{len(body)}-byte body; a {status} response has no body")
-    head, given = head_and_length(component, response)
+    head, given = _head_and_length(component, response)
     length = str(len(body)).encode()
     if given is not None:
         if method == "HEAD":  # the length a GET would have had; the body is not sent
@@ -62,14 +62,14 @@ def stream_head(component: str, response: Response
     """The headers of a streamed response as uvicorn should send them, and the body's
     length if the guest gave one (else uvicorn sends it chunked); raise InvalidResponse
     if HTTP/1.1 cannot carry it."""
-    head, given = head_and_length(component, response)
+    head, given = _head_and_length(component, response)
     if given is None or response.status in NO_BODY_STATUSES:
         return head, None
     head.append((b"content-length", given))
     return head, int(given)
 
 
-def head_and_length(component: str, response: Response
+def _head_and_length(component: str, response: Response
                      ) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
     """The response's headers as bytes, without the framing ones (the gateway frames the
     body itself), and the one content-length it gave, if any; raise InvalidResponse for an

@@ -121,10 +121,9 @@ class NatsTrigger:
                                            pending_msgs_limit=self.config.pending_msgs_limit,
                                            pending_bytes_limit=0)
         timeout_s = self._connection.spec.connect_timeout_ms / 1000
-        if not await confirm_subscriptions(client, timeout_s=timeout_s):
-            # nats-py sends the SUB again on every reconnect: intake still starts.
-            log.warning("the broker did not confirm the subscription in time; messages "
-                        "published before it does are not delivered (core NATS)",
+        # Ready means subscribed: core NATS keeps nothing for a subject nobody holds yet.
+        while not await confirm_subscriptions(client, timeout_s=timeout_s):
+            log.warning("the broker has not confirmed the subscription yet; still waiting",
                         subject=self.config.subject, address=self._connection.address)
         self.ready.set()
         log.info("nats trigger subscribed", subject=self.config.subject,

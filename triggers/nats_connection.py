@@ -10,6 +10,7 @@ their own reconnect loop; they only learn about state changes through the callba
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import nats
 import structlog
@@ -115,7 +116,8 @@ async def confirm_subscriptions(client: Client, *, timeout_s: float) -> bool:
     try:
         await probe.next_msg(timeout=timeout_s)
     except nats.errors.TimeoutError:
-        await probe.unsubscribe()
+        with contextlib.suppress(nats.errors.Error):  # closed meanwhile: nothing to undo
+            await probe.unsubscribe()
         return False
     return True
 
