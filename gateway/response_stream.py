@@ -7,12 +7,13 @@ pool for the response's head as soon as the guest calls ``response-outparam.set`
 goes into the slot as a :class:`StreamedResponse` while the guest keeps running and writing.
 
 Between the guest and the client is a bounded channel of a few chunks: a client that reads
-slowly makes the guest's writes wait. The wait is bounded by the event's ``timeout-ms``,
-counted from the call's start: past it the stream is closed, the guest's next write fails,
-and the client sees the connection closed mid-body. So does a body over
-``max-response-bytes`` and a guest that traps or times out after its head was sent: the
-status is on the wire already, so cutting the connection is the only way to tell the client
-the body is incomplete. Each cut is logged and counted
+slowly makes the guest's writes wait. The whole body is bounded by the event's
+``timeout-ms``, counted from the call's start: past it the stream is closed, the guest's
+next write fails, and the client sees the connection closed mid-body; a client that stops
+reading altogether is cut the same way (the HTTP trigger bounds each send by the
+deadline). So is a body over ``max-response-bytes``, and one whose guest traps or times
+out after its head was sent: the status is on the wire already, so cutting the connection
+is the only way to tell the client the body is incomplete. Each cut is logged and counted
 (``wasmgate_http_cut_responses_total``).
 
 The admission slot of the call stays held until the guest's call has ended, body included.
@@ -56,29 +57,33 @@ class StreamedResponse:
             ready.set()
 
         try:
-            async with asyncio.timeout_at(self._deadline):
-                while True:
+            while True:
+                try:
+                    chunk = self._stream.try_next()
+                except _native.ResponseCut as exc:
+                    raise ResponseCut(await self._reason(str(exc))) from None
+                if chunk is None:
+                    # Nothing yet: wait for the stream's eventfd. `woken` clears it
+                    # before the next look, so a chunk arriving in between wakes us.
+                    # Watched only from the first wait: a small body is often whole
+                    # by the time the head is read, and then costs no epoll calls.
+                    if not watching:
+                        loop.add_reader(fd, woken)
+                        watching = True
+                    ready.clear()
+                    # The deadline bounds this wait only: a timeout around the whole loop
+                    # would also fire while the reader is suspended at `yield`, cancelling
+                    # whatever the reader awaits meanwhile (its send to the client).
                     try:
-                        chunk = self._stream.try_next()
-                    except _native.ResponseCut as exc:
-                        raise ResponseCut(await self._reason(str(exc))) from None
-                    if chunk is None:
-                        # Nothing yet: wait for the stream's eventfd. `woken` clears it
-                        # before the next look, so a chunk arriving in between wakes us.
-                        # Watched only from the first wait: a small body is often whole
-                        # by the time the head is read, and then costs no epoll calls.
-                        if not watching:
-                            loop.add_reader(fd, woken)
-                            watching = True
-                        ready.clear()
-                        await ready.wait()
-                        continue
-                    if not chunk:
-                        return
-                    yield chunk
-        except TimeoutError:
-            raise ResponseCut("the response body was not finished within the event's "
-                              "timeout-ms") from None
+                        async with asyncio.timeout_at(self._deadline):
+                            await ready.wait()
+                    except TimeoutError:
+                        raise ResponseCut("the response body was not finished within the "
+                                          "event's timeout-ms") from None
+                    continue
+                if not chunk:
+                    return
+                yield chunk
         finally:
             if watching:
                 loop.remove_reader(fd)
@@ -94,6 +99,11 @@ class StreamedResponse:
         except TimeoutError:
             return fallback
         return self._settle(result) or fallback
+
+    @property
+    def deadline(self) -> float:
+        """The event's deadline (loop time): the body must reach the client by then."""
+        return self._deadline
 
     def close(self) -> None:
         """Stop reading (idempotent): the guest's next write fails."""

@@ -611,3 +611,37 @@ http-path = "/jobs/tick"
     assert headers["ce-type"] == "wasmgate.cron.tick"
     assert "ce-httppath" not in headers  # where it was sent, not an attribute of the event
     assert echo["body"] == "tick"
+
+
+async def test_a_client_that_stops_reading_holds_the_slot_no_longer_than_timeout_ms(
+        tmp_path: Path) -> None:
+    """A streamed response to a client that never reads fills the socket, then the guest's
+    output stream: the call must still end at ``timeout-ms`` and give its one slot back,
+    with the connection cut, and the next request served."""
+    manifest = _write(tmp_path, "max-instances = 1\ntimeout-ms = 1500\n"
+                                f"max-response-bytes = {64 << 20}\nadmission-timeout-ms = 8000")
+    listen = f"127.0.0.1:{_free_port()}"
+    app = App.load(manifest, listen=listen)
+    await app.start()
+    host, port = listen.rsplit(":", 1)
+    stalled = socket.socket()
+    try:
+        # A small receive buffer so the gateway's writes back up at once.
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect((host, int(port)))
+        stalled.sendall(b"GET /big?n=40000000 HTTP/1.1\r\nhost: g\r\n\r\n")
+        before = _cut_responses()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with httpx.AsyncClient(timeout=30) as client:
+            await asyncio.sleep(0.5)  # the stalled request holds the only slot by now
+            answer = await client.get(f"http://{listen}/after")
+        waited = loop.time() - started
+    finally:
+        stalled.close()
+        await app.stop()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["path"] == "/after"
+    # Bounded by timeout-ms (1.5 s) plus the slot's return, not by the stalled client.
+    assert waited < 8, f"the next request waited {waited:.1f}s"
+    assert _cut_responses() == before + 1

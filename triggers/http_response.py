@@ -8,6 +8,7 @@ the length a GET would have had). See :mod:`triggers.http` for when each answer 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -153,8 +154,16 @@ async def send_streamed(component: str, method: str, event: Event, response: Res
                 if length is not None and sent > length and method != "HEAD":
                     raise ResponseCut(f"the body is longer than its content-length "
                                       f"{length}")
-                await send({"type": "http.response.body", "body": chunk,
-                            "more_body": True})
+                try:
+                    # uvicorn's send waits while the client does not read (no write
+                    # timeout of its own): a stalled client must not hold us past the
+                    # deadline.
+                    async with asyncio.timeout_at(body.deadline):
+                        await send({"type": "http.response.body", "body": chunk,
+                                    "more_body": True})
+                except TimeoutError:
+                    raise ResponseCut("the client did not read the response within the "
+                                      "event's timeout-ms") from None
         if length is not None and sent != length and method != "HEAD":
             raise ResponseCut(f"the body ({sent} bytes) is shorter than its "
                               f"content-length {length}")
