@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -25,6 +26,7 @@ from triggers.http import HttpTrigger, build_http_trigger
 HEADER_TIMEOUT = 0.5
 BODY_TIMEOUT = 1.5
 KEEP_ALIVE = 0.3
+SEND_TIMEOUT = 1.0
 GENEROUS = 10.0  # bound on "within the deadline" on a loaded 2-core machine
 
 
@@ -38,7 +40,8 @@ async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str
         tmp_path_factory.mktemp("slow"), 'key-value-stores = ["default"]',
         f"body-timeout-ms = {int(BODY_TIMEOUT * 1000)}\n"
         f"header-timeout-ms = {int(HEADER_TIMEOUT * 1000)}\n"
-        f"keep-alive-timeout-ms = {int(KEEP_ALIVE * 1000)}")
+        f"keep-alive-timeout-ms = {int(KEEP_ALIVE * 1000)}\n"
+        f"send-timeout-ms = {int(SEND_TIMEOUT * 1000)}")
     yield base
     await app.stop()
 
@@ -135,10 +138,48 @@ async def test_client_gone_mid_body_is_not_dispatched(gateway: str) -> None:
 
 async def _abandoned(client: httpx.AsyncClient, gateway: str) -> int:
     """``wasmgate_http_abandoned_requests_total`` for the echo component, from /metrics."""
+    return await _metric(client, gateway,
+                         'wasmgate_http_abandoned_requests_total{component="echo"} ')
+
+
+async def _metric(client: httpx.AsyncClient, gateway: str, prefix: str) -> int:
     text = (await client.get(f"{gateway}/metrics")).text
-    prefix = 'wasmgate_http_abandoned_requests_total{component="echo"} '
     return next((int(float(line.removeprefix(prefix))) for line in text.splitlines()
                  if line.startswith(prefix)), 0)
+
+
+@on_module_loop
+async def test_a_client_that_stops_reading_is_dropped_with_what_was_queued_for_it(
+        gateway: str) -> None:
+    stalled = "wasmgate_http_stalled_clients_total "
+    size = 8_000_000
+    loop = asyncio.get_running_loop()
+    host, port = gateway.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # backs up at once
+    sock.setblocking(False)
+    try:
+        async with httpx.AsyncClient() as client:
+            before = await _metric(client, gateway, stalled)
+            await loop.sock_connect(sock, (host, int(port)))
+            body = str(size).encode()
+            await loop.sock_sendall(sock, b"POST /echo/big HTTP/1.1\r\nhost: t\r\n"
+                                    b"content-length: %d\r\n\r\n%s" % (len(body), body))
+            # ... and never reads. Others are served meanwhile.
+            r = await client.post(f"{gateway}/echo/x", content=b"meanwhile")
+            assert (r.status_code, r.content) == (200, b"echo:meanwhile")
+            deadline = time.monotonic() + GENEROUS
+            while await _metric(client, gateway, stalled) == before:
+                assert time.monotonic() < deadline, "the stalled client was never dropped"
+                await asyncio.sleep(0.1)
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := await asyncio.wait_for(loop.sock_recv(sock, 65536), GENEROUS):
+                received += len(chunk)
+    finally:
+        sock.close()
+    # Aborted: what the kernel buffers held arrives, then the end; never the whole body.
+    assert received < size
 
 
 @on_module_loop

@@ -27,14 +27,16 @@ Slow clients are bounded so they cannot hold the gateway: the request line and h
 arrive within ``header-timeout-ms`` of the connection opening or the request's first byte
 (see :mod:`triggers.http_protocol`), the body within the route's ``body-timeout-ms`` after
 the headers, and an idle keep-alive connection is closed after ``keep-alive-timeout-ms``.
-A late request gets 408 and the connection is closed.
+A late request gets 408 and the connection is closed. A client that stops reading its
+response (its socket full) for ``send-timeout-ms`` has its connection aborted, and the
+response bytes queued for it are dropped.
 
 A route with a ``webhook`` table verifies the provider's signature (401 if it fails),
 remembers delivery ids, and with an ``enqueue`` table publishes the request to a broker and
 answers 202 instead of running a component: :mod:`gateway.webhooks`, docs/webhooks.md.
 
 All ``[[trigger.http]]`` tables on one listen address share one uvicorn server, so the
-connection-level limits (header and keep-alive timeouts) are per address: tables that set
+connection-level limits (header, keep-alive and send timeouts) are per address: tables that set
 them must agree.
 
 A route whose component is a standard ``wasi:http`` one (gateway/wasi_http.py) is dispatched
@@ -101,6 +103,7 @@ class HttpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, renam
     # Per listen address (None: not set by this table; see _CONNECTION_DEFAULTS).
     header_timeout_ms: Annotated[int, msgspec.Meta(gt=0)] | None = None
     keep_alive_timeout_ms: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    send_timeout_ms: Annotated[int, msgspec.Meta(gt=0)] | None = None
     # Webhook ingestion (gateway/webhooks, docs/webhooks.md): signature, idempotency, and
     # accept-and-enqueue instead of a component.
     webhook: WebhookConfig | None = None
@@ -109,7 +112,10 @@ class HttpConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, renam
 
 # Generous for any real client on a slow link, short enough that a slowloris client holds a
 # socket for seconds, not forever. Keep-alive is uvicorn's own default.
-_CONNECTION_DEFAULTS = {"header-timeout-ms": 10_000, "keep-alive-timeout-ms": 5_000}
+# A client that takes no response bytes for send-timeout-ms is gone or reading slowly on
+# purpose: 30 s outlasts any real stall of a live connection.
+_CONNECTION_DEFAULTS = {"header-timeout-ms": 10_000, "keep-alive-timeout-ms": 5_000,
+                        "send-timeout-ms": 30_000}
 
 
 class _Route:
@@ -137,13 +143,15 @@ def uvicorn_config(
     app: Any, listen: str, *,
     header_timeout: float = _CONNECTION_DEFAULTS["header-timeout-ms"] / 1000,
     keep_alive_timeout: float = _CONNECTION_DEFAULTS["keep-alive-timeout-ms"] / 1000,
+    send_timeout: float = _CONNECTION_DEFAULTS["send-timeout-ms"] / 1000,
 ) -> uvicorn.Config:
     """Return the uvicorn config every gateway listen address runs with (timeouts in s)."""
     host, _, port = listen.rpartition(":")
     return uvicorn.Config(app, host=host or "127.0.0.1", port=int(port), log_config=None,
                           access_log=False, lifespan="off",
                           http=protocol_class(header_timeout=header_timeout,
-                                              keep_alive_timeout=keep_alive_timeout))
+                                              keep_alive_timeout=keep_alive_timeout,
+                                              send_timeout=send_timeout))
 
 
 # "1": log one line per request (`wasmgate up --log-requests`); an environment variable so
@@ -188,9 +196,10 @@ class HttpServer:
         return cls._servers[listen]
 
     def set_connection_limits(self, config: HttpConfig, context: TriggerContext) -> None:
-        """Record the table's header/keep-alive timeouts; raise if another table disagrees."""
+        """Record the table's connection timeouts; raise if another table disagrees."""
         for name, value in (("header-timeout-ms", config.header_timeout_ms),
-                            ("keep-alive-timeout-ms", config.keep_alive_timeout_ms)):
+                            ("keep-alive-timeout-ms", config.keep_alive_timeout_ms),
+                            ("send-timeout-ms", config.send_timeout_ms)):
             if value is None:
                 continue
             first, where = self._connection_limits.setdefault(name, (value, context.field))
@@ -209,7 +218,8 @@ class HttpServer:
             return
         config = uvicorn_config(
             self, self.listen, header_timeout=self._connection_limit("header-timeout-ms"),
-            keep_alive_timeout=self._connection_limit("keep-alive-timeout-ms"))
+            keep_alive_timeout=self._connection_limit("keep-alive-timeout-ms"),
+            send_timeout=self._connection_limit("send-timeout-ms"))
         self._server = uvicorn.Server(config)
         sockets = [_reuse_port_socket(self.listen)] if os.environ.get(REUSE_PORT_ENV) else None
         # `_serve`, not `serve`: the gateway owns SIGINT/SIGTERM (stop every trigger, not

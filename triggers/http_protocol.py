@@ -1,4 +1,5 @@
-"""The HTTP/1.1 connection protocol: uvicorn's httptools protocol plus a header deadline.
+"""The HTTP/1.1 connection protocol: uvicorn's httptools protocol plus a header deadline
+and a send deadline.
 
 uvicorn (0.54) bounds only the idle time *between* requests (keep-alive), and any byte
 cancels that timer. A connection that opens and sends nothing, or trickles its request line
@@ -9,6 +10,12 @@ it answers 408 and closes (or just closes if no request had begun, as for an idl
 browser opened ahead of time).
 
 The body is bounded separately, per route, by the ASGI app (``body-timeout-ms``).
+
+uvicorn has no write timeout either: a client that stops reading (slow read) keeps its
+connection, the request's task and every byte of the response queued for it, for as long
+as it likes; many such clients hold memory without bound. When the transport's buffer is
+full (``pause_writing``) and the client takes nothing for ``send-timeout-ms``, the
+connection is aborted, which drops the queued bytes and ends the request's pending send.
 """
 
 from __future__ import annotations
@@ -16,7 +23,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway import metrics
+
+log = structlog.get_logger("wasmgate.http")
 
 _TIMEOUT_BODY = b"request headers took too long\n"
 _REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\n"
@@ -24,7 +36,8 @@ _REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r
                     % (len(_TIMEOUT_BODY), _TIMEOUT_BODY))
 
 
-def protocol_class(*, header_timeout: float, keep_alive_timeout: float) -> type[HttpToolsProtocol]:
+def protocol_class(*, header_timeout: float, keep_alive_timeout: float,
+                   send_timeout: float) -> type[HttpToolsProtocol]:
     """Return a uvicorn protocol class with these deadlines, in seconds."""
 
     class GatewayHttpProtocol(_HeaderDeadlineProtocol):
@@ -32,12 +45,14 @@ def protocol_class(*, header_timeout: float, keep_alive_timeout: float) -> type[
 
     GatewayHttpProtocol.header_timeout = header_timeout
     GatewayHttpProtocol.keep_alive_timeout = keep_alive_timeout
+    GatewayHttpProtocol.send_timeout = send_timeout
     return GatewayHttpProtocol
 
 
 class _HeaderDeadlineProtocol(HttpToolsProtocol):
     header_timeout: float = 10.0
     keep_alive_timeout: float = 5.0
+    send_timeout: float = 30.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -45,6 +60,7 @@ class _HeaderDeadlineProtocol(HttpToolsProtocol):
         # hands it to call_later, so a float in our own attribute gives millisecond control.
         self.timeout_keep_alive = self.keep_alive_timeout  # type: ignore[assignment]
         self._header_deadline: asyncio.TimerHandle | None = None
+        self._send_deadline: asyncio.TimerHandle | None = None
         self._request_begun = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -53,7 +69,35 @@ class _HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._resume_sending()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_deadline is None:
+            self._send_deadline = self.loop.call_later(self.send_timeout, self._send_stalled)
+
+    def resume_writing(self) -> None:
+        self._resume_sending()
+        super().resume_writing()
+
+    def _resume_sending(self) -> None:
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
+            self._send_deadline = None
+
+    def _send_stalled(self) -> None:
+        self._send_deadline = None
+        if self.transport.is_closing() and self.transport.get_write_buffer_size() == 0:
+            return
+        metrics.counter("wasmgate_http_stalled_clients_total",
+                        "Connections aborted because the client took no response bytes "
+                        "for send-timeout-ms.")
+        log.warning("client stopped reading the response; connection dropped",
+                    client=_peer(self.client), queued_bytes=self.transport.get_write_buffer_size(),
+                    send_timeout_ms=int(self.send_timeout * 1000))
+        # abort, not close: close would keep the queued bytes until the client reads them.
+        self.transport.abort()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -84,6 +128,10 @@ class _HeaderDeadlineProtocol(HttpToolsProtocol):
         if self._request_begun and not answering:
             self.transport.write(_REQUEST_TIMEOUT)
         self.transport.close()
+
+
+def _peer(client: tuple[str, int] | None) -> str | None:
+    return f"{client[0]}:{client[1]}" if client else None
 
 
 class _CoalescingTransport(asyncio.Transport):
