@@ -335,7 +335,7 @@ class InstancePool:
         error: HandlerError
         if kind == RETURNED:
             error = HandlerReturnedError(
-                f"component `{self.name}` returned an error: {payload}")
+                f"component `{self.name}` returned an error: {_cut(payload)}")
         elif kind == TIMEOUT:
             error = HandlerTimeout(
                 f"component `{self.name}` ran past its {self.spec.timeout_ms} ms timeout "
@@ -370,6 +370,18 @@ class InstancePool:
     def close(self) -> None:
         """Stop the pool's threads once the calls they have taken end."""
         self._native.close()
+
+
+# A guest's err(...) text goes into a log line per event, dead-letter headers and replies;
+# it is as large as the guest's memory can hold, so only its start is kept.
+ERROR_TEXT_MAX_CHARS = 1024
+
+
+def _cut(text: str) -> str:
+    if len(text) <= ERROR_TEXT_MAX_CHARS:
+        return text
+    return (f"{text[:ERROR_TEXT_MAX_CHARS]}... ({len(text) - ERROR_TEXT_MAX_CHARS} more "
+            "characters cut)")
 
 
 async def _stop(feeding: asyncio.Task[None]) -> None:
