@@ -162,7 +162,8 @@ def _not_a_component(source: Path, wasm: bytes, native_text: str) -> str:
     instead, and every case names the worlds a component must export.
     """
     prefix = f"{source} is not a valid WebAssembly component"
-    if source.suffix == ".wat":
+    if source.suffix == ".wat" or wasm.lstrip()[:2] in (b"(c", b"(m", b";;"):
+        # The text format, meant as such: its parser's diagnostic points at the mistake.
         what = native_text.removeprefix(prefix).lstrip(": ")
     elif not wasm:
         what = "the file is empty (did the build fail half-way?)"

@@ -83,11 +83,16 @@ def test_a_file_that_is_not_a_component_says_what_it_is_and_the_worlds(
     assert "<anon>" not in text
 
 
-def test_a_wat_file_keeps_its_parser_diagnostic(engine: WasmEngine, tmp_path: Path) -> None:
-    broken = tmp_path / "broken.wat"
-    broken.write_text("(component (oops))")
-    with pytest.raises(ComponentError, match=r"broken\.wat is not a valid WebAssembly component"):
+@pytest.mark.parametrize("name", ["broken.wat", "broken.wasm"])
+def test_a_wat_file_keeps_its_parser_diagnostic(engine: WasmEngine, tmp_path: Path,
+                                                name: str) -> None:
+    broken = tmp_path / name
+    broken.write_text(";; the text format\n(component (oops))")
+    with pytest.raises(ComponentError) as caught:
         engine.load_component(broken)
+    text = str(caught.value)
+    assert text.startswith(f"{broken} is not a valid WebAssembly component")
+    assert "oops" in text, text
 
 
 async def test_a_huge_error_text_is_cut_before_it_reaches_logs_and_replies(
