@@ -139,7 +139,15 @@ class WasmEngine:
         except _native.ComponentContractError as exc:
             raise ComponentContractError(str(exc)) from None
         except _native.ComponentLoadError as exc:
-            raise ComponentError(_not_a_component(source, wasm, str(exc))) from None
+            text = str(exc)
+            if "pooling allocator" in text and self.pooling is not None:
+                # A valid component whose memory at start is larger than the pool's slots.
+                raise ComponentError(
+                    f"{source} cannot run in the pooling allocator's memory slots of "
+                    f"{self.pooling.max_memory_mb} MiB (the largest `memory-mb` of the app): "
+                    f"{text.partition('pooling allocator requirements: ')[2] or text}; "
+                    f"raise `memory-mb` in [component.{name or source.stem}]") from None
+            raise ComponentError(_not_a_component(source, wasm, text)) from None
         if loaded.cache_note:
             log.warning("compile cache not used", note=loaded.cache_note)
         return loaded

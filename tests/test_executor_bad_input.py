@@ -14,10 +14,11 @@ import pytest
 from bindings.host.imports import HostImports
 from bindings.types import Event
 from gateway.cli import main
-from gateway.engine import WasmEngine
+from gateway.engine import PoolingLimits, WasmEngine
 from gateway.errors import ComponentError, HandlerReturnedError
 from gateway.executor import InstancePool
 from gateway.manifest import ComponentSpec
+from tests.fixtures.build import WAT_ECHO
 
 # `handle` answers err(<N bytes of "A">), N the event's data length read as the number of
 # 64 KiB pages to fill: a guest can return an error string as large as its memory.
@@ -128,3 +129,50 @@ def test_invoke_prints_a_cut_error_text(tmp_path: Path, monkeypatch: pytest.Monk
     out = capsys.readouterr()
     assert "more characters cut" in out.out + out.err
     assert len(out.out) + len(out.err) < 8192
+
+
+def _echo_with(tmp_path: Path, name: str, old: str, new: str) -> Path:
+    text = WAT_ECHO.read_text()
+    assert old in text
+    path = tmp_path / f"{name}.wat"
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+ECHO_MEMORY = '(memory (export "memory") 2)'
+ECHO_GLOBAL = "(global $heap (mut i32) (i32.const 1024))"
+
+
+@pytest.mark.parametrize(("name", "start", "says"), [
+    ("start-trap", "(func $boom unreachable) (start $boom)",
+     r"cannot be instantiated: .*unreachable"),
+    ("start-loop", "(func $spin (loop $l (br $l))) (start $spin)",
+     r"start code ran past `timeout-ms`"),
+])
+def test_start_code_that_fails_is_not_blamed_on_the_pooling_allocator(
+        engine: WasmEngine, tmp_path: Path, name: str, start: str, says: str) -> None:
+    wat = _echo_with(tmp_path, name, ECHO_GLOBAL, f"{ECHO_GLOBAL} {start}")
+    spec = msgspec.convert({"source": str(wat), "timeout-ms": 200}, ComponentSpec)
+    with pytest.raises(ComponentError) as caught:
+        InstancePool(name, spec, engine, engine.load_component(wat), HostImports(name, {}, {}))
+    text = str(caught.value)
+    assert re.search(says, text, re.S), text
+    assert "pooling" not in text, text
+
+
+@pytest.mark.parametrize("pooling", [True, False])
+def test_a_memory_larger_than_memory_mb_at_start_names_the_setting(
+        tmp_path: Path, pooling: bool) -> None:
+    wat = _echo_with(tmp_path, "big", ECHO_MEMORY, '(memory (export "memory") 3000)')
+    spec = msgspec.convert({"source": str(wat), "memory-mb": 64}, ComponentSpec)
+    engine = WasmEngine(tmp_path / "cache", pooling=PoolingLimits.for_components([spec])
+                        if pooling else "off")
+    try:
+        with pytest.raises(ComponentError) as caught:
+            InstancePool("big", spec, engine, engine.load_component(wat, name="big"),
+                         HostImports("big", {}, {}))
+    finally:
+        engine.close()
+    text = str(caught.value)
+    assert "raise `memory-mb`" in text, text
+    assert "not a valid WebAssembly component" not in text, text
