@@ -5,6 +5,7 @@ should be."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from bindings.host.imports import HostImports
 from bindings.types import Event
 from gateway.cli import main
 from gateway.engine import PoolingLimits, WasmEngine
-from gateway.errors import ComponentError, HandlerReturnedError
+from gateway.errors import ComponentError, HandlerReturnedError, HandlerTimeout
 from gateway.executor import InstancePool
 from gateway.manifest import ComponentSpec
 from tests.fixtures.build import WAT_ECHO
@@ -176,3 +177,52 @@ def test_a_memory_larger_than_memory_mb_at_start_names_the_setting(
     text = str(caught.value)
     assert "raise `memory-mb`" in text, text
     assert "not a valid WebAssembly component" not in text, text
+
+
+# The echo guest plus: subject "slep" blocks 5 s in the host (wasi:clocks subscribe-duration,
+# then wasi:io/poll block), the way time.sleep does in componentize-py guests.
+SLEEP_IMPORTS = """(component
+  (import "wasi:io/poll@0.2.0" (instance $poll
+    (export "pollable" (type (sub resource)))
+    (export "[method]pollable.block" (func (param "self" (borrow 0))))))
+  (alias export $poll "pollable" (type $pollable))
+  (import "wasi:clocks/monotonic-clock@0.2.0" (instance $clock
+    (alias outer 1 $pollable (type))
+    (export "pollable" (type (eq 0)))
+    (export "subscribe-duration" (func (param "when" u64) (result (own 1))))))
+  (core func $subscribe (canon lower (func $clock "subscribe-duration")))
+  (core func $block (canon lower (func $poll "[method]pollable.block")))
+  (core instance $wasi (export "subscribe" (func $subscribe)) (export "block" (func $block)))
+  (core module $m
+    (import "wasi" "subscribe" (func $sub (param i64) (result i32)))
+    (import "wasi" "block" (func $blk (param i32)))"""
+SLEEP_CALL = """;; subject "slep": block 5 s in wasi:io/poll
+      (if (i32.and (i32.eq (local.get $sl) (i32.const 4))
+                   (i32.eq (i32.load (local.get $sp)) (i32.const 0x70656c73)))
+        (then (call $blk (call $sub (i64.const 5000000000)))))
+      ;; subject "trap": trap"""
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "native: epoch interruption does not reach a guest blocked in a host call; "
+    "wasi:io/poll (pollable.block, poll) must be bounded by the call's deadline"))
+async def test_a_guest_blocked_in_a_host_sleep_times_out_at_timeout_ms(
+        engine: WasmEngine, tmp_path: Path) -> None:
+    text = WAT_ECHO.read_text()
+    text = text.replace("(component\n  (core module $m", SLEEP_IMPORTS, 1)
+    text = text.replace(';; subject "trap": trap', SLEEP_CALL, 1)
+    text = text.replace("(core instance $i (instantiate $m))",
+                        '(core instance $i (instantiate $m (with "wasi" (instance $wasi))))')
+    wat = tmp_path / "sleeper.wat"
+    wat.write_text(text)
+    spec = msgspec.convert({"source": str(wat), "timeout-ms": 200}, ComponentSpec)
+    pool = InstancePool("sleeper", spec, engine, engine.load_component(wat),
+                        HostImports("sleeper", {}, {}))
+    try:
+        started = time.monotonic()
+        with pytest.raises(HandlerTimeout):
+            await pool.call(Event(id="e", source="t", type="t", subject="slep"))
+        # The slot must come back at the deadline, not when the guest's sleep ends.
+        assert time.monotonic() - started < 2.0
+    finally:
+        pool.close()
