@@ -47,7 +47,12 @@ def compile_cache_dir(manifest: LoadedManifest) -> Path:
     on one host); by default each app keeps its own next to its manifest.
     """
     shared = os.environ.get(CACHE_DIR_ENV)
-    return Path(shared) if shared else manifest.root / ".wasmgate" / "cache"
+    directory = Path(shared) if shared else manifest.root / ".wasmgate" / "cache"
+    if directory.exists() and not directory.is_dir():
+        where = f"{CACHE_DIR_ENV}={directory}" if shared else str(directory)
+        raise ConfigError(f"{where} is not a directory; point {CACHE_DIR_ENV} at a directory "
+                          "(it is created if missing) or remove the file")
+    return directory
 
 
 def max_cache_bytes(manifest: LoadedManifest | None) -> int:

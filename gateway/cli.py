@@ -93,11 +93,12 @@ def _cache(action: str, manifest: str | None) -> int:
         deleted = cache.clear()
         print(f"deleted {len(deleted)} files from {cache.directory}")
         return 0
+    limit = max_cache_bytes(loaded)  # a bad WASMGATE_CACHE_MAX_MB fails before any output
     entries = cache.entries()
     total = sum(e.size for e in entries)
     print(f"compile cache: {cache.directory}")
-    print(f"{len(entries)} entries, {format_size(total)} of "
-          f"{format_size(max_cache_bytes(loaded))} (oldest are evicted past that)")
+    print(f"{len(entries)} entries, {format_size(total)} of {format_size(limit)} (oldest are "
+          "evicted past that)")
     for entry in entries:
         print(f"  {entry.path.name[:16]}…  {format_size(entry.size):>9}")
     return 0

@@ -138,3 +138,17 @@ def test_cache_command_refuses_an_unknown_action(tmp_path: Path,
     manifest.write_text('[application]\nname = "x"\n')
     assert main(["cache", "purge", str(manifest)]) == 2
     assert "unknown cache action 'purge'" in capsys.readouterr().err
+
+
+def test_a_cache_dir_that_is_a_file_is_a_clear_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # It was shown as an empty cache, and every compile warned "File exists (os error 17)".
+    not_a_dir = tmp_path / "cache"
+    not_a_dir.write_text("")
+    monkeypatch.setenv("WASMGATE_CACHE_DIR", str(not_a_dir))
+    manifest = write_app(tmp_path / "app", ["alpha"])
+    for command in (["cache", str(manifest)], ["build", str(manifest)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert f"WASMGATE_CACHE_DIR={not_a_dir} is not a directory" in err, err
