@@ -3,7 +3,8 @@ copy cut short, a hand edit) must be recompiled or refused, never loaded and run
 
 Truncated or random files are refused by wasmtime's own checks (the ELF and engine headers)
 and recompiled. An artifact with intact headers but damaged machine code is not: wasmtime
-trusts a deserialized artifact's code, so it runs. The run is in a child process: the
+trusts a deserialized artifact's code, so it runs; so does another component's artifact copied
+under this one's name (a shared WASMGATE_CACHE_DIR). The run is in a child process: the
 damaged code kills whatever process runs it.
 """
 
@@ -78,3 +79,21 @@ def test_an_entry_with_damaged_code_is_not_run(app: Path) -> None:
     again = _invoke(app)
     assert again.returncode == 0, f"exit status {again.returncode}: {again.stderr[-2000:]}"
     assert "echo:" in again.stdout
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "native/src/engine.rs load_or_compile does not bind an artifact to the wasm it was "
+    "compiled from; the digest it checks must cover the artifact's key as well"))
+def test_an_entry_of_another_component_under_this_ones_name_is_not_run(app: Path) -> None:
+    artifact, = (app / "cache").glob("*.cwasm")
+    other = app / "other.wat"
+    other.write_text(WAT_ECHO.read_text().replace('"echo:"', '"evil:"'))
+    (app / "wasmgate.toml").write_text(
+        '[application]\nname = "c"\n[component.echo]\nsource = "other.wat"\n')
+    assert "evil:" in _invoke(app).stdout
+    evil, = (p for p in (app / "cache").glob("*.cwasm") if p != artifact)
+    artifact.write_bytes(evil.read_bytes())  # a shared cache: anyone may write a file
+    (app / "wasmgate.toml").write_text(
+        '[application]\nname = "c"\n[component.echo]\nsource = "echo.wat"\n')
+    again = _invoke(app)
+    assert "echo:" in again.stdout, again.stdout
