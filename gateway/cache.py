@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,7 +30,12 @@ CACHE_DIR_ENV = "WASMGATE_CACHE_DIR"
 MAX_MB_ENV = "WASMGATE_CACHE_MAX_MB"
 # A componentize-py handler compiles to ~35 MB: room for a few dozen of them.
 DEFAULT_MAX_MB = 1024
-ARTIFACT_SUFFIX = ".cwasm"
+# Only the names the engine writes (native/src/engine.rs: `<sha256>.cwasm`, written through
+# `<sha256>.<pid>.tmp`) are the cache's: WASMGATE_CACHE_DIR may point at a directory shared
+# with other files (/tmp, a cache of `wasmtime compile` outputs), which must survive
+# eviction and `wasmgate cache clear`.
+_ARTIFACT_NAME = re.compile(r"[0-9a-f]{64}\.cwasm")
+_TMP_NAME = re.compile(r"[0-9a-f]{64}\.[0-9]+\.tmp")
 # A tmp file this old belongs to a compile that died; a live one is seconds old.
 _STALE_TMP_SECONDS = 3600
 
@@ -41,7 +47,12 @@ def compile_cache_dir(manifest: LoadedManifest) -> Path:
     on one host); by default each app keeps its own next to its manifest.
     """
     shared = os.environ.get(CACHE_DIR_ENV)
-    return Path(shared) if shared else manifest.root / ".wasmgate" / "cache"
+    directory = Path(shared) if shared else manifest.root / ".wasmgate" / "cache"
+    if directory.exists() and not directory.is_dir():
+        where = f"{CACHE_DIR_ENV}={directory}" if shared else str(directory)
+        raise ConfigError(f"{where} is not a directory; point {CACHE_DIR_ENV} at a directory "
+                          "(it is created if missing) or remove the file")
+    return directory
 
 
 def max_cache_bytes(manifest: LoadedManifest | None) -> int:
@@ -78,7 +89,7 @@ class CompileCache:
     def entries(self) -> list[CacheEntry]:
         """Return every artifact, oldest first."""
         found: list[CacheEntry] = []
-        for path in self._files(f"*{ARTIFACT_SUFFIX}"):
+        for path in self._files(_ARTIFACT_NAME):
             try:
                 stat = path.stat()
             except FileNotFoundError:  # evicted or cleared by another process meanwhile
@@ -88,7 +99,7 @@ class CompileCache:
 
     def names(self) -> set[str]:
         """Return the file names of every artifact (to tell what a compile added)."""
-        return {p.name for p in self._files(f"*{ARTIFACT_SUFFIX}")}
+        return {p.name for p in self._files(_ARTIFACT_NAME)}
 
     def total_bytes(self) -> int:
         """Return the size of every artifact together."""
@@ -127,13 +138,13 @@ class CompileCache:
     def clear(self) -> list[Path]:
         """Delete every artifact and tmp file; return what was deleted."""
         deleted = [e.path for e in self.entries() if _unlink(e.path)]
-        deleted += [p for p in self._files("*.tmp") if _unlink(p)]
+        deleted += [p for p in self._files(_TMP_NAME) if _unlink(p)]
         return deleted
 
     def _remove_stale_tmp(self) -> list[Path]:
         cutoff = time.time() - _STALE_TMP_SECONDS
         stale: list[Path] = []
-        for path in self._files("*.tmp"):
+        for path in self._files(_TMP_NAME):
             try:
                 old = path.stat().st_mtime < cutoff
             except FileNotFoundError:
@@ -142,10 +153,10 @@ class CompileCache:
                 stale.append(path)
         return stale
 
-    def _files(self, pattern: str) -> list[Path]:
+    def _files(self, name: re.Pattern[str]) -> list[Path]:
         if not self.directory.is_dir():
             return []
-        return [p for p in self.directory.glob(pattern) if p.is_file()]
+        return [p for p in self.directory.iterdir() if name.fullmatch(p.name) and p.is_file()]
 
 
 def _unlink(path: Path) -> bool:

@@ -18,6 +18,7 @@ from gateway.cache import CompileCache, compile_cache_dir, format_size, max_cach
 from gateway.check import check_manifest
 from gateway.dead_letters import cli as dead_letters_cli
 from gateway.errors import ConfigError, InvalidEvent, WasmgateError
+from gateway.manifest import load_manifest
 from gateway.redaction import mask_secrets_processor, redact_secrets
 from gateway.templates import create_project, list_templates
 from gateway.watch import ComponentWatcher
@@ -92,11 +93,12 @@ def _cache(action: str, manifest: str | None) -> int:
         deleted = cache.clear()
         print(f"deleted {len(deleted)} files from {cache.directory}")
         return 0
+    limit = max_cache_bytes(loaded)  # a bad WASMGATE_CACHE_MAX_MB fails before any output
     entries = cache.entries()
     total = sum(e.size for e in entries)
     print(f"compile cache: {cache.directory}")
-    print(f"{len(entries)} entries, {format_size(total)} of "
-          f"{format_size(max_cache_bytes(loaded))} (oldest are evicted past that)")
+    print(f"{len(entries)} entries, {format_size(total)} of {format_size(limit)} (oldest are "
+          "evicted past that)")
     for entry in entries:
         print(f"  {entry.path.name[:16]}…  {format_size(entry.size):>9}")
     return 0
@@ -125,6 +127,8 @@ def _read_event(event_file: str) -> Event:
 async def _invoke(manifest: str, component: str, event_file: str) -> int:
     # The event first: a typo in its path should not wait for every component to compile.
     event = _read_event(event_file)
+    # Then the name, listing the known ones, before anything compiles.
+    load_manifest(manifest).component(component)
     app = App.load(manifest)
     app.capabilities.start()  # no trigger starts, but `publish` hands its sends to this loop
     outcome = await app.dispatcher.dispatch(component, event)

@@ -139,10 +139,53 @@ class WasmEngine:
         except _native.ComponentContractError as exc:
             raise ComponentContractError(str(exc)) from None
         except _native.ComponentLoadError as exc:
-            raise ComponentError(str(exc)) from None
+            text = str(exc)
+            if "pooling allocator" in text and self.pooling is not None:
+                # A valid component whose memory at start is larger than the pool's slots.
+                raise ComponentError(
+                    f"{source} cannot run in the pooling allocator's memory slots of "
+                    f"{self.pooling.max_memory_mb} MiB (the largest `memory-mb` of the app): "
+                    f"{text.partition('pooling allocator requirements: ')[2] or text}; "
+                    f"raise `memory-mb` in [component.{name or source.stem}]") from None
+            raise ComponentError(_not_a_component(source, wasm, text)) from None
         if loaded.cache_note:
             log.warning("compile cache not used", note=loaded.cache_note)
         return loaded
+
+
+_WASM_MAGIC = b"\x00asm"
+# The version field after the magic: a core module's (1) or a component's (0x0d, layer 1).
+_CORE_MODULE_VERSION = b"\x01\x00\x00\x00"
+_WORLDS_HINT = ("A component must export `handle` of the world `wasmgate:handler/handler` "
+                "(bindings/wit/handler.wit) or `wasi:http/incoming-handler` (the standard "
+                "`wasi:http/proxy` world)")
+
+
+def _not_a_component(source: Path, wasm: bytes, native_text: str) -> str:
+    """What is wrong with ``source``, which wasmtime refused to compile (``native_text``).
+
+    wasmtime reads anything that is not binary wasm as the text format, so an empty or
+    unrelated file would be reported as a WAT syntax error pointing into it; a core module
+    is refused as "a wasm module" given to "a component parser". Both say what the file is
+    instead, and every case names the worlds a component must export.
+    """
+    prefix = f"{source} is not a valid WebAssembly component"
+    if source.suffix == ".wat" or wasm.lstrip()[:2] in (b"(c", b"(m", b";;"):
+        # The text format, meant as such: its parser's diagnostic points at the mistake.
+        what = native_text.removeprefix(prefix).lstrip(": ")
+    elif not wasm:
+        what = "the file is empty (did the build fail half-way?)"
+    elif not wasm.startswith(_WASM_MAGIC):
+        what = ("the file does not start with the WebAssembly magic bytes `\\0asm` (is it "
+                "the file the build writes?)")
+    elif wasm[4:8] == _CORE_MODULE_VERSION:
+        what = ("it is a core WebAssembly module, not a component; build it with a "
+                "component toolchain (componentize-py, componentize-js, cargo component) or "
+                "wrap it with `wasm-tools component new`")
+    else:
+        detail = native_text.removeprefix(prefix).lstrip(": ")
+        what = f"the file is truncated or corrupt ({detail}); rebuild it"
+    return f"{prefix}: {what}. {_WORLDS_HINT}"
 
 
 __all__ = ["PoolingLimits", "WasmEngine", "engine_for", "pooling_from_env"]

@@ -179,9 +179,8 @@ class InstancePool:
         except _native.ComponentContractError as exc:
             raise ComponentContractError(str(exc)) from None
         except _native.InstantiateError as exc:
-            hint = ("; the pooling allocator's limits may be too small for it (set "
-                    "WASMGATE_POOLING=0 to check)" if pooling is not None else "")
-            raise ComponentError(f"{exc}{hint}") from None
+            raise ComponentError(_instantiate_failure(name, spec, str(exc),
+                                                      pooling is not None)) from None
         _live_pools.add(self._native)
         self._slots = asyncio.Semaphore(spec.max_instances)
         # Host calls must end a little before the event does, so the guest can still take
@@ -335,7 +334,7 @@ class InstancePool:
         error: HandlerError
         if kind == RETURNED:
             error = HandlerReturnedError(
-                f"component `{self.name}` returned an error: {payload}")
+                f"component `{self.name}` returned an error: {_cut(payload)}")
         elif kind == TIMEOUT:
             error = HandlerTimeout(
                 f"component `{self.name}` ran past its {self.spec.timeout_ms} ms timeout "
@@ -370,6 +369,30 @@ class InstancePool:
     def close(self) -> None:
         """Stop the pool's threads once the calls they have taken end."""
         self._native.close()
+
+
+def _instantiate_failure(name: str, spec: ComponentSpec, text: str, pooled: bool) -> str:
+    """The load-time instantiation's error, with the setting to change where one is at
+    fault. Start code that traps or loops is the guest's own failure: no hint then."""
+    if "exceeds memory limits" in text:
+        return (f"{text}: its memory at start is over `memory-mb` = {spec.memory_mb}; raise "
+                f"`memory-mb` in [component.{name}]")
+    if not pooled or "start code ran past" in text or "wasm trap" in text:
+        return text
+    return (f"{text}; the pooling allocator's limits may be too small for it (set "
+            "WASMGATE_POOLING=0 to check)")
+
+
+# A guest's err(...) text goes into a log line per event, dead-letter headers and replies;
+# it is as large as the guest's memory can hold, so only its start is kept.
+ERROR_TEXT_MAX_CHARS = 1024
+
+
+def _cut(text: str) -> str:
+    if len(text) <= ERROR_TEXT_MAX_CHARS:
+        return text
+    return (f"{text[:ERROR_TEXT_MAX_CHARS]}... ({len(text) - ERROR_TEXT_MAX_CHARS} more "
+            "characters cut)")
 
 
 async def _stop(feeding: asyncio.Task[None]) -> None:

@@ -666,6 +666,7 @@ def _cross_check(spec: Manifest, where: str) -> None:
                 f"{component.http_path!r} (e.g. \"/events\")",
                 path=where, field=_join(_join("component", name), "http-path"))
 
+        _check_spares(name, component, where)
         _check_grants(spec, name, component, where)
 
     for kind, tables in spec.trigger.items():
@@ -695,6 +696,27 @@ def _cross_check(spec: Manifest, where: str) -> None:
                     path=where,
                     field=field,
                 )
+
+
+def _check_spares(name: str, component: ComponentSpec, where: str) -> None:
+    """Spares are instances held ready for ``fresh`` events. At most ``max-instances`` events
+    run at once, so spares past that only hold memory, and a large number made the pool
+    instantiate until the process ran out of address space."""
+    spares = component.spare_instances
+    if not spares:
+        return
+    field = _join(_join("component", name), "spare-instances")
+    if component.isolation != "fresh":
+        raise ConfigError(
+            f"`spare-instances` = {spares} applies to isolation = \"fresh\" only (pooled "
+            "instances stay warm by themselves); remove it or set isolation = \"fresh\"",
+            path=where, field=field)
+    if spares > component.max_instances:
+        raise ConfigError(
+            f"`spare-instances` = {spares} is more than max-instances = "
+            f"{component.max_instances}: at most that many events run at once, so more spares "
+            "only hold memory; lower it, or raise `max-instances`",
+            path=where, field=field)
 
 
 def _check_grants(spec: Manifest, name: str, component: ComponentSpec, where: str) -> None:

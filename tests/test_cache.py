@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -18,9 +19,14 @@ from tests.cheap_builds import write_app
 MB = 1 << 20
 
 
+def _key(name: str) -> str:
+    """An artifact key of the engine's form (a SHA-256 in hex) standing for ``name``."""
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
 def _entry(directory: Path, name: str, size: int, age_s: float) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}.cwasm"
+    path = directory / f"{_key(name)}.cwasm"
     path.write_bytes(b"\0" * size)
     then = time.time() - age_s
     os.utime(path, (then, then))
@@ -46,14 +52,29 @@ def test_eviction_spares_entries_in_use(tmp_path: Path) -> None:
 
 
 def test_eviction_removes_tmp_files_of_dead_compiles_only(tmp_path: Path) -> None:
-    stale = tmp_path / "x.cwasm.123.tmp"
-    live = tmp_path / "y.cwasm.456.tmp"
+    stale = tmp_path / f"{_key('x')}.123.tmp"
+    live = tmp_path / f"{_key('y')}.456.tmp"
     stale.write_bytes(b"1")
     live.write_bytes(b"1")
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
     CompileCache(tmp_path).evict(100 * MB)
     assert not stale.exists()
     assert live.exists()  # a compile may be writing it right now
+
+
+def test_files_the_engine_did_not_write_survive_eviction_and_clear(tmp_path: Path) -> None:
+    # WASMGATE_CACHE_DIR may be a directory shared with other files.
+    others = [tmp_path / "notes.tmp", tmp_path / "mine.cwasm", tmp_path / "x.cwasm.1.tmp"]
+    for path in others:
+        path.write_bytes(b"\0" * MB)
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+    ours = _entry(tmp_path, "a", MB, age_s=300)
+    cache = CompileCache(tmp_path)
+    assert cache.evict(0) == [ours]
+    assert cache.total_bytes() == 0
+    _entry(tmp_path, "b", MB, age_s=300)
+    assert len(cache.clear()) == 1
+    assert all(path.exists() for path in others)
 
 
 def test_limit_from_environment_then_manifest_then_default(
@@ -117,3 +138,17 @@ def test_cache_command_refuses_an_unknown_action(tmp_path: Path,
     manifest.write_text('[application]\nname = "x"\n')
     assert main(["cache", "purge", str(manifest)]) == 2
     assert "unknown cache action 'purge'" in capsys.readouterr().err
+
+
+def test_a_cache_dir_that_is_a_file_is_a_clear_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # It was shown as an empty cache, and every compile warned "File exists (os error 17)".
+    not_a_dir = tmp_path / "cache"
+    not_a_dir.write_text("")
+    monkeypatch.setenv("WASMGATE_CACHE_DIR", str(not_a_dir))
+    manifest = write_app(tmp_path / "app", ["alpha"])
+    for command in (["cache", str(manifest)], ["build", str(manifest)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert f"WASMGATE_CACHE_DIR={not_a_dir} is not a directory" in err, err

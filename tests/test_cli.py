@@ -135,3 +135,16 @@ def test_an_event_before_1970_names_the_file_and_time(
     err = capsys.readouterr().err
     assert str(event) in err
     assert "`time` '1969-07-20T20:17:40Z' is before 1970" in err
+
+
+def test_an_unknown_component_is_a_cli_error_listing_the_names_before_anything_compiles(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The component is not even built: a typo in the name must not wait for compiles.
+    manifest = _manifest(tmp_path, 'source = "build/not-built.wasm"')
+    event = tmp_path / "event.json"
+    event.write_text('{"specversion": "1.0", "id": "1", "source": "t", "type": "t"}')
+    assert main(["invoke", "ecoh", "--event", str(event), "--manifest", str(manifest)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"wasmgate: {manifest}: no component named 'ecoh'")
+    assert "known components: `echo`" in err
+    assert "not-built.wasm" not in err

@@ -335,3 +335,20 @@ def test_env_interpolation_nested_default_errors_name_the_field(tmp_path: Path) 
         with pytest.raises(ConfigError, match="malformed interpolation") as info:
             load(tmp_path, MINIMAL.replace('"build/hello.wasm"', f'"{broken}"'), env={})
         assert "component.hello.source" in str(info.value)
+
+
+def test_spare_instances_apply_to_fresh_only_and_not_past_max_instances(tmp_path: Path) -> None:
+    # 100000 spares made the gateway instantiate until its address space ran out (MemoryError
+    # tracebacks, no request served); with pooled they were silently ignored.
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, MINIMAL + 'isolation = "fresh"\nspare-instances = 100000\n')
+    assert info.value.field == "component.hello.spare-instances"
+    assert "max-instances = 8" in str(info.value)
+
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, MINIMAL + "spare-instances = 2\n")
+    assert info.value.field == "component.hello.spare-instances"
+    assert 'isolation = "fresh"' in str(info.value)
+
+    fine = load(tmp_path, MINIMAL + 'isolation = "fresh"\nmax-instances = 4\nspare-instances = 4\n')
+    assert fine.components["hello"].spare_instances == 4
