@@ -89,6 +89,19 @@ async def test_failures_are_typed_and_the_pool_keeps_serving(
     assert (await pool.call(_ev("hi", b"ok"))).body == b"echo:ok"
 
 
+async def test_a_guest_asleep_in_the_host_ends_at_timeout_ms_and_the_slot_comes_back(
+        engine: WasmEngine, echo_wasm: Path, tmp_path: Path) -> None:
+    # time.sleep is a WASI timer the guest waits on inside the host, where the epoch
+    # deadline cannot reach: the timer itself is cut at the deadline.
+    pool = _pool(engine, echo_wasm, tmp_path, timeout_ms=300, max_instances=1)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(HandlerTimeout, match="300 ms"):
+        await pool.call(_ev("nap", b"30"))
+    assert loop.time() - started < 10, "the slot was held for the guest's whole sleep"
+    assert (await pool.call(_ev("nap", b"0.01"))).body == b"rested"  # a nap in time is fine
+
+
 async def test_pooled_reuses_and_fresh_does_not(engine: WasmEngine, echo_wasm: Path,
                                                 tmp_path: Path) -> None:
     pooled = _pool(engine, echo_wasm, tmp_path, max_instances=1)

@@ -203,9 +203,6 @@ SLEEP_CALL = """;; subject "slep": block 5 s in wasi:io/poll
       ;; subject "trap": trap"""
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "native: epoch interruption does not reach a guest blocked in a host call; "
-    "wasi:io/poll (pollable.block, poll) must be bounded by the call's deadline"))
 async def test_a_guest_blocked_in_a_host_sleep_times_out_at_timeout_ms(
         engine: WasmEngine, tmp_path: Path) -> None:
     text = WAT_ECHO.read_text()

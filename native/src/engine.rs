@@ -26,7 +26,7 @@ pub const WASMTIME_VERSION: &str = "48.0.8";
 /// One epoch tick: the resolution of every handler timeout.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Bumped when the artifact layout or what goes into the key changes.
-const CACHE_FORMAT: &str = "wasmgate-native-1";
+const CACHE_FORMAT: &str = "wasmgate-native-2"; // 2: entries end with a seal
 
 /// The limits the pooling allocator reserves up front.
 #[derive(Clone, Debug)]
@@ -264,27 +264,67 @@ fn load_or_compile(
     artifact: &Path,
 ) -> wasmtime::Result<(Component, bool, Option<String>)> {
     let mut note = None;
-    if artifact.exists() {
-        // SAFETY: the artifact was written by `Component::serialize` of an engine with the
-        // same compatibility hash (it is part of the file name), into a cache directory
-        // the gateway owns; wasmtime checks the header and refuses a mismatched one.
-        match unsafe { Component::deserialize_file(engine, artifact) } {
-            Ok(component) => return Ok((component, true, None)),
-            Err(e) => {
+    if let Ok(file) = std::fs::read(artifact) {
+        match unsealed(artifact, &file) {
+            // SAFETY: these bytes are what `Component::serialize` of an engine with the
+            // same compatibility hash (part of the file name) wrote under this name: the
+            // seal says so. wasmtime checks the header and refuses a mismatched one.
+            Some(bytes) => match unsafe { Component::deserialize(engine, bytes) } {
+                Ok(component) => return Ok((component, true, None)),
+                Err(e) => {
+                    note = Some(format!(
+                        "discarded unreadable cache entry {artifact:?}: {e}"
+                    ))
+                }
+            },
+            None => {
                 note = Some(format!(
-                    "discarded unreadable cache entry {artifact:?}: {e}"
+                    "discarded damaged cache entry {artifact:?}: its contents are not what \
+                     was written under that name; recompiling"
                 ))
             }
         }
     }
     let component = Component::new(engine, wasm)?;
-    let bytes = component.serialize()?;
+    let bytes = sealed(artifact, &component.serialize()?);
     if let Err(e) = write_atomically(cache_dir, artifact, &bytes) {
         note = Some(format!(
             "could not write the compile cache {artifact:?}: {e}"
         ));
     }
     Ok((component, false, note))
+}
+
+/// Bytes of the SHA-256 seal every cache entry ends with.
+const SEAL_LEN: usize = 32;
+
+/// The seal of an artifact stored under `path`: SHA-256 of its file name and its bytes.
+/// Deserializing runs the machine code as it is, so a damaged entry, or one copied over
+/// another's name, must be recompiled instead (the seal is no defence against someone who
+/// may write the cache directory on purpose: only the gateway's user should).
+fn seal(path: &Path, bytes: &[u8]) -> [u8; SEAL_LEN] {
+    let name = path
+        .file_name()
+        .map(|n| n.as_encoded_bytes())
+        .unwrap_or_default();
+    let mut digest = Sha256::new();
+    digest.update((name.len() as u64).to_le_bytes());
+    digest.update(name);
+    digest.update(bytes);
+    digest.finalize().into()
+}
+
+fn sealed(path: &Path, artifact: &[u8]) -> Vec<u8> {
+    let mut file = Vec::with_capacity(artifact.len() + SEAL_LEN);
+    file.extend_from_slice(artifact);
+    file.extend_from_slice(&seal(path, artifact));
+    file
+}
+
+/// The artifact inside a cache file, if its seal matches its name and bytes.
+fn unsealed<'a>(path: &Path, file: &'a [u8]) -> Option<&'a [u8]> {
+    let (artifact, found) = file.split_at(file.len().checked_sub(SEAL_LEN)?);
+    (seal(path, artifact) == found).then_some(artifact)
 }
 
 fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -345,5 +385,24 @@ impl LoadedComponent {
     #[getter]
     fn world(&self) -> String {
         self.world.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_artifact_opens_only_under_its_own_name_and_unchanged() {
+        let here = Path::new("/cache/aaaa.cwasm");
+        let there = Path::new("/cache/bbbb.cwasm");
+        let file = sealed(here, b"machine code");
+        assert_eq!(unsealed(here, &file), Some(&b"machine code"[..]));
+        assert_eq!(unsealed(there, &file), None);
+        let mut damaged = file.clone();
+        damaged[3] ^= 0xff;
+        assert_eq!(unsealed(here, &damaged), None);
+        assert_eq!(unsealed(here, &file[..SEAL_LEN - 1]), None);
+        assert_eq!(unsealed(here, b""), None);
     }
 }

@@ -49,6 +49,10 @@ pub struct CallScope {
     pub imports: Arc<HostImports>,
     /// The `contextvars.Context` of the event being handled, while a call runs.
     pub context: Option<Py<PyAny>>,
+    /// When the call in progress (or the instantiation) must end: WASI timers stop there.
+    pub deadline: Option<std::time::Instant>,
+    /// Whether a WASI timer of this call was cut at the deadline (the call then timed out).
+    pub timer_cut: bool,
 }
 
 /// A store's data: WASI state, limits, the captured stderr and the current call's scope.
@@ -84,6 +88,7 @@ impl WasiHttpView for HostState {
 /// either world may import any of them (what it imports is still granted per manifest).
 pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    crate::deadline_clock::link(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_sync(linker)?;
     config_store::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
     crate::keyvalue::link(linker)?;

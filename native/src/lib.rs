@@ -8,6 +8,7 @@
 
 mod body;
 mod completion;
+mod deadline_clock;
 mod engine;
 mod event;
 mod host;

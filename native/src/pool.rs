@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
@@ -101,6 +102,9 @@ impl Shared {
             scope: CallScope {
                 imports: self.imports.clone(),
                 context: None,
+                // Start code runs under the same deadline as a call.
+                deadline: Some(Instant::now() + Duration::from_millis(s.timeout_ms)),
+                timer_cut: false,
             },
         };
         let mut store = Store::new(&self.engine, state);
@@ -181,6 +185,9 @@ impl Shared {
         let s = &self.settings;
         inst.uses += 1;
         inst.store.data_mut().scope.context = context;
+        inst.store.data_mut().scope.deadline =
+            Some(Instant::now() + Duration::from_millis(s.timeout_ms));
+        inst.store.data_mut().scope.timer_cut = false;
         inst.store.data_mut().limits.memory_refused = false;
         inst.store.set_epoch_deadline(s.deadline_ticks);
         if let Some(fuel) = s.fuel.filter(|_| s.consume_fuel) {
@@ -215,7 +222,14 @@ impl Shared {
                 }
             }
         };
+        // A guest woken early by a cut timer would have run past its deadline.
+        let outcome = if inst.store.data().scope.timer_cut {
+            Outcome::Timeout
+        } else {
+            outcome
+        };
         let context = inst.store.data_mut().scope.context.take();
+        inst.store.data_mut().scope.deadline = None;
         let (stderr, stderr_dropped) = inst.store.data().stderr.take();
         let keep = matches!(outcome, Outcome::Ok(_))
             && s.pooled
