@@ -149,6 +149,34 @@ async def test_sqlite_describing_pragmas_still_work(local: Call) -> None:
     assert same["ok"]["rows"] == [["v"]]
 
 
+async def test_sqlite_transaction_cannot_span_events(local: Call) -> None:
+    """The connection is shared by every event: a BEGIN left open by one would take the
+    next events' writes into it (a later ROLLBACK erasing them) and hold the file's write
+    lock against other processes."""
+    for statement in ("BEGIN", "BEGIN IMMEDIATE", "SAVEPOINT s"):
+        _refused(await local(op="sql-exec", db="local", sql=statement), "transaction")
+    await local(op="sql-exec", db="local", sql="INSERT INTO t VALUES ('written')")
+    for statement in ("ROLLBACK", "ROLLBACK TO s", "RELEASE s"):
+        _refused(await local(op="sql-exec", db="local", sql=statement), "transaction")
+    rows = await local(op="sql-query", db="local", sql="SELECT v FROM t ORDER BY v")
+    assert rows["ok"]["rows"] == [["kept"], ["written"]]
+
+
+@pytest.mark.parametrize("statement", [
+    "CREATE TEMP TABLE t (v TEXT)", "CREATE TABLE temp.t (v TEXT)",
+    "CREATE TEMP VIEW t AS SELECT 'forged' AS v",
+    "CREATE TEMP TRIGGER tr AFTER INSERT ON t BEGIN DELETE FROM t; END",
+    "CREATE VIRTUAL TABLE temp.t USING fts5(v)",
+])
+async def test_sqlite_temp_objects_are_refused(local: Call, statement: str) -> None:
+    """A TEMP object lives on the shared connection, not in the file, and shadows the
+    file's table of the same name for every later event."""
+    _refused(await local(op="sql-exec", db="local", sql=statement), "TEMP")
+    await local(op="sql-exec", db="local", sql="INSERT INTO t VALUES ('written')")
+    rows = await local(op="sql-query", db="local", sql="SELECT v FROM t ORDER BY v")
+    assert rows["ok"]["rows"] == [["kept"], ["written"]]
+
+
 # -- SQLite: results are bounded --------------------------------------------------------------
 
 

@@ -15,7 +15,8 @@ What a grant reaches, and for how long (docs/security.md):
   DETACH, ``VACUUM INTO``, extension loading, file-reaching functions and every PRAGMA
   but a few read-only ones, so a guest cannot open, copy into or read another file (the
   key-value store's included) nor change the journal or safety settings every component
-  sharing the connection relies on.
+  sharing the connection relies on. Transaction statements and TEMP objects are refused
+  too: on a shared connection they would outlive the call and reach other events.
 - A PostgreSQL grant is whatever the configured role may do: the gateway warns at the
   first connection when that role is a superuser. Statements reach the server as written
   (``$1``-style parameters, no client-side ``%`` parsing).
@@ -175,6 +176,22 @@ _READABLE_PRAGMAS = frozenset({
 # would have them (readfile/writefile/edit come with the CLI's fileio extension).
 _REFUSED_FUNCTIONS = frozenset({"load_extension", "readfile", "writefile", "edit",
                                 "fts3_tokenizer"})
+# TEMP objects, refused: see SqliteDatabase._refusal.
+_TEMP_CREATES = {
+    sqlite3.SQLITE_CREATE_TEMP_TABLE: "CREATE TEMP TABLE",
+    sqlite3.SQLITE_CREATE_TEMP_VIEW: "CREATE TEMP VIEW",
+    sqlite3.SQLITE_CREATE_TEMP_TRIGGER: "CREATE TEMP TRIGGER",
+    sqlite3.SQLITE_CREATE_TEMP_INDEX: "CREATE TEMP INDEX",
+}
+_CREATES = {
+    sqlite3.SQLITE_CREATE_TABLE: "CREATE TABLE",
+    sqlite3.SQLITE_CREATE_VIEW: "CREATE VIEW",
+    sqlite3.SQLITE_CREATE_TRIGGER: "CREATE TRIGGER",
+    sqlite3.SQLITE_CREATE_INDEX: "CREATE INDEX",
+    sqlite3.SQLITE_CREATE_VTABLE: "CREATE VIRTUAL TABLE",
+}
+_TRANSACTION_WHY = (" (each statement is its own transaction: every event shares the "
+                    "connection, so a transaction would take in other events' statements)")
 _VACUUM = re.compile(r"^\s*vacuum\b", re.IGNORECASE)
 # VACUUM of the main database in place: SQLite implements it with an ATTACH of a nameless
 # temporary database, which the authorizer lets through for this statement only.
@@ -239,15 +256,28 @@ class SqliteDatabase:
     # -- confinement -----------------------------------------------------------------------
 
     def _authorize(self, action: int, arg1: str | None, arg2: str | None,
-                   _db: str | None, _trigger: str | None) -> int:
-        refused = self._refusal(action, arg1, arg2)
+                   db: str | None, _trigger: str | None) -> int:
+        refused = self._refusal(action, arg1, arg2, db)
         if refused is None:
             return sqlite3.SQLITE_OK
         self._refused = refused
         return sqlite3.SQLITE_DENY
 
-    def _refusal(self, action: int, arg1: str | None, arg2: str | None) -> str | None:
+    def _refusal(self, action: int, arg1: str | None, arg2: str | None,
+                 db: str | None) -> str | None:
         """What ``action`` would do that the grant does not allow, or None if allowed."""
+        # The connection is shared by every event and component granted the database:
+        # a transaction left open by one would take in the others' writes (and a later
+        # ROLLBACK would erase them), and a TEMP object would live on the connection,
+        # outside the file, shadowing the file's table of the same name for everyone.
+        # (Plain VACUUM runs its own BEGIN inside the statement.)
+        if (action in (sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_SAVEPOINT)
+                and not self._plain_vacuum):
+            return f"the transaction statement {arg1}{_TRANSACTION_WHY}"
+        if action in _TEMP_CREATES:
+            return f"{_TEMP_CREATES[action]} {arg1}"
+        if action in _CREATES and db == "temp":
+            return f"{_CREATES[action]} {arg1} in the TEMP schema"
         if action == sqlite3.SQLITE_ATTACH:
             if self._plain_vacuum and arg1 == "":
                 return None
