@@ -358,6 +358,9 @@ class InstancePool:
         redact = self._host.redact
         lines = [redact(raw.decode("utf-8", "replace").rstrip())
                  for raw in stderr.splitlines()]
+        if dropped and lines and not stderr.endswith(b"\n"):
+            # `stderr-max-bytes` cut the last line, maybe inside a secret (or a character).
+            lines[-1] = redact.mask_cut_tail(lines[-1].rstrip("\ufffd"))
         lines = [line for line in lines if line]
         for line in lines:
             guest_log.warning("guest stderr", component=self.name, line=line)

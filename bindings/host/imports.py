@@ -118,9 +118,13 @@ class HostImports:
     def log_emit(self, level: str, message: str) -> None:
         if len(message) > LOG_MESSAGE_MAX_CHARS:
             cut = len(message) - LOG_MESSAGE_MAX_CHARS
-            message = f"{message[:LOG_MESSAGE_MAX_CHARS]}... ({cut} characters dropped)"
+            # Masked as it is cut: the cut may fall inside a secret.
+            message = (f"{self.redact.cut(message, LOG_MESSAGE_MAX_CHARS)}... "
+                       f"({cut} characters dropped)")
+        else:
+            message = self.redact(message)
         method = {"warn": "warning"}.get(level, level if level in LOG_LEVELS else "info")
-        getattr(self.log, method)(self.redact(message))
+        getattr(self.log, method)(message)
 
     # -- publish -------------------------------------------------------------------------
 
