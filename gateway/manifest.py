@@ -53,6 +53,7 @@ import re
 import tomllib
 import types
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -61,14 +62,23 @@ import msgspec
 
 from gateway.errors import ConfigError
 from gateway.grants import parse_allowed_host, parse_publish_grant
+from gateway.redaction import redact_url
 
 MANIFEST_FILENAME = "wasmgate.toml"
 DEFAULT_STORE = "default"
 
 _COMPONENT_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 
-Positive = Annotated[int, msgspec.Meta(ge=1)]
-NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+# Upper bounds are what the native executor, wasmtime and SQLite can hold (u64, i32, bytes
+# in a u64): past them, loading failed with a raw OverflowError instead of naming the field.
+_U63 = 2**63 - 1
+_I32 = 2**31 - 1
+Positive = Annotated[int, msgspec.Meta(ge=1, le=_U63)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0, le=_U63)]
+PositiveI32 = Annotated[int, msgspec.Meta(ge=1, le=_I32)]
+NonNegativeI32 = Annotated[int, msgspec.Meta(ge=0, le=_I32)]
+# Megabytes whose byte count fits a u64.
+Megabytes = Annotated[int, msgspec.Meta(ge=1, le=2**44 - 1)]
 
 
 class _Table(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
@@ -119,7 +129,7 @@ class SqlDatabaseSpec(_Table):
     # Limits on one query's result (docs/security.md); SQLite also refuses to build any
     # single value larger than max-result-bytes.
     max_rows: Positive = 10_000
-    max_result_bytes: Positive = 16 * 1024 * 1024
+    max_result_bytes: PositiveI32 = 16 * 1024 * 1024
 
 
 BrokerKind = Literal["kafka", "nats", "amqp", "redis"]
@@ -166,15 +176,15 @@ class ComponentSpec(_Table):
 
     source: str
     isolation: Literal["pooled", "fresh"] = "pooled"
-    max_instances: Positive = 8
+    max_instances: PositiveI32 = 8
     max_uses: Positive = 1000
-    memory_mb: Positive = 128
+    memory_mb: Megabytes = 128
     timeout_ms: Positive = 5000
     fuel: Positive | None = None
     admission_timeout_ms: NonNegative = 30_000
     # With isolation = "fresh": instances kept instantiated ahead of need, so an event does
     # not wait for instantiation (each holds memory; see docs/executor.md).
-    spare_instances: NonNegative = 0
+    spare_instances: NonNegativeI32 = 0
     # "inherit": what the guest writes to stderr (tracebacks, runtime errors) goes into the
     # gateway's log, one record a line with the component and event id; "discard" drops
     # it. Nothing else of the host is reachable either way.
@@ -614,14 +624,23 @@ _URL_EXAMPLES: Mapping[str, str] = {
 
 
 def _check_url(url: str, kind: str, where: str, field: str) -> None:
+    shown = redact_url(url)  # a password interpolated from the environment stays out
     # NATS takes a comma-separated server list, each with its own scheme.
     for server in url.split(",") if kind == "nats" else [url]:
         scheme, sep, rest = server.strip().partition("://")
         if not sep or scheme.lower() not in _URL_SCHEMES[kind] or not rest:
             schemes = ", ".join(f"{s}://" for s in _URL_SCHEMES[kind])
-            raise ConfigError(f"{url!r} is not a {kind} URL: it must start with one of "
+            raise ConfigError(f"{shown!r} is not a {kind} URL: it must start with one of "
                               f"{schemes} (e.g. {_URL_EXAMPLES[kind]!r})",
                               path=where, field=field)
+        if kind == "kafka":
+            continue  # a server list of its own form, checked by gateway.brokers.kafka
+        try:
+            urllib.parse.urlsplit(server.strip()).port  # noqa: B018 - parsing is the check
+        except ValueError as exc:
+            # "Port out of range 0-65535", "Invalid IPv6 URL", a port that is not a number
+            raise ConfigError(f"invalid {kind} URL {shown!r}: {exc} (e.g. "
+                              f"{_URL_EXAMPLES[kind]!r})", path=where, field=field) from None
 
 
 def _cross_check(spec: Manifest, where: str) -> None:

@@ -25,13 +25,17 @@ _MIN_SECRET_LENGTH = 4
 
 
 def redact_url(url: str) -> str:
-    """``url`` without a password (``amqp://guest:***@host``)."""
+    """``url`` without a password (``amqp://guest:***@host``; ``guest:***@host`` when the
+    scheme is missing, as in a mistyped URL)."""
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    if not sep:
+        scheme, rest = "", url
+    if "@" not in rest:
         return url
     userinfo, _, host = rest.rpartition("@")
     user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:{MASK}@{host}" if ":" in userinfo else f"{scheme}://{user}@{host}"
+    prefix = f"{scheme}{sep}"
+    return f"{prefix}{user}:{MASK}@{host}" if ":" in userinfo else f"{prefix}{user}@{host}"
 
 
 class SecretRedactor:
