@@ -191,6 +191,8 @@ class ComponentSpec(_Table):
     guest_stderr: Literal["inherit", "discard"] = "inherit"
     # Per call, stderr past this many bytes is counted, not logged.
     stderr_max_bytes: NonNegative = 16 * 1024
+    # Per call, `log.emit` messages past this many bytes (UTF-8) are counted, not logged.
+    log_emit_max_bytes: NonNegative = 64 * 1024
     key_value_stores: list[str] = msgspec.field(default_factory=list)
     variables: dict[str, str] = msgspec.field(default_factory=dict)
     # Deny by default, as in Spin: only what is listed here is reachable.
