@@ -135,3 +135,28 @@ def test_an_event_before_1970_names_the_file_and_time(
     err = capsys.readouterr().err
     assert str(event) in err
     assert "`time` '1969-07-20T20:17:40Z' is before 1970" in err
+
+
+FORGED = "2026-01-01T00:00:00Z [error    ] gateway shutting down"
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_a_log_emit_message_cannot_print_a_line_of_its_own(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        tty: bool) -> None:
+    """On a terminal the console renderer prints the event text (a log.emit message) as it
+    is: a line break or a terminal escape in it must not reach the terminal raw."""
+    path = tmp_path / "wasmgate.toml"
+    path.write_text(f'[application]\nname = "cli"\n\n[component.caps]\n'
+                    f'source = "{build_handler("caps")}"\n')
+    event = tmp_path / "event.json"
+    message = f"ok\n{FORGED}\r\x1b[2Jcleared"
+    event.write_text(json.dumps({"specversion": "1.0", "id": "1", "source": "t", "type": "t",
+                                 "data": json.dumps({"op": "log", "message": message})}))
+    monkeypatch.setattr(__import__("sys").stderr, "isatty", lambda: tty)
+    assert main(["invoke", "caps", "--event", str(event), "--manifest", str(path)]) == 0
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if "ok" in x and "cleared" in x]
+    assert FORGED in line  # the whole message stays on the record's own line
+    assert not any(x.startswith(FORGED) for x in err.splitlines())
+    assert "\x1b[2J" not in err and "\r" not in err
