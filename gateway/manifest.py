@@ -297,6 +297,11 @@ class LoadedManifest:
             ) from None
         return self.resolve(spec.path or f".wasmgate/{store}.sqlite")
 
+    def redis_prefix(self, store: str) -> str:
+        """The key prefix of Redis store ``store``: its ``prefix``, or one of its own."""
+        return (self.key_value_stores[store].prefix
+                or f"wasmgate:{self.application.name}:{store}:")
+
     @property
     def sql_databases(self) -> dict[str, SqlDatabaseSpec]:
         return self.spec.sql
@@ -343,7 +348,47 @@ def load_manifest(path: str | Path, env: Mapping[str, str] | None = None) -> Loa
     document = _interpolate(raw, "", os.environ if env is None else env, where)
     spec = _decode(document, where)
     _cross_check(spec, where)
-    return LoadedManifest(path=file, root=file.parent, spec=spec)
+    loaded = LoadedManifest(path=file, root=file.parent, spec=spec)
+    _check_stores_apart(loaded)
+    return loaded
+
+
+def _check_stores_apart(manifest: LoadedManifest) -> None:
+    """No two stores or databases share their data: a grant of one would reach the other.
+
+    A Redis store whose key prefix starts with another's (``a`` and ``a:b`` under the
+    default prefixes) has its keys inside that store's: a component granted ``a`` read and
+    deleted ``a:b``'s keys as ``b:<key>``. Two SQLite stores or databases on one file
+    likewise (a SQL grant on the key-value store's file reads it as a table).
+    """
+    where = str(manifest.path)
+    prefixes = {name: manifest.redis_prefix(name)
+                for name, spec in manifest.key_value_stores.items() if spec.backend == "redis"}
+    for inner, inner_prefix in prefixes.items():
+        for outer, outer_prefix in prefixes.items():
+            if outer != inner and inner_prefix.startswith(outer_prefix):
+                raise ConfigError(
+                    f"the keys of key-value store `{inner}` (prefix {inner_prefix!r}) lie "
+                    f"inside those of `{outer}` (prefix {outer_prefix!r}): a component "
+                    f"granted `{outer}` would reach them; give `{inner}` a `prefix` of its own"
+                    + (" or a name without ':'" if ":" in inner else ""),
+                    path=where, field=f"key-value.{inner}.prefix")
+    files: dict[str, str] = {}
+    sqlite = [(f"key-value.{name}", manifest.kv_path(name))
+              for name, spec in manifest.key_value_stores.items() if spec.backend == "sqlite"]
+    sqlite += [(f"sql.{name}", manifest.sql_path(name))
+               for name, spec in manifest.sql_databases.items() if spec.backend == "sqlite"]
+    for table, file in sqlite:
+        try:
+            key = str(file.resolve())
+        except (OSError, ValueError, RuntimeError):
+            continue  # opening it fails later with an error naming the field
+        if key in files:
+            raise ConfigError(
+                f"[{table}] and [{files[key]}] are the same SQLite file {key!r}: a grant of "
+                f"one would reach the other's data; give [{table}] a `path` of its own",
+                path=where, field=f"{table}.path")
+        files[key] = table
 
 
 # --------------------------------------------------------------------------------------------
