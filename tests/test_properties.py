@@ -394,3 +394,17 @@ def test_a_time_before_1970_is_refused_naming_time() -> None:
 
     with pytest.raises(InvalidEvent, match="`time` '1969-12-31T23:59:59Z' is before 1970"):
         event_from_cloudevent_json(b'{"time": "1969-12-31T23:59:59Z"}')
+
+
+@pytest.mark.parametrize("data", ["1e999", '{"a": -1e400}', "[123456789e999999]"])
+def test_a_number_past_a_doubles_range_in_data_is_passed_on_as_written(data: str) -> None:
+    """Valid JSON a double cannot hold: msgspec's decode raised a raw ValidationError
+    (`wasmgate invoke` printed a traceback); the data is passed on as written."""
+    event = event_from_cloudevent_json(f'{{"id": "1", "data": {data}}}'.encode())
+    assert event.data == data.encode()
+    assert event.content_type == "application/json"
+
+
+def test_a_json_string_in_data_is_the_payload_itself() -> None:
+    event = event_from_cloudevent_json(b'{"data": "caf\\u00e9 \\"q\\""}')
+    assert event.data == 'café "q"'.encode()
