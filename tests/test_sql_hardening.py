@@ -312,6 +312,29 @@ async def test_postgres_least_privilege_role_cannot_read_server_files(
     assert not [e for e in logs if "superuser" in e["event"]]
 
 
+async def test_postgres_role_that_reaches_server_files_is_warned_about(
+        gateway: Callable[..., App]) -> None:
+    """Not a superuser, but a member of pg_read_server_files: `COPY ... FROM '<file>'`
+    reads the server's files from a handler all the same, and nothing was logged."""
+    role = "wasmgate_files_test"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as pg:
+        if not pg.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone():
+            pg.execute(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
+        pg.execute(f"GRANT pg_read_server_files TO {role}")
+    app = gateway('sql-databases = ["files"]', '\n[sql.files]\nbackend = "postgres"\n'
+                  f'url = "postgresql://{role}@127.0.0.1:5432/test"\n')
+    call = _caller(app)
+    with structlog.testing.capture_logs() as logs:
+        await call(op="sql-exec", db="files", sql="DO $$ BEGIN CREATE TEMP TABLE h (l text); "
+                   "COPY h FROM '/etc/hostname'; END $$")
+        read = await call(op="sql-query", db="files", sql="SELECT count(*) AS n FROM h")
+    assert read == {"ok": {"columns": ["n"], "rows": [[1]]}}  # the reach is real
+    warnings = [e for e in logs if e["event"] == "sql database role reaches the server's files"]
+    assert len(warnings) == 1, logs
+    assert warnings[0]["through"] == ["pg_read_server_files"]
+    assert warnings[0]["role"] == role and "[sql.files]" in warnings[0]["hint"]
+
+
 async def test_sqlite_file_locked_by_another_process_is_waited_for_until_the_deadline_only(
         gateway: Callable[..., App]) -> None:
     import sqlite3

@@ -350,6 +350,9 @@ class SqliteDatabase:
 
 # -- PostgreSQL --------------------------------------------------------------------------------
 
+# Built-in roles whose members reach the server's file system or run programs on it.
+_FILE_ROLES = ("pg_read_server_files", "pg_write_server_files", "pg_execute_server_program")
+
 
 class PostgresDatabase:
     """A PostgreSQL database through a small pool of psycopg connections (autocommit).
@@ -401,6 +404,22 @@ class PostgresDatabase:
                 hint=f"set `url` of [sql.{self.name}] to a role with only the privileges the "
                      "handlers need (see docs/security.md); a handler granted this database "
                      "can read the server's files")
+            return
+        # Not a superuser, but a member of a role that reaches the server's files or runs
+        # programs on it: `pg_read_file` and `COPY ... PROGRAM` work all the same.
+        try:
+            reach = conn.execute(
+                "SELECT coalesce(array_agg(r), '{}') FROM unnest($1::text[]) AS r "
+                "WHERE pg_has_role(current_user, r, 'MEMBER')", [list(_FILE_ROLES)]).fetchone()
+        except psycopg.Error:
+            return  # a server without these roles (before PostgreSQL 11)
+        if reach is not None and reach[0]:
+            log.warning(
+                "sql database role reaches the server's files", database=self.name,
+                role=row[0] if row is not None else None, through=list(reach[0]),
+                hint=f"revoke {', '.join(reach[0])} from the role of `url` of "
+                     f"[sql.{self.name}] (see docs/security.md); a handler granted this "
+                     "database can read or write the server's files or run programs there")
 
     def _run(self, statement: str, params: list[SqlValue], *, fetch: bool) -> Any:
         import psycopg
