@@ -249,6 +249,33 @@ async def test_postgres_statement_is_stopped_at_the_deadline(gateway: Callable[.
     await _stopped_at_the_deadline(app, "pg", "SELECT pg_sleep(30)")
 
 
+async def test_postgres_result_is_refused_before_the_gateway_holds_all_of_it(
+        gateway: Callable[..., App]) -> None:
+    """400 rows of 1 MB against max-result-bytes (16 MiB): the whole result used to reach
+    the gateway's memory first (libpq holds a plain execute's result whole), so a few GB
+    would end the process. Streamed, the statement is cancelled once the limit is passed:
+    the server never produces most of the rows (a sequence counts those it did)."""
+    seq = f"wasmgate_rows_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as pg:
+        pg.execute(f"CREATE SEQUENCE {seq}")
+    try:
+        call = _caller(gateway('sql-databases = ["pg"]'))
+        big = await call(op="sql-query", db="pg", sql=f"SELECT repeat('x', 1000000), "
+                         f"nextval('{seq}') FROM generate_series(1, 400)")
+        assert "`max-result-bytes` of [sql.pg]" in big["err"]
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as pg:
+            produced = pg.execute(f"SELECT last_value FROM {seq}").fetchone()
+        assert produced is not None and produced[0] < 200, produced
+        # The connection serves the next event; statements without rows still answer none.
+        assert await call(op="sql-query", db="pg", sql="SELECT 7 AS n") == \
+            {"ok": {"columns": ["n"], "rows": [[7]]}}
+        assert await call(op="sql-query", db="pg", sql=f"ALTER SEQUENCE {seq} RESTART") == \
+            {"ok": {"columns": [], "rows": []}}
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as pg:
+            pg.execute(f"DROP SEQUENCE IF EXISTS {seq}")
+
+
 # -- PostgreSQL: statements as written, and the role ------------------------------------------
 
 

@@ -25,7 +25,9 @@ What a grant reaches, and for how long (docs/security.md):
   ``statement_timeout``. The instance slot comes back on time.
 - Results are bounded before they reach the guest: ``max-rows`` and ``max-result-bytes``
   of ``[sql.<name>]``; SQLite also refuses to build any single value larger than
-  ``max-result-bytes`` (``SELECT zeroblob(1000000000)`` fails instead of allocating 1 GB).
+  ``max-result-bytes`` (``SELECT zeroblob(1000000000)`` fails instead of allocating 1 GB),
+  and PostgreSQL results are streamed and the statement cancelled past the limits, so the
+  gateway never holds a whole oversized result either.
 """
 
 from __future__ import annotations
@@ -350,6 +352,27 @@ class SqliteDatabase:
 
 # -- PostgreSQL --------------------------------------------------------------------------------
 
+
+def _idle_state(conn: Any) -> bool:
+    """True when ``conn`` is between statements (so it may serve the next one)."""
+    from psycopg import pq
+
+    return bool(conn.info.transaction_status == pq.TransactionStatus.IDLE)
+
+# Rows a query's result is streamed in (libpq 17's chunked mode; one row at a time before it).
+_STREAM_ROWS = 16
+
+
+def _libpq_chunks() -> bool:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - the postgres extra is not installed
+        return False
+    return bool(psycopg.pq.version() >= 170000)
+
+
+_CHUNKED = _libpq_chunks()
+
 # Built-in roles whose members reach the server's file system or run programs on it.
 _FILE_ROLES = ("pg_read_server_files", "pg_write_server_files", "pg_execute_server_program")
 
@@ -442,12 +465,9 @@ class PostgresDatabase:
                 conn = self._connect(deadline.remaining())
             with conn.cursor() as cursor:
                 self._bound_by_deadline(cursor)
-                cursor.execute(statement, _check_params(self.name, params))
                 if fetch:
-                    columns = [d.name for d in cursor.description or ()]
-                    rows = (_bounded_rows(self.name, self.limits, iter(cursor.fetchone, None))
-                            if cursor.description else [])
-                    return RowSet(columns=columns, rows=rows)
+                    return self._fetch_bounded(cursor, statement, params)
+                cursor.execute(statement, _check_params(self.name, params))
                 return max(cursor.rowcount, 0)
         except psycopg.errors.QueryCanceled as exc:
             if "statement timeout" in str(exc):
@@ -459,9 +479,33 @@ class PostgresDatabase:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             raise SqlError(f"database `{self.name}`: {message}") from None
         finally:
-            if conn is not None:
+            if conn is not None and not conn.closed and _idle_state(conn):
                 self._idle.put(conn)
+            elif conn is not None:
+                conn.close()  # not left mid-statement for the next event
             self._slots.release()
+
+    def _fetch_bounded(self, cursor: Any, statement: str, params: list[SqlValue]) -> RowSet:
+        """The statement's rows, streamed from the server a chunk at a time and refused as
+        soon as they pass the limits. A plain execute had libpq hold the whole result first:
+        400 MB of rows reached the gateway's memory before `max-result-bytes` (16 MiB) was
+        checked, and a few GB would end the process."""
+        import psycopg
+
+        stream = cursor.stream(statement, _check_params(self.name, params),
+                               size=_STREAM_ROWS if _CHUNKED else 1)
+        try:
+            rows = _bounded_rows(self.name, self.limits, stream)
+        except psycopg.ProgrammingError as exc:
+            # A statement without rows (DDL, an INSERT without RETURNING) ran, but stream()
+            # says so with this client-side error; `query` answered no rows for it before.
+            if exc.sqlstate is None and "didn't produce a result" in str(exc):
+                return RowSet(columns=[], rows=[])
+            raise
+        finally:
+            # Past a limit: psycopg cancels the statement and drains what already arrived.
+            stream.close()
+        return RowSet(columns=[d.name for d in cursor.description or ()], rows=rows)
 
     def _bound_by_deadline(self, cursor: Any) -> None:
         """Let the server cancel the statement when the event's deadline passes (0: none)."""
