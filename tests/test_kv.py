@@ -456,3 +456,38 @@ def test_two_grants_on_one_sqlite_file_are_refused_at_load(tmp_path: Path, table
     with pytest.raises(ConfigError) as info:
         load_manifest(path)
     assert field in str(info.value) and "are the same SQLite file" in str(info.value)
+
+
+@pytest.mark.wasm
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_a_ttl_past_the_longest_supported_is_a_clear_error(tmp_path: Path,
+                                                                 backend: str) -> None:
+    """A u64 ttl-ms past 2^63: SQLite's expiry overflowed (a raw OverflowError, logged as a
+    gateway bug) and Redis's script answered "value is not an integer or out of range"."""
+    from bindings.host.kv import MAX_TTL_MS
+    from gateway.app import App
+    from tests.test_capabilities import REDIS_URL, _manifest
+
+    prefix = f"ttl-{uuid.uuid4().hex[:8]}:"
+    where = f'url = "{REDIS_URL}"\nprefix = "{prefix}"' if backend == "redis" else ""
+    app = App.load(_manifest(tmp_path, 'key-value-stores = ["s"]',
+                             f'[key-value.s]\nbackend = "{backend}"\n{where}\n'))
+    call = _kv_caller(app)
+    try:
+        for ttl in (2**64 - 1, MAX_TTL_MS + 1):
+            _, result = await call(op="kv-set", store="s", key="k", value="v", ttl=ttl)
+            assert result == {"err": f"key-value store 's': ttl for key 'k' is {ttl} ms, over "
+                                     f"the longest supported, {MAX_TTL_MS} ms (100 years); "
+                                     "pass none to keep the key"}
+        assert await call(op="kv-set", store="s", key="k", value="v", ttl=MAX_TTL_MS) == \
+            (200, {"ok": True})
+        assert await call(op="kv-get", store="s", key="k") == (200, {"ok": "v"})
+    finally:
+        await app.stop()
+        if backend == "redis":
+            import redis
+
+            client = redis.Redis.from_url(REDIS_URL)
+            for key in client.scan_iter(match=f"{prefix}*"):
+                client.delete(key)
+            client.close()
