@@ -86,8 +86,8 @@ class Capabilities:
                 # Imported here: the redis client is an optional extra (wasmgate[brokers]).
                 from bindings.host.kv_redis import RedisKeyValue
 
-                prefix = spec.prefix or f"wasmgate:{self.manifest.application.name}:{name}:"
-                self.stores[name] = RedisKeyValue(spec.url, name=name, prefix=prefix,
+                self.stores[name] = RedisKeyValue(spec.url, name=name,
+                                                  prefix=self.manifest.redis_prefix(name),
                                                   max_value_bytes=spec.max_value_bytes,
                                                   max_total_bytes=spec.max_total_bytes)
             else:

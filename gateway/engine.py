@@ -64,7 +64,12 @@ class PoolingLimits:
         specs = list(specs)
         slots = 2 * sum(s.max_instances + s.spare_instances + 1 for s in specs)
         memory = max((s.memory_mb for s in specs), default=cls.max_memory_mb)
-        return cls(slots=max(slots, 1), max_memory_mb=memory)
+        # The native side multiplies slots by the per-component limits in u32. A count this
+        # large could never be reserved anyway (the engine then allocates on demand), but
+        # it must not overflow on the way there.
+        most = (2**32 - 1) // max(cls.core_instances_per_component, cls.tables_per_component,
+                                  cls.memories_per_component)
+        return cls(slots=min(max(slots, 1), most), max_memory_mb=memory)
 
     def as_native(self) -> dict[str, int]:
         return {

@@ -30,7 +30,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from bindings.host.imports import HostImports
+from bindings.host.imports import LOG_BUDGET, HostImports, LogBudget
 from bindings.types import Event, Response
 from gateway import _native, wasi_http
 from gateway.deadline import deadline_after, reset_deadline, set_deadline
@@ -239,7 +239,10 @@ class InstancePool:
         # Host calls made by this event bound their waits by what is left of it; they run
         # on the pool's thread inside a copy of this context.
         token = set_deadline(time.monotonic() + self._host_deadline_s)
+        budget = LogBudget(self.spec.log_emit_max_bytes)
+        budget_token = LOG_BUDGET.set(budget)
         context = contextvars.copy_context()
+        LOG_BUDGET.reset(budget_token)
         reset_deadline(token)
         try:
             self._native.submit(call_id, event, context, completions.queue, body,
@@ -254,8 +257,8 @@ class InstancePool:
         if body is None or source is None:
             kind, payload, stderr, dropped = await future
             if kind == HEAD and slot is not None and ended is not None:
-                return self._streamed(payload, slot, ended, deadline, None)
-            return self._outcome(kind, payload, stderr, dropped)
+                return self._streamed(payload, slot, ended, deadline, None, budget=budget)
+            return self._outcome(kind, payload, stderr, dropped, budget)
         feeding = asyncio.create_task(wasi_http.feed(source, body))
         try:
             kind, payload, stderr, dropped = await future
@@ -264,14 +267,14 @@ class InstancePool:
             raise
         if kind == HEAD and slot is not None and ended is not None:
             # The guest may still read the request body while it writes the response.
-            return self._streamed(payload, slot, ended, deadline, feeding)
+            return self._streamed(payload, slot, ended, deadline, feeding, budget=budget)
         # The guest is done: what it did not read stays unread.
         await _stop(feeding)
-        return self._outcome(kind, payload, stderr, dropped)
+        return self._outcome(kind, payload, stderr, dropped, budget)
 
     def _streamed(self, head: Any, slot: ResponseSlot,
                   ended: asyncio.Future[_native.CallResult], deadline: float,
-                  feeding: asyncio.Task[None] | None) -> Response:
+                  feeding: asyncio.Task[None] | None, *, budget: LogBudget) -> Response:
         """The response whose head a streaming call returned; its body goes into ``slot``.
         The call's outcome, when it comes, is logged (the client has the head already)."""
         status, headers, stream = head
@@ -282,7 +285,8 @@ class InstancePool:
             if done.cancelled():
                 return
             kind, payload, stderr, dropped = done.result()
-            error = self._error_for(kind, payload, self._log_guest_output(stderr, dropped))
+            error = self._error_for(kind, payload,
+                                    self._log_guest_output(stderr, dropped, budget))
             if error is not None:
                 log.error("handler failed after its response head was sent",
                           component=self.name, error=redact_secrets(str(error)),
@@ -308,17 +312,22 @@ class InstancePool:
         benchmarks that have no event loop."""
         if self._http_path is not None:
             event = wasi_http.request_event(event, self._http_path)
-        with deadline_after(self._host_deadline_s):
-            try:
+        budget = LogBudget(self.spec.log_emit_max_bytes)
+        budget_token = LOG_BUDGET.set(budget)
+        try:
+            with deadline_after(self._host_deadline_s):
                 kind, payload, stderr, dropped = self._native.call(
                     event, contextvars.copy_context())
-            except ValueError as exc:
-                raise HandlerTrap(f"component `{self.name}`: the event cannot be passed to "
-                                  f"it: {exc}") from None
-        return self._outcome(kind, payload, stderr, dropped)
+        except ValueError as exc:
+            raise HandlerTrap(f"component `{self.name}`: the event cannot be passed to "
+                              f"it: {exc}") from None
+        finally:
+            LOG_BUDGET.reset(budget_token)
+        return self._outcome(kind, payload, stderr, dropped, budget)
 
-    def _outcome(self, kind: int, payload: Any, stderr: bytes, dropped: int) -> Response:
-        last_line = self._log_guest_output(stderr, dropped)
+    def _outcome(self, kind: int, payload: Any, stderr: bytes, dropped: int,
+                 budget: LogBudget) -> Response:
+        last_line = self._log_guest_output(stderr, dropped, budget)
         if kind == OK:
             status, headers, body = payload
             return Response(status=status, headers=headers, body=body)
@@ -349,14 +358,24 @@ class InstancePool:
                                 f"this event: {payload}")
         return error
 
-    def _log_guest_output(self, stderr: bytes, dropped: int) -> str | None:
+    def _log_guest_output(self, stderr: bytes, dropped: int, budget: LogBudget
+                          ) -> str | None:
         """Log what the guest wrote to stderr, a record a line (masked, component and event
-        id bound); return the line that explains a failure, if any."""
+        id bound), and what ``log.emit`` dropped past its budget; return the line that
+        explains a failure, if any."""
+        if budget.dropped_messages:
+            guest_log.warning("guest log.emit truncated", component=self.name,
+                              dropped_messages=budget.dropped_messages,
+                              dropped_bytes=budget.dropped_bytes,
+                              hint="raise `log-emit-max-bytes` to keep more")
         if not stderr and not dropped:
             return None
         redact = self._host.redact
         lines = [redact(raw.decode("utf-8", "replace").rstrip())
                  for raw in stderr.splitlines()]
+        if dropped and lines and not stderr.endswith(b"\n"):
+            # `stderr-max-bytes` cut the last line, maybe inside a secret (or a character).
+            lines[-1] = redact.mask_cut_tail(lines[-1].rstrip("\ufffd"))
         lines = [line for line in lines if line]
         for line in lines:
             guest_log.warning("guest stderr", component=self.name, line=line)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import functools
+import ipaddress
 import re
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -162,15 +163,33 @@ def parse_allowed_host(text: str) -> AllowedHost:
             '"http://127.0.0.1:8080" or "https://*.example.com"')
     if not sep or scheme not in ("http", "https", "*") or not rest or "/" in rest:
         raise ValueError(f"invalid allowed outbound host {text!r}; {hint}")
-    host, _, port_text = rest.rpartition(":") if ":" in rest else (rest, "", "")
-    if not host:
+    if not rest.isascii():
+        # Requests are matched by their IDNA form (xn--...): this entry could never match.
+        raise ValueError(f"invalid allowed outbound host {text!r}: write a non-ASCII host "
+                         "name in its IDNA form (xn--...)")
+    if rest.startswith("["):
+        # An IPv6 literal: requests are matched on the address without its brackets.
+        literal, bracket, after = rest[1:].partition("]")
+        if not bracket or not literal or (after and not after.startswith(":")):
+            raise ValueError(f"invalid allowed outbound host {text!r}: an IPv6 address goes "
+                             'in brackets, e.g. "http://[::1]:8080"')
+        try:
+            host = ipaddress.IPv6Address(literal).compressed
+        except ValueError:
+            raise ValueError(f"invalid allowed outbound host {text!r}: {literal!r} is not an "
+                             "IPv6 address") from None
+        port_text = after[1:]
+    else:
+        host, _, port_text = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    if not host or "[" in host or "]" in host:
         raise ValueError(f"invalid allowed outbound host {text!r}; {hint}")
     port: int | None
     if port_text == "*":
         port = None
     elif port_text:
-        if not port_text.isdigit():
-            raise ValueError(f"invalid port in allowed outbound host {text!r}; {hint}")
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ValueError(f"invalid port in allowed outbound host {text!r}: a port is "
+                             f"1-65535 or *; {hint}")
         port = int(port_text)
     elif scheme == "*":
         port = None

@@ -53,6 +53,7 @@ import re
 import tomllib
 import types
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -61,14 +62,23 @@ import msgspec
 
 from gateway.errors import ConfigError
 from gateway.grants import parse_allowed_host, parse_publish_grant
+from gateway.redaction import redact_url
 
 MANIFEST_FILENAME = "wasmgate.toml"
 DEFAULT_STORE = "default"
 
 _COMPONENT_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 
-Positive = Annotated[int, msgspec.Meta(ge=1)]
-NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+# Upper bounds are what the native executor, wasmtime and SQLite can hold (u64, i32, bytes
+# in a u64): past them, loading failed with a raw OverflowError instead of naming the field.
+_U63 = 2**63 - 1
+_I32 = 2**31 - 1
+Positive = Annotated[int, msgspec.Meta(ge=1, le=_U63)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0, le=_U63)]
+PositiveI32 = Annotated[int, msgspec.Meta(ge=1, le=_I32)]
+NonNegativeI32 = Annotated[int, msgspec.Meta(ge=0, le=_I32)]
+# Megabytes whose byte count fits a u64.
+Megabytes = Annotated[int, msgspec.Meta(ge=1, le=2**44 - 1)]
 
 
 class _Table(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
@@ -119,7 +129,7 @@ class SqlDatabaseSpec(_Table):
     # Limits on one query's result (docs/security.md); SQLite also refuses to build any
     # single value larger than max-result-bytes.
     max_rows: Positive = 10_000
-    max_result_bytes: Positive = 16 * 1024 * 1024
+    max_result_bytes: PositiveI32 = 16 * 1024 * 1024
 
 
 BrokerKind = Literal["kafka", "nats", "amqp", "redis"]
@@ -166,21 +176,23 @@ class ComponentSpec(_Table):
 
     source: str
     isolation: Literal["pooled", "fresh"] = "pooled"
-    max_instances: Positive = 8
+    max_instances: PositiveI32 = 8
     max_uses: Positive = 1000
-    memory_mb: Positive = 128
+    memory_mb: Megabytes = 128
     timeout_ms: Positive = 5000
     fuel: Positive | None = None
     admission_timeout_ms: NonNegative = 30_000
     # With isolation = "fresh": instances kept instantiated ahead of need, so an event does
     # not wait for instantiation (each holds memory; see docs/executor.md).
-    spare_instances: NonNegative = 0
+    spare_instances: NonNegativeI32 = 0
     # "inherit": what the guest writes to stderr (tracebacks, runtime errors) goes into the
     # gateway's log, one record a line with the component and event id; "discard" drops
     # it. Nothing else of the host is reachable either way.
     guest_stderr: Literal["inherit", "discard"] = "inherit"
     # Per call, stderr past this many bytes is counted, not logged.
     stderr_max_bytes: NonNegative = 16 * 1024
+    # Per call, `log.emit` messages past this many bytes (UTF-8) are counted, not logged.
+    log_emit_max_bytes: NonNegative = 64 * 1024
     key_value_stores: list[str] = msgspec.field(default_factory=list)
     variables: dict[str, str] = msgspec.field(default_factory=dict)
     # Deny by default, as in Spin: only what is listed here is reachable.
@@ -285,6 +297,11 @@ class LoadedManifest:
             ) from None
         return self.resolve(spec.path or f".wasmgate/{store}.sqlite")
 
+    def redis_prefix(self, store: str) -> str:
+        """The key prefix of Redis store ``store``: its ``prefix``, or one of its own."""
+        return (self.key_value_stores[store].prefix
+                or f"wasmgate:{self.application.name}:{store}:")
+
     @property
     def sql_databases(self) -> dict[str, SqlDatabaseSpec]:
         return self.spec.sql
@@ -331,7 +348,47 @@ def load_manifest(path: str | Path, env: Mapping[str, str] | None = None) -> Loa
     document = _interpolate(raw, "", os.environ if env is None else env, where)
     spec = _decode(document, where)
     _cross_check(spec, where)
-    return LoadedManifest(path=file, root=file.parent, spec=spec)
+    loaded = LoadedManifest(path=file, root=file.parent, spec=spec)
+    _check_stores_apart(loaded)
+    return loaded
+
+
+def _check_stores_apart(manifest: LoadedManifest) -> None:
+    """No two stores or databases share their data: a grant of one would reach the other.
+
+    A Redis store whose key prefix starts with another's (``a`` and ``a:b`` under the
+    default prefixes) has its keys inside that store's: a component granted ``a`` read and
+    deleted ``a:b``'s keys as ``b:<key>``. Two SQLite stores or databases on one file
+    likewise (a SQL grant on the key-value store's file reads it as a table).
+    """
+    where = str(manifest.path)
+    prefixes = {name: manifest.redis_prefix(name)
+                for name, spec in manifest.key_value_stores.items() if spec.backend == "redis"}
+    for inner, inner_prefix in prefixes.items():
+        for outer, outer_prefix in prefixes.items():
+            if outer != inner and inner_prefix.startswith(outer_prefix):
+                raise ConfigError(
+                    f"the keys of key-value store `{inner}` (prefix {inner_prefix!r}) lie "
+                    f"inside those of `{outer}` (prefix {outer_prefix!r}): a component "
+                    f"granted `{outer}` would reach them; give `{inner}` a `prefix` of its own"
+                    + (" or a name without ':'" if ":" in inner else ""),
+                    path=where, field=f"key-value.{inner}.prefix")
+    files: dict[str, str] = {}
+    sqlite = [(f"key-value.{name}", manifest.kv_path(name))
+              for name, spec in manifest.key_value_stores.items() if spec.backend == "sqlite"]
+    sqlite += [(f"sql.{name}", manifest.sql_path(name))
+               for name, spec in manifest.sql_databases.items() if spec.backend == "sqlite"]
+    for table, file in sqlite:
+        try:
+            key = str(file.resolve())
+        except (OSError, ValueError, RuntimeError):
+            continue  # opening it fails later with an error naming the field
+        if key in files:
+            raise ConfigError(
+                f"[{table}] and [{files[key]}] are the same SQLite file {key!r}: a grant of "
+                f"one would reach the other's data; give [{table}] a `path` of its own",
+                path=where, field=f"{table}.path")
+        files[key] = table
 
 
 # --------------------------------------------------------------------------------------------
@@ -614,14 +671,23 @@ _URL_EXAMPLES: Mapping[str, str] = {
 
 
 def _check_url(url: str, kind: str, where: str, field: str) -> None:
+    shown = redact_url(url)  # a password interpolated from the environment stays out
     # NATS takes a comma-separated server list, each with its own scheme.
     for server in url.split(",") if kind == "nats" else [url]:
         scheme, sep, rest = server.strip().partition("://")
         if not sep or scheme.lower() not in _URL_SCHEMES[kind] or not rest:
             schemes = ", ".join(f"{s}://" for s in _URL_SCHEMES[kind])
-            raise ConfigError(f"{url!r} is not a {kind} URL: it must start with one of "
+            raise ConfigError(f"{shown!r} is not a {kind} URL: it must start with one of "
                               f"{schemes} (e.g. {_URL_EXAMPLES[kind]!r})",
                               path=where, field=field)
+        if kind == "kafka":
+            continue  # a server list of its own form, checked by gateway.brokers.kafka
+        try:
+            urllib.parse.urlsplit(server.strip()).port  # noqa: B018 - parsing is the check
+        except ValueError as exc:
+            # "Port out of range 0-65535", "Invalid IPv6 URL", a port that is not a number
+            raise ConfigError(f"invalid {kind} URL {shown!r}: {exc} (e.g. "
+                              f"{_URL_EXAMPLES[kind]!r})", path=where, field=field) from None
 
 
 def _cross_check(spec: Manifest, where: str) -> None:

@@ -25,13 +25,17 @@ _MIN_SECRET_LENGTH = 4
 
 
 def redact_url(url: str) -> str:
-    """``url`` without a password (``amqp://guest:***@host``)."""
+    """``url`` without a password (``amqp://guest:***@host``; ``guest:***@host`` when the
+    scheme is missing, as in a mistyped URL)."""
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    if not sep:
+        scheme, rest = "", url
+    if "@" not in rest:
         return url
     userinfo, _, host = rest.rpartition("@")
     user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:{MASK}@{host}" if ":" in userinfo else f"{scheme}://{user}@{host}"
+    prefix = f"{scheme}{sep}"
+    return f"{prefix}{user}:{MASK}@{host}" if ":" in userinfo else f"{prefix}{user}@{host}"
 
 
 class SecretRedactor:
@@ -65,6 +69,28 @@ class SecretRedactor:
     def __call__(self, text: str) -> str:
         pattern = self._pattern
         return text if pattern is None else pattern.sub(MASK, text)
+
+    def cut(self, text: str, limit: int) -> str:
+        """``text`` masked and cut to its first ``limit`` characters (plus a mask).
+
+        A cut can fall inside a secret, leaving its head (most of it) at the end, where no
+        whole-value match sees it: that head is masked too.
+        """
+        if len(text) <= limit:
+            return self(text)
+        return self.mask_cut_tail(self(text[:limit]))
+
+    def mask_cut_tail(self, text: str) -> str:
+        """``text`` (masked already, then cut short by a size limit) with a trailing head of
+        any secret masked. Only for cut text: an innocent last character that happens to
+        start a secret is masked too."""
+        longest = 0
+        for secret in self._secrets:
+            for k in range(min(len(secret) - 1, len(text)), longest, -1):
+                if text[-k:].lower() == secret[:k].lower():
+                    longest = k
+                    break
+        return text if longest == 0 else text[:-longest] + MASK
 
 
 _PROCESS_REDACTOR = SecretRedactor()

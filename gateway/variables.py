@@ -85,7 +85,8 @@ def read_secrets_file(manifest: LoadedManifest) -> dict[str, str]:
     except FileNotFoundError:
         raise ConfigError(f"secrets file {str(path)!r} does not exist; create it or remove "
                           "`secrets-file`", path=str(manifest.path), field=field) from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, ValueError, tomllib.TOMLDecodeError) as exc:
+        # ValueError: a NUL in the path (UnicodeDecodeError is one too).
         raise ConfigError(f"cannot read secrets file {str(path)!r}: {exc}",
                           path=str(manifest.path), field=field) from None
     values: dict[str, str] = {}

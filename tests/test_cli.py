@@ -148,3 +148,28 @@ def test_an_unknown_component_is_a_cli_error_listing_the_names_before_anything_c
     assert err.startswith(f"wasmgate: {manifest}: no component named 'ecoh'")
     assert "known components: `echo`" in err
     assert "not-built.wasm" not in err
+
+
+FORGED = "2026-01-01T00:00:00Z [error    ] gateway shutting down"
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_a_log_emit_message_cannot_print_a_line_of_its_own(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        tty: bool) -> None:
+    """On a terminal the console renderer prints the event text (a log.emit message) as it
+    is: a line break or a terminal escape in it must not reach the terminal raw."""
+    path = tmp_path / "wasmgate.toml"
+    path.write_text(f'[application]\nname = "cli"\n\n[component.caps]\n'
+                    f'source = "{build_handler("caps")}"\n')
+    event = tmp_path / "event.json"
+    message = f"ok\n{FORGED}\r\x1b[2Jcleared"
+    event.write_text(json.dumps({"specversion": "1.0", "id": "1", "source": "t", "type": "t",
+                                 "data": json.dumps({"op": "log", "message": message})}))
+    monkeypatch.setattr(__import__("sys").stderr, "isatty", lambda: tty)
+    assert main(["invoke", "caps", "--event", str(event), "--manifest", str(path)]) == 0
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if "ok" in x and "cleared" in x]
+    assert FORGED in line  # the whole message stays on the record's own line
+    assert not any(x.startswith(FORGED) for x in err.splitlines())
+    assert "\x1b[2J" not in err and "\r" not in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -199,6 +200,29 @@ async def test_a_long_log_message_is_cut(engine: WasmEngine, echo_wasm: Path,
     (record,) = [r for r in logs if r["event"].startswith("zzz")]
     assert len(record["event"]) < 10_000
     assert record["event"].endswith("(9991808 characters dropped)")
+
+
+@pytest.mark.parametrize("call", ["async", "blocking"])
+async def test_log_emit_is_capped_per_call_and_says_what_it_dropped(
+        engine: WasmEngine, tmp_path: Path, call: str) -> None:
+    """A guest calling log.emit in a loop wrote 160 MB to the log in one second: each call
+    has `log-emit-max-bytes`, the next call a fresh budget."""
+    pool = _pool(engine, build_handler("caps"), tmp_path, log_emit_max_bytes=50_000)
+    flood = json.dumps({"op": "log", "message": "m" * 1000, "times": 2000}).encode()
+    for _ in range(2):
+        with capture_logs() as logs:
+            if call == "async":
+                response = await pool.call(Event(id="e1", source="t", type="t", data=flood))
+            else:
+                response = await asyncio.to_thread(
+                    pool.call_blocking, Event(id="e1", source="t", type="t", data=flood))
+        assert json.loads(response.body) == {"ok": True}
+        kept = [r for r in logs if r["event"].startswith("mmm")]
+        assert len(kept) == 50
+        (cut,) = [r for r in logs if r["event"] == "guest log.emit truncated"]
+        assert cut["dropped_messages"] == 1950
+        assert cut["dropped_bytes"] == 1950 * 1000
+        assert "log-emit-max-bytes" in cut["hint"]
 
 
 async def test_a_pooled_instance_is_retired_before_its_memory_runs_out(

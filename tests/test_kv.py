@@ -388,3 +388,106 @@ async def test_component_sqlite_kv_call_is_bounded_by_the_deadline(tmp_path: Pat
         store._lock.release()
     assert await call(op="kv-get", store="default", key="k") == (200, {"ok": "v"})
     await app.stop()
+
+
+# -- one store's grant does not reach another's data ------------------------------------------
+
+
+@pytest.mark.wasm
+async def test_stores_whose_data_overlap_are_refused_and_apart_they_stay_apart(
+        tmp_path: Path) -> None:
+    """Under the default prefixes store `a:b`'s keys were store `a`'s keys `b:<key>`: a
+    component granted only `a` read and deleted them (and list-keys raised a raw
+    UnicodeDecodeError on `a:b`'s accounting keys). Such a manifest is refused at load; with
+    a prefix of its own each store keeps to itself."""
+    from gateway.app import App
+    from gateway.errors import ConfigError
+    from tests.test_capabilities import REDIS_URL, _manifest
+
+    app_name = f"kv-{uuid.uuid4().hex[:8]}"
+    stores = f"""
+[key-value.a]
+backend = "redis"
+url = "{REDIS_URL}"
+prefix = "{app_name}:a:"
+[key-value."a:b"]
+backend = "redis"
+url = "{REDIS_URL}"
+"""
+    with pytest.raises(ConfigError) as info:
+        App.load(_manifest(tmp_path, 'key-value-stores = ["a"]', stores.replace(
+            '"a:b"]', '"a:b"]\nprefix = "' + app_name + ':a:b:"')))
+    assert "key-value.a:b.prefix" in str(info.value)
+    assert "a component granted `a` would reach them" in str(info.value)
+
+    app = App.load(_manifest(tmp_path, 'key-value-stores = ["a"]', stores + (
+        f'prefix = "{app_name}:ab:"\n')))
+    call = _kv_caller(app)
+    try:
+        store_ab = app.capabilities.store("a:b")
+        store_ab.set("secret", b"only-for-ab")
+        assert await call(op="kv-get", store="a", key="b:secret") == (200, {"ok": None})
+        assert await call(op="kv-list", store="a") == (200, {"ok": []})
+        assert store_ab.get("secret") == b"only-for-ab"
+    finally:
+        await app.stop()
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)
+        for key in client.scan_iter(match=f"{app_name}:*"):
+            client.delete(key)
+        client.close()
+
+
+@pytest.mark.parametrize(("tables", "field"), [
+    ('[key-value.a]\npath = "x.sqlite"\n[key-value.b]\npath = "./x.sqlite"', "key-value.b.path"),
+    ('[sql.s]\npath = ".wasmgate/default.sqlite"', "sql.s.path"),
+    ('[key-value.a]\npath = "d/kv.sqlite"\n[sql.s]\npath = "d/../d/kv.sqlite"', "sql.s.path"),
+])
+def test_two_grants_on_one_sqlite_file_are_refused_at_load(tmp_path: Path, tables: str,
+                                                           field: str) -> None:
+    """A SQL grant on the key-value store's file read it as a table, whatever the
+    authorizer refuses; two stores on one file shared their keys."""
+    from gateway.errors import ConfigError
+    from gateway.manifest import load_manifest
+
+    path = tmp_path / "wasmgate.toml"
+    path.write_text(f'[application]\nname = "kv"\n{tables}\n')
+    with pytest.raises(ConfigError) as info:
+        load_manifest(path)
+    assert field in str(info.value) and "are the same SQLite file" in str(info.value)
+
+
+@pytest.mark.wasm
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_a_ttl_past_the_longest_supported_is_a_clear_error(tmp_path: Path,
+                                                                 backend: str) -> None:
+    """A u64 ttl-ms past 2^63: SQLite's expiry overflowed (a raw OverflowError, logged as a
+    gateway bug) and Redis's script answered "value is not an integer or out of range"."""
+    from bindings.host.kv import MAX_TTL_MS
+    from gateway.app import App
+    from tests.test_capabilities import REDIS_URL, _manifest
+
+    prefix = f"ttl-{uuid.uuid4().hex[:8]}:"
+    where = f'url = "{REDIS_URL}"\nprefix = "{prefix}"' if backend == "redis" else ""
+    app = App.load(_manifest(tmp_path, 'key-value-stores = ["s"]',
+                             f'[key-value.s]\nbackend = "{backend}"\n{where}\n'))
+    call = _kv_caller(app)
+    try:
+        for ttl in (2**64 - 1, MAX_TTL_MS + 1):
+            _, result = await call(op="kv-set", store="s", key="k", value="v", ttl=ttl)
+            assert result == {"err": f"key-value store 's': ttl for key 'k' is {ttl} ms, over "
+                                     f"the longest supported, {MAX_TTL_MS} ms (100 years); "
+                                     "pass none to keep the key"}
+        assert await call(op="kv-set", store="s", key="k", value="v", ttl=MAX_TTL_MS) == \
+            (200, {"ok": True})
+        assert await call(op="kv-get", store="s", key="k") == (200, {"ok": "v"})
+    finally:
+        await app.stop()
+        if backend == "redis":
+            import redis
+
+            client = redis.Redis.from_url(REDIS_URL)
+            for key in client.scan_iter(match=f"{prefix}*"):
+                client.delete(key)
+            client.close()

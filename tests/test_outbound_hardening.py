@@ -23,6 +23,7 @@ import structlog
 
 from bindings.types import Event, new_event_id
 from gateway.app import App
+from gateway.errors import ConfigError
 from tests.fixtures.build import build_handler
 
 pytestmark = pytest.mark.wasm
@@ -39,7 +40,7 @@ class Upstream:
     ``trickle`` seconds until the client goes away."""
 
     def __init__(self, reply: bytes = b"", trickle: float | None = None,
-                 hold: bool = False) -> None:
+                 hold: bool = False, host: str = "127.0.0.1") -> None:
         self.reply = reply or (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n"
                                b"Connection: close, X-Hop\r\nKeep-Alive: timeout=5\r\n"
                                b"X-Hop: 1\r\nX-End: 1\r\n\r\npong")
@@ -47,10 +48,11 @@ class Upstream:
         self.hold = hold  # keep the connection open after the reply, sending nothing more
         self.requests: list[bytes] = []
         self._stop = threading.Event()
-        self._server = socket.create_server(("127.0.0.1", 0))
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._server = socket.create_server((host, 0), family=family)
         self._server.settimeout(0.2)
         self.port = self._server.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -287,3 +289,32 @@ async def test_a_reply_declaring_more_than_the_limit_is_refused_before_its_body(
         assert "it declares 1000000000 bytes" in result["err"]
     finally:
         server.close()
+
+
+# -- the allow list ------------------------------------------------------------------------
+
+
+async def test_an_ipv6_literal_in_the_allow_list_reaches_that_host(app_factory: Any) -> None:
+    server = Upstream(host="::1")
+    try:
+        call = await _caller(app_factory, server.url)
+        result = await call(url=f"{server.url}/v6")
+    finally:
+        server.close()
+    assert result["ok"]["status"] == 200, result
+    assert server.requests[-1].startswith(b"GET /v6 HTTP/1.1\r\n")
+
+
+@pytest.mark.parametrize(("entry", "said"), [
+    ("http://[::1", "an IPv6 address goes in brackets"),
+    ("http://[::g]:80", "is not an IPv6 address"),
+    ("https://*.example.com:99999", "a port is 1-65535"),
+    ("http://127.0.0.1:0", "a port is 1-65535"),
+    ("https://bücher.example", "IDNA form"),
+])
+def test_an_allow_list_entry_that_could_never_match_is_refused_at_load(
+        tmp_path: Path, entry: str, said: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        App.load(_manifest(tmp_path, f'allowed-outbound-hosts = ["{entry}"]'))
+    assert "component.caps.allowed-outbound-hosts" in str(info.value)
+    assert said in str(info.value)

@@ -16,6 +16,7 @@ import httpx
 import pytest
 import structlog
 
+from bindings.host.imports import LOG_MESSAGE_MAX_CHARS
 from bindings.types import Event, new_event_id
 from gateway.app import App
 from gateway.cli import main
@@ -73,6 +74,14 @@ def test_the_log_processor_masks_every_field_nested_and_in_tracebacks() -> None:
     assert event["event"] == f"token {MASK}"
     assert event["count"] == 3
     assert "RuntimeError: failed with ***" in event["exception"]
+
+
+def test_a_cut_inside_a_secret_masks_its_head() -> None:
+    redact = SecretRedactor(["S3cr3t-Value"])
+    assert redact.cut("ab s3CR3t-value x", 8) == f"ab {MASK}"
+    assert redact.cut("S3cr3t-Value and S3cr3t-Va", 100) == f"{MASK} and S3cr3t-Va"
+    assert redact.cut("S3cr3t-Value and S3cr3t-Value", 26) == f"{MASK} and {MASK}"
+    assert redact.cut("nothing here", 7) == "nothing"
 
 
 # -- through real components -----------------------------------------------------------
@@ -161,3 +170,50 @@ def test_invoke_output_never_shows_the_secret(tmp_path: Path,
         assert "error (returned-error): " in captured.err
         assert MASK in captured.err
         assert not _leaks(captured.out + captured.err), captured.err
+
+
+# -- a secret cut in two by a size limit -------------------------------------------------
+
+# A limit may fall inside the secret: what is left of it before the cut is still most of it.
+SECRET_HEAD = SECRET[:9]
+
+
+def _leaks_head(text: str) -> bool:
+    return SECRET_HEAD.lower() in text.lower()
+
+
+@pytest.mark.wasm
+async def test_a_secret_cut_by_the_log_emit_limit_is_not_shown_in_part(tmp_path: Path) -> None:
+    path = _app_manifest(tmp_path, "caps")
+    app = App.load(path)
+    message = "x" * (LOG_MESSAGE_MAX_CHARS - len(SECRET_HEAD)) + SECRET + " and more"
+    try:
+        with structlog.testing.capture_logs(
+                processors=[structlog.contextvars.merge_contextvars]) as logs:
+            await app.invoke("caps", _event("/caps", json.dumps(
+                {"op": "log", "message": message}).encode()))
+    finally:
+        await app.stop()
+    (logged,) = [e for e in logs if e.get("component") == "caps"
+                 and e["event"].startswith("xxx")]
+    assert "characters dropped" in logged["event"]
+    assert not _leaks_head(json.dumps(logs, default=str)), logged["event"][-40:]
+
+
+@pytest.mark.wasm
+async def test_a_secret_cut_by_stderr_max_bytes_is_not_shown_in_part(tmp_path: Path) -> None:
+    path = _app_manifest(tmp_path, "caps", "stderr-max-bytes = 1000")
+    app = App.load(path)
+    text = "y" * (1000 - len(SECRET_HEAD)) + SECRET + " and more\n"
+    try:
+        with structlog.testing.capture_logs(
+                processors=[structlog.contextvars.merge_contextvars]) as logs:
+            response = await app.invoke("caps", _event("/caps", json.dumps(
+                {"op": "stderr", "text": text}).encode()))
+    finally:
+        await app.stop()
+    assert json.loads(response.body) == {"ok": True}
+    assert any(e["event"] == "guest stderr truncated" for e in logs)
+    (line,) = [e["line"] for e in logs if e["event"] == "guest stderr"]
+    assert line.startswith("yyy")
+    assert not _leaks_head(json.dumps(logs, default=str)), line[-40:]

@@ -149,6 +149,34 @@ async def test_sqlite_describing_pragmas_still_work(local: Call) -> None:
     assert same["ok"]["rows"] == [["v"]]
 
 
+async def test_sqlite_transaction_cannot_span_events(local: Call) -> None:
+    """The connection is shared by every event: a BEGIN left open by one would take the
+    next events' writes into it (a later ROLLBACK erasing them) and hold the file's write
+    lock against other processes."""
+    for statement in ("BEGIN", "BEGIN IMMEDIATE", "SAVEPOINT s"):
+        _refused(await local(op="sql-exec", db="local", sql=statement), "transaction")
+    await local(op="sql-exec", db="local", sql="INSERT INTO t VALUES ('written')")
+    for statement in ("ROLLBACK", "ROLLBACK TO s", "RELEASE s"):
+        _refused(await local(op="sql-exec", db="local", sql=statement), "transaction")
+    rows = await local(op="sql-query", db="local", sql="SELECT v FROM t ORDER BY v")
+    assert rows["ok"]["rows"] == [["kept"], ["written"]]
+
+
+@pytest.mark.parametrize("statement", [
+    "CREATE TEMP TABLE t (v TEXT)", "CREATE TABLE temp.t (v TEXT)",
+    "CREATE TEMP VIEW t AS SELECT 'forged' AS v",
+    "CREATE TEMP TRIGGER tr AFTER INSERT ON t BEGIN DELETE FROM t; END",
+    "CREATE VIRTUAL TABLE temp.t USING fts5(v)",
+])
+async def test_sqlite_temp_objects_are_refused(local: Call, statement: str) -> None:
+    """A TEMP object lives on the shared connection, not in the file, and shadows the
+    file's table of the same name for every later event."""
+    _refused(await local(op="sql-exec", db="local", sql=statement), "TEMP")
+    await local(op="sql-exec", db="local", sql="INSERT INTO t VALUES ('written')")
+    rows = await local(op="sql-query", db="local", sql="SELECT v FROM t ORDER BY v")
+    assert rows["ok"]["rows"] == [["kept"], ["written"]]
+
+
 # -- SQLite: results are bounded --------------------------------------------------------------
 
 
@@ -221,6 +249,33 @@ async def test_postgres_statement_is_stopped_at_the_deadline(gateway: Callable[.
     await _stopped_at_the_deadline(app, "pg", "SELECT pg_sleep(30)")
 
 
+async def test_postgres_result_is_refused_before_the_gateway_holds_all_of_it(
+        gateway: Callable[..., App]) -> None:
+    """400 rows of 1 MB against max-result-bytes (16 MiB): the whole result used to reach
+    the gateway's memory first (libpq holds a plain execute's result whole), so a few GB
+    would end the process. Streamed, the statement is cancelled once the limit is passed:
+    the server never produces most of the rows (a sequence counts those it did)."""
+    seq = f"wasmgate_rows_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as pg:
+        pg.execute(f"CREATE SEQUENCE {seq}")
+    try:
+        call = _caller(gateway('sql-databases = ["pg"]'))
+        big = await call(op="sql-query", db="pg", sql=f"SELECT repeat('x', 1000000), "
+                         f"nextval('{seq}') FROM generate_series(1, 400)")
+        assert "`max-result-bytes` of [sql.pg]" in big["err"]
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as pg:
+            produced = pg.execute(f"SELECT last_value FROM {seq}").fetchone()
+        assert produced is not None and produced[0] < 200, produced
+        # The connection serves the next event; statements without rows still answer none.
+        assert await call(op="sql-query", db="pg", sql="SELECT 7 AS n") == \
+            {"ok": {"columns": ["n"], "rows": [[7]]}}
+        assert await call(op="sql-query", db="pg", sql=f"ALTER SEQUENCE {seq} RESTART") == \
+            {"ok": {"columns": [], "rows": []}}
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as pg:
+            pg.execute(f"DROP SEQUENCE IF EXISTS {seq}")
+
+
 # -- PostgreSQL: statements as written, and the role ------------------------------------------
 
 
@@ -282,6 +337,29 @@ async def test_postgres_least_privilege_role_cannot_read_server_files(
         read = await call(op="sql-query", db="app", sql="SELECT pg_read_file('/etc/hostname')")
     assert "permission denied" in read["err"]
     assert not [e for e in logs if "superuser" in e["event"]]
+
+
+async def test_postgres_role_that_reaches_server_files_is_warned_about(
+        gateway: Callable[..., App]) -> None:
+    """Not a superuser, but a member of pg_read_server_files: `COPY ... FROM '<file>'`
+    reads the server's files from a handler all the same, and nothing was logged."""
+    role = "wasmgate_files_test"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as pg:
+        if not pg.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone():
+            pg.execute(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
+        pg.execute(f"GRANT pg_read_server_files TO {role}")
+    app = gateway('sql-databases = ["files"]', '\n[sql.files]\nbackend = "postgres"\n'
+                  f'url = "postgresql://{role}@127.0.0.1:5432/test"\n')
+    call = _caller(app)
+    with structlog.testing.capture_logs() as logs:
+        await call(op="sql-exec", db="files", sql="DO $$ BEGIN CREATE TEMP TABLE h (l text); "
+                   "COPY h FROM '/etc/hostname'; END $$")
+        read = await call(op="sql-query", db="files", sql="SELECT count(*) AS n FROM h")
+    assert read == {"ok": {"columns": ["n"], "rows": [[1]]}}  # the reach is real
+    warnings = [e for e in logs if e["event"] == "sql database role reaches the server's files"]
+    assert len(warnings) == 1, logs
+    assert warnings[0]["through"] == ["pg_read_server_files"]
+    assert warnings[0]["role"] == role and "[sql.files]" in warnings[0]["hint"]
 
 
 async def test_sqlite_file_locked_by_another_process_is_waited_for_until_the_deadline_only(

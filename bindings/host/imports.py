@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import TypeVar
 
 import structlog
@@ -33,6 +34,30 @@ from gateway.redaction import SecretRedactor
 LOG_LEVELS = ("debug", "info", "warn", "error")
 # One `log.emit` message is cut past this many characters, and says how many it dropped.
 LOG_MESSAGE_MAX_CHARS = 8 * 1024
+
+
+@dataclasses.dataclass
+class LogBudget:
+    """What one call may still write through ``log.emit`` (``log-emit-max-bytes`` of the
+    component), and what it had dropped. The executor puts a fresh one into each call's
+    context (:data:`LOG_BUDGET`) and logs the drops when the call ends: without it, a guest
+    calling ``log.emit`` in a loop wrote 160 MB to the log in one second."""
+
+    left: int
+    dropped_messages: int = 0
+    dropped_bytes: int = 0
+
+    def take(self, size: int) -> bool:
+        if size <= self.left:
+            self.left -= size
+            return True
+        self.left = 0  # later, smaller messages are dropped too: the record stays in order
+        self.dropped_messages += 1
+        self.dropped_bytes += size
+        return False
+
+
+LOG_BUDGET: ContextVar[LogBudget | None] = ContextVar("wasmgate_log_budget", default=None)
 
 T = TypeVar("T")
 Pairs = list[tuple[str, str]]
@@ -118,9 +143,16 @@ class HostImports:
     def log_emit(self, level: str, message: str) -> None:
         if len(message) > LOG_MESSAGE_MAX_CHARS:
             cut = len(message) - LOG_MESSAGE_MAX_CHARS
-            message = f"{message[:LOG_MESSAGE_MAX_CHARS]}... ({cut} characters dropped)"
+            # Masked as it is cut: the cut may fall inside a secret.
+            message = (f"{self.redact.cut(message, LOG_MESSAGE_MAX_CHARS)}... "
+                       f"({cut} characters dropped)")
+        else:
+            message = self.redact(message)
+        budget = LOG_BUDGET.get()
+        if budget is not None and not budget.take(len(message.encode("utf-8", "replace"))):
+            return
         method = {"warn": "warning"}.get(level, level if level in LOG_LEVELS else "info")
-        getattr(self.log, method)(self.redact(message))
+        getattr(self.log, method)(message)
 
     # -- publish -------------------------------------------------------------------------
 
@@ -171,4 +203,4 @@ class HostImports:
         return self._attempt(send)
 
 
-__all__ = ["Grants", "HostCallFailed", "HostImports"]
+__all__ = ["LOG_BUDGET", "Grants", "HostCallFailed", "HostImports", "LogBudget"]

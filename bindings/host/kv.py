@@ -31,6 +31,8 @@ from gateway import deadline
 from gateway.errors import DeadlineExceeded, WasmgateError
 
 MAX_KEY_BYTES = 1024
+# The longest TTL a set takes: 100 years, well inside a 64-bit expiry and a Lua double.
+MAX_TTL_MS = 100 * 365 * 24 * 3600 * 1000
 DEFAULT_MAX_VALUE_BYTES = 1 << 20
 DEFAULT_MAX_TOTAL_BYTES = 64 << 20
 _INT64_MIN = -(1 << 63)
@@ -369,6 +371,12 @@ def check_write(store: str, key: str, value: bytes, ttl_ms: int | None,
             f"key-value store {store!r}: ttl for key {key!r} must be a positive number "
             f"of milliseconds, got {ttl_ms}"
         )
+    if ttl_ms is not None and ttl_ms > MAX_TTL_MS:
+        # Past this, SQLite's expiry overflowed a 64-bit integer (a raw OverflowError) and
+        # Redis's script answered "value is not an integer or out of range".
+        raise KeyValueError(
+            f"key-value store {store!r}: ttl for key {key!r} is {ttl_ms} ms, over the "
+            f"longest supported, {MAX_TTL_MS} ms (100 years); pass none to keep the key")
     return data
 
 
@@ -412,6 +420,7 @@ __all__ = [
     "DEFAULT_MAX_TOTAL_BYTES",
     "DEFAULT_MAX_VALUE_BYTES",
     "MAX_KEY_BYTES",
+    "MAX_TTL_MS",
     "KeyValueError",
     "KeyValueStore",
     "SqliteKeyValue",

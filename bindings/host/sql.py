@@ -15,7 +15,8 @@ What a grant reaches, and for how long (docs/security.md):
   DETACH, ``VACUUM INTO``, extension loading, file-reaching functions and every PRAGMA
   but a few read-only ones, so a guest cannot open, copy into or read another file (the
   key-value store's included) nor change the journal or safety settings every component
-  sharing the connection relies on.
+  sharing the connection relies on. Transaction statements and TEMP objects are refused
+  too: on a shared connection they would outlive the call and reach other events.
 - A PostgreSQL grant is whatever the configured role may do: the gateway warns at the
   first connection when that role is a superuser. Statements reach the server as written
   (``$1``-style parameters, no client-side ``%`` parsing).
@@ -24,7 +25,9 @@ What a grant reaches, and for how long (docs/security.md):
   ``statement_timeout``. The instance slot comes back on time.
 - Results are bounded before they reach the guest: ``max-rows`` and ``max-result-bytes``
   of ``[sql.<name>]``; SQLite also refuses to build any single value larger than
-  ``max-result-bytes`` (``SELECT zeroblob(1000000000)`` fails instead of allocating 1 GB).
+  ``max-result-bytes`` (``SELECT zeroblob(1000000000)`` fails instead of allocating 1 GB),
+  and PostgreSQL results are streamed and the statement cancelled past the limits, so the
+  gateway never holds a whole oversized result either.
 """
 
 from __future__ import annotations
@@ -175,6 +178,22 @@ _READABLE_PRAGMAS = frozenset({
 # would have them (readfile/writefile/edit come with the CLI's fileio extension).
 _REFUSED_FUNCTIONS = frozenset({"load_extension", "readfile", "writefile", "edit",
                                 "fts3_tokenizer"})
+# TEMP objects, refused: see SqliteDatabase._refusal.
+_TEMP_CREATES = {
+    sqlite3.SQLITE_CREATE_TEMP_TABLE: "CREATE TEMP TABLE",
+    sqlite3.SQLITE_CREATE_TEMP_VIEW: "CREATE TEMP VIEW",
+    sqlite3.SQLITE_CREATE_TEMP_TRIGGER: "CREATE TEMP TRIGGER",
+    sqlite3.SQLITE_CREATE_TEMP_INDEX: "CREATE TEMP INDEX",
+}
+_CREATES = {
+    sqlite3.SQLITE_CREATE_TABLE: "CREATE TABLE",
+    sqlite3.SQLITE_CREATE_VIEW: "CREATE VIEW",
+    sqlite3.SQLITE_CREATE_TRIGGER: "CREATE TRIGGER",
+    sqlite3.SQLITE_CREATE_INDEX: "CREATE INDEX",
+    sqlite3.SQLITE_CREATE_VTABLE: "CREATE VIRTUAL TABLE",
+}
+_TRANSACTION_WHY = (" (each statement is its own transaction: every event shares the "
+                    "connection, so a transaction would take in other events' statements)")
 _VACUUM = re.compile(r"^\s*vacuum\b", re.IGNORECASE)
 # VACUUM of the main database in place: SQLite implements it with an ATTACH of a nameless
 # temporary database, which the authorizer lets through for this statement only.
@@ -239,15 +258,28 @@ class SqliteDatabase:
     # -- confinement -----------------------------------------------------------------------
 
     def _authorize(self, action: int, arg1: str | None, arg2: str | None,
-                   _db: str | None, _trigger: str | None) -> int:
-        refused = self._refusal(action, arg1, arg2)
+                   db: str | None, _trigger: str | None) -> int:
+        refused = self._refusal(action, arg1, arg2, db)
         if refused is None:
             return sqlite3.SQLITE_OK
         self._refused = refused
         return sqlite3.SQLITE_DENY
 
-    def _refusal(self, action: int, arg1: str | None, arg2: str | None) -> str | None:
+    def _refusal(self, action: int, arg1: str | None, arg2: str | None,
+                 db: str | None) -> str | None:
         """What ``action`` would do that the grant does not allow, or None if allowed."""
+        # The connection is shared by every event and component granted the database:
+        # a transaction left open by one would take in the others' writes (and a later
+        # ROLLBACK would erase them), and a TEMP object would live on the connection,
+        # outside the file, shadowing the file's table of the same name for everyone.
+        # (Plain VACUUM runs its own BEGIN inside the statement.)
+        if (action in (sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_SAVEPOINT)
+                and not self._plain_vacuum):
+            return f"the transaction statement {arg1}{_TRANSACTION_WHY}"
+        if action in _TEMP_CREATES:
+            return f"{_TEMP_CREATES[action]} {arg1}"
+        if action in _CREATES and db == "temp":
+            return f"{_CREATES[action]} {arg1} in the TEMP schema"
         if action == sqlite3.SQLITE_ATTACH:
             if self._plain_vacuum and arg1 == "":
                 return None
@@ -321,6 +353,30 @@ class SqliteDatabase:
 # -- PostgreSQL --------------------------------------------------------------------------------
 
 
+def _idle_state(conn: Any) -> bool:
+    """True when ``conn`` is between statements (so it may serve the next one)."""
+    from psycopg import pq
+
+    return bool(conn.info.transaction_status == pq.TransactionStatus.IDLE)
+
+# Rows a query's result is streamed in (libpq 17's chunked mode; one row at a time before it).
+_STREAM_ROWS = 16
+
+
+def _libpq_chunks() -> bool:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - the postgres extra is not installed
+        return False
+    return bool(psycopg.pq.version() >= 170000)
+
+
+_CHUNKED = _libpq_chunks()
+
+# Built-in roles whose members reach the server's file system or run programs on it.
+_FILE_ROLES = ("pg_read_server_files", "pg_write_server_files", "pg_execute_server_program")
+
+
 class PostgresDatabase:
     """A PostgreSQL database through a small pool of psycopg connections (autocommit).
 
@@ -371,6 +427,22 @@ class PostgresDatabase:
                 hint=f"set `url` of [sql.{self.name}] to a role with only the privileges the "
                      "handlers need (see docs/security.md); a handler granted this database "
                      "can read the server's files")
+            return
+        # Not a superuser, but a member of a role that reaches the server's files or runs
+        # programs on it: `pg_read_file` and `COPY ... PROGRAM` work all the same.
+        try:
+            reach = conn.execute(
+                "SELECT coalesce(array_agg(r), '{}') FROM unnest($1::text[]) AS r "
+                "WHERE pg_has_role(current_user, r, 'MEMBER')", [list(_FILE_ROLES)]).fetchone()
+        except psycopg.Error:
+            return  # a server without these roles (before PostgreSQL 11)
+        if reach is not None and reach[0]:
+            log.warning(
+                "sql database role reaches the server's files", database=self.name,
+                role=row[0] if row is not None else None, through=list(reach[0]),
+                hint=f"revoke {', '.join(reach[0])} from the role of `url` of "
+                     f"[sql.{self.name}] (see docs/security.md); a handler granted this "
+                     "database can read or write the server's files or run programs there")
 
     def _run(self, statement: str, params: list[SqlValue], *, fetch: bool) -> Any:
         import psycopg
@@ -393,12 +465,9 @@ class PostgresDatabase:
                 conn = self._connect(deadline.remaining())
             with conn.cursor() as cursor:
                 self._bound_by_deadline(cursor)
-                cursor.execute(statement, _check_params(self.name, params))
                 if fetch:
-                    columns = [d.name for d in cursor.description or ()]
-                    rows = (_bounded_rows(self.name, self.limits, iter(cursor.fetchone, None))
-                            if cursor.description else [])
-                    return RowSet(columns=columns, rows=rows)
+                    return self._fetch_bounded(cursor, statement, params)
+                cursor.execute(statement, _check_params(self.name, params))
                 return max(cursor.rowcount, 0)
         except psycopg.errors.QueryCanceled as exc:
             if "statement timeout" in str(exc):
@@ -410,9 +479,33 @@ class PostgresDatabase:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             raise SqlError(f"database `{self.name}`: {message}") from None
         finally:
-            if conn is not None:
+            if conn is not None and not conn.closed and _idle_state(conn):
                 self._idle.put(conn)
+            elif conn is not None:
+                conn.close()  # not left mid-statement for the next event
             self._slots.release()
+
+    def _fetch_bounded(self, cursor: Any, statement: str, params: list[SqlValue]) -> RowSet:
+        """The statement's rows, streamed from the server a chunk at a time and refused as
+        soon as they pass the limits. A plain execute had libpq hold the whole result first:
+        400 MB of rows reached the gateway's memory before `max-result-bytes` (16 MiB) was
+        checked, and a few GB would end the process."""
+        import psycopg
+
+        stream = cursor.stream(statement, _check_params(self.name, params),
+                               size=_STREAM_ROWS if _CHUNKED else 1)
+        try:
+            rows = _bounded_rows(self.name, self.limits, stream)
+        except psycopg.ProgrammingError as exc:
+            # A statement without rows (DDL, an INSERT without RETURNING) ran, but stream()
+            # says so with this client-side error; `query` answered no rows for it before.
+            if exc.sqlstate is None and "didn't produce a result" in str(exc):
+                return RowSet(columns=[], rows=[])
+            raise
+        finally:
+            # Past a limit: psycopg cancels the statement and drains what already arrived.
+            stream.close()
+        return RowSet(columns=[d.name for d in cursor.description or ()], rows=rows)
 
     def _bound_by_deadline(self, cursor: Any) -> None:
         """Let the server cancel the statement when the event's deadline passes (0: none)."""
