@@ -48,23 +48,30 @@ def orders(e):
     order = json.loads(e.data)
     sql.execute("shop", "CREATE TABLE IF NOT EXISTS orders (id text PRIMARY KEY, "
                 "customer text, total double precision)", [])
-    # At-least-once delivery: a redelivered order must not be counted twice.
-    inserted = sql.execute("shop", "INSERT INTO orders VALUES ($1, $2, $3) "
-                           "ON CONFLICT (id) DO NOTHING",
-                           [_text(order["id"]), _text(order["customer"]),
-                            sql.Value_Real(order["total"])])
-    if inserted:
-        headers = [("order-id", order["id"])]
-        publish.send(publish.Message("nats", "js:shop.notify." + order["id"], None, headers,
-                                     e.data))
-        publish.send(publish.Message("rabbit", "shop/invoice", None, headers, e.data))
-        publish.send(publish.Message("redis", "stream:audit", order["customer"].encode(),
-                                     headers, e.data))
+    # At-least-once delivery: a redelivered order must not be stored twice ...
+    sql.execute("shop", "INSERT INTO orders VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+                [_text(order["id"]), _text(order["customer"]), sql.Value_Real(order["total"])])
+    # ... but it is published again every time: a redelivery may come from a publish below
+    # that failed (a broker down, an exchange not declared yet), and skipping them then
+    # would lose the order downstream. The consumers are idempotent by order id instead.
+    headers = [("order-id", order["id"])]
+    # JetStream drops a second message with the same id within its duplicate window.
+    notify_headers = headers + [("Nats-Msg-Id", "notify:" + order["id"])]
+    publish.send(publish.Message("nats", "js:shop.notify." + order["id"], None,
+                                 notify_headers, e.data))
+    publish.send(publish.Message("rabbit", "shop/invoice", None, headers, e.data))
+    publish.send(publish.Message("redis", "stream:audit", order["customer"].encode(),
+                                 headers, e.data))
     return types.Response(200, [], b"")
 
 
+def _order_id(e):
+    return json.loads(e.data)["id"]
+
+
 def notify(e):
-    kv.increment(STORE, "notified", 1)
+    # One key per order: a duplicate delivery marks the same order again.
+    kv.set(STORE, "notified:" + _order_id(e), b"1", None)
     log.emit(log.Level.INFO, "would e-mail about order " + e.subject)
     return types.Response(200, [], b"")
 
@@ -79,7 +86,7 @@ def invoice(e):
 
 
 def audit(e):
-    kv.increment(STORE, "audited", 1)
+    kv.set(STORE, "audited:" + _order_id(e), b"1", None)
     return types.Response(200, [], b"")
 
 
@@ -100,8 +107,8 @@ def stats(e):
         return None if value is None else value.decode()
 
     report_text = read("report")
-    return _json(200, {"notified": int(read("notified") or 0),
-                       "audited": int(read("audited") or 0),
+    return _json(200, {"notified": len(kv.list_keys(STORE, "notified:")),
+                       "audited": len(kv.list_keys(STORE, "audited:")),
                        "report": json.loads(report_text) if report_text else None})
 
 
