@@ -56,7 +56,7 @@ def orders(e):
     # would lose the order downstream. The consumers are idempotent by order id instead.
     headers = [("order-id", order["id"])]
     # JetStream drops a second message with the same id within its duplicate window.
-    notify_headers = headers + [("Nats-Msg-Id", "notify:" + order["id"])]
+    notify_headers = [*headers, ("Nats-Msg-Id", "notify:" + order["id"])]
     publish.send(publish.Message("nats", "js:shop.notify." + order["id"], None,
                                  notify_headers, e.data))
     publish.send(publish.Message("rabbit", "shop/invoice", None, headers, e.data))
