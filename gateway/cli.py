@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -19,38 +18,13 @@ from gateway.cache import CompileCache, compile_cache_dir, format_size, max_cach
 from gateway.check import check_manifest
 from gateway.dead_letters import cli as dead_letters_cli
 from gateway.errors import ConfigError, InvalidEvent, WasmgateError
+from gateway.logs import configure_logging
 from gateway.manifest import load_manifest
-from gateway.redaction import mask_secrets_processor, redact_secrets
+from gateway.redaction import redact_secrets
 from gateway.templates import create_project, list_templates
 from gateway.watch import ComponentWatcher
 from gateway.workers import run_workers
 from triggers.http import LOG_REQUESTS_ENV
-
-# Control characters (tab aside) as visible escapes: \n, \r, \x1b ...
-_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]
-                    if c != 0x09} | {0x0A: "\\n", 0x0D: "\\r"}
-
-
-def _escape_event_controls(_logger: Any, _method: str, event_dict: Any) -> Any:
-    """structlog processor for the console renderer, which prints the event text as it is
-    (other fields it shows with repr): a guest's ``log.emit`` message is that text, and a
-    line break or terminal escape in it would print a line the gateway never wrote or
-    rewrite the operator's terminal."""
-    event = event_dict.get("event")
-    if isinstance(event, str):
-        event_dict["event"] = event.translate(_CONTROL_ESCAPES)
-    return event_dict
-
-
-def _configure_logging() -> None:
-    console = sys.stderr.isatty()
-    renderer = (structlog.dev.ConsoleRenderer() if console
-                else structlog.processors.JSONRenderer())
-    structlog.configure(processors=[
-        structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso"), mask_secrets_processor,
-        *([_escape_event_controls] if console else []), renderer,
-    ], logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
 
 async def _up(manifest: str, listen: str, *, watch: bool = False) -> None:
@@ -328,7 +302,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _configure_logging()
+    configure_logging()
     if getattr(args, "log_requests", False):
         # The environment, so that worker processes (`--workers N`) log requests too.
         os.environ[LOG_REQUESTS_ENV] = "1"
