@@ -9,6 +9,7 @@ every trigger table, and only the handlers are under test here.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import os
@@ -44,25 +45,34 @@ def _built_example(monkeypatch: pytest.MonkeyPatch) -> Path:
     for path in inputs:
         digest.update(str(path.relative_to(EXAMPLE.parents[1])).encode() + path.read_bytes())
     cached = BUILD / f"polyglot-{digest.hexdigest()[:16]}"
-    if not (cached / "worker.wasm").exists():
-        problem = toolchain_problem()
-        if problem is not None:
-            if os.environ.get("CI"):
-                pytest.fail(f"JavaScript toolchain missing in CI: {problem}")
-            pytest.skip(f"the JavaScript worker cannot be built here: {problem}")
-        # Built in place with the example's own build commands (`wasmgate componentize` and
-        # `python -m bindings.js`, from this venv). Outputs land in examples/polyglot/build/
-        # (git-ignored).
-        monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}"
-                                   f"{os.environ['PATH']}")
-        assert main(["build", str(EXAMPLE / "wasmgate.toml")]) == 0
-        tmp = cached.with_suffix(".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for name in ("api.wasm", "worker.wasm"):
-            shutil.copy2(EXAMPLE / "build" / name, tmp / name)
-        tmp.replace(cached)
+    BUILD.mkdir(parents=True, exist_ok=True)
+    # Two pytest-xdist workers may both want it: one builds (in the example's own build
+    # directory, which they would otherwise share), the other waits and reuses it.
+    with open(BUILD / "polyglot.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (cached / "worker.wasm").exists():
+            _build_into(cached, monkeypatch)
     return cached
+
+
+def _build_into(cached: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    problem = toolchain_problem()
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"JavaScript toolchain missing in CI: {problem}")
+        pytest.skip(f"the JavaScript worker cannot be built here: {problem}")
+    # Built in place with the example's own build commands (`wasmgate componentize` and
+    # `python -m bindings.js`, from this venv). Outputs land in examples/polyglot/build/
+    # (git-ignored).
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}"
+                               f"{os.environ['PATH']}")
+    assert main(["build", str(EXAMPLE / "wasmgate.toml")]) == 0
+    tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in ("api.wasm", "worker.wasm"):
+        shutil.copy2(EXAMPLE / "build" / name, tmp / name)
+    tmp.replace(cached)
 
 
 @pytest.fixture

@@ -307,7 +307,9 @@ def test_the_largest_values_the_manifest_takes_load(tmp_path: Path) -> None:
     product on the native side, is capped rather than overflowing)."""
     document = copy.deepcopy(VALID)
     document["component"]["echo"].update({
-        "max-instances": 2**31 - 1, "spare-instances": 2**31 - 1, "memory-mb": 2**44 - 1,
+        # No spare-instances: they need isolation = "fresh" and at most max-instances,
+        # and that many spares would really be instantiated.
+        "max-instances": 2**31 - 1, "memory-mb": 2**44 - 1,
         "fuel": 2**63 - 1, "timeout-ms": 2**63 - 1, "stderr-max-bytes": 2**63 - 1})
     path = tmp_path / "wasmgate.toml"
     path.write_text(_toml(document, str(tmp_path)))

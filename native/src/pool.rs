@@ -103,7 +103,7 @@ impl Shared {
                 imports: self.imports.clone(),
                 context: None,
                 // Start code runs under the same deadline as a call.
-                deadline: Some(Instant::now() + Duration::from_millis(s.timeout_ms)),
+                deadline: deadline_after(s.timeout_ms),
                 timer_cut: false,
             },
         };
@@ -185,8 +185,7 @@ impl Shared {
         let s = &self.settings;
         inst.uses += 1;
         inst.store.data_mut().scope.context = context;
-        inst.store.data_mut().scope.deadline =
-            Some(Instant::now() + Duration::from_millis(s.timeout_ms));
+        inst.store.data_mut().scope.deadline = deadline_after(s.timeout_ms);
         inst.store.data_mut().scope.timer_cut = false;
         inst.store.data_mut().limits.memory_refused = false;
         inst.store.set_epoch_deadline(s.deadline_ticks);
@@ -622,6 +621,11 @@ impl Drop for Pool {
         self.shared.closed.store(true, Ordering::Relaxed);
         self.shared.background_wake.notify_all();
     }
+}
+
+/// `timeout_ms` from now; None when that is past what an `Instant` holds (no deadline).
+fn deadline_after(timeout_ms: u64) -> Option<Instant> {
+    Instant::now().checked_add(Duration::from_millis(timeout_ms))
 }
 
 fn instantiate_error(name: &str, timeout_ms: u64, err: &wasmtime::Error) -> PyErr {
