@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -151,7 +152,8 @@ def _build_one(loaded: LoadedManifest, name: str, inputs: str, state: BuildState
          failure=f"build of component `{name}` in {loaded.path} failed",
          fix=f"run `{command}` in {workdir} to see the whole output, fix it, then "
              "`wasmgate build` again",
-         show_progress=show_progress, always_capture=always_capture, output_label=name)
+         show_progress=show_progress, always_capture=always_capture, output_label=name,
+         timeout=(spec.build.timeout_s, f"component.{name}.build.timeout-s"))
     source = loaded.source_path(name)
     if not source.is_file():
         raise BuildError(f"the build of component `{name}` (`{command}` in {workdir}) "
@@ -236,7 +238,8 @@ def componentize(app: str, output: Path, *, cwd: Path, paths: list[Path],
 
 def _run(command: str | list[str], *, cwd: Path | None, shell: bool, label: str,
          failure: str, fix: str, show_progress: bool = True, always_capture: bool = False,
-         output_label: str | None = None) -> None:
+         output_label: str | None = None, timeout: tuple[int, str] | None = None) -> None:
+    """Run one build step; ``timeout`` is (seconds, the manifest field that sets them)."""
     # On a terminal the output is captured so it does not tear the spinner line, and shown
     # only when the step fails; elsewhere it streams through, between the two log lines.
     # Parallel builds always capture: interleaved outputs would be unreadable.
@@ -244,8 +247,12 @@ def _run(command: str | list[str], *, cwd: Path | None, shell: bool, label: str,
     result: subprocess.CompletedProcess[str] | None = None
     try:
         with progress(label) if show_progress else contextlib.nullcontext():
-            result = subprocess.run(command, shell=shell, cwd=cwd, env=build_env(),
-                                    check=False, capture_output=capture, text=True)
+            result = _run_bounded(command, shell=shell, cwd=cwd, capture=capture,
+                                  timeout_s=timeout[0] if timeout else None)
+            if result is None:
+                assert timeout is not None
+                raise BuildError(f"{failure}: it ran past {timeout[0]} s and was stopped; "
+                                 f"{fix}, or raise `{timeout[1]}` if it needs longer")
             if result.returncode != 0:
                 raise BuildError(f"{failure} (exit {result.returncode}); {fix}")
     except BuildError:
@@ -256,6 +263,33 @@ def _run(command: str | list[str], *, cwd: Path | None, shell: bool, label: str,
         raise
     except FileNotFoundError as exc:  # the workdir, or the executable when shell=False
         raise BuildError(f"{failure}: {exc}; {fix}") from exc
+
+
+def _run_bounded(command: str | list[str], *, shell: bool, cwd: Path | None, capture: bool,
+                 timeout_s: int | None) -> subprocess.CompletedProcess[str] | None:
+    """The finished command, or None when it ran past ``timeout_s`` (then it and everything
+    it started are killed: a shell's children would otherwise keep running, and keep the
+    output pipes open)."""
+    pipe = subprocess.PIPE if capture else None
+    # No stdin: a build that prompts fails at once instead of waiting for its timeout.
+    process = subprocess.Popen(command, shell=shell, cwd=cwd, env=build_env(),
+                               stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        return None
+    except BaseException:  # Ctrl-C: its own session would not get the terminal's signal
+        _kill_group(process)
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.communicate()
 
 
 def _tail(output: str) -> str:

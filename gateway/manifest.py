@@ -169,6 +169,9 @@ class BuildSpec(_Table):
     command: str
     workdir: str = "."
     watch: list[str] = msgspec.field(default_factory=list)
+    # A build that hangs (a prompt, a lock, a network wait) must not hold `wasmgate build`
+    # or `watch` forever; a cold componentize-py build takes about a minute on 2 cores.
+    timeout_s: PositiveI32 = 600
 
 
 class ComponentSpec(_Table):

@@ -9,6 +9,7 @@ builds.log and a new compile-cache entry.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,26 @@ def test_a_build_that_does_not_write_source_names_it(tmp_path: Path, cache_dir: 
     assert str(tmp_path / "build" / "lazy.wasm") in message
     assert "component.lazy.source" in message
     assert "echo pretending to build" in message
+
+
+def test_a_build_that_hangs_is_stopped_at_its_timeout_with_what_it_started(
+        tmp_path: Path, cache_dir: Path) -> None:
+    manifest = tmp_path / "wasmgate.toml"
+    (tmp_path / "handler").mkdir()
+    marker = tmp_path / "still-running"
+    # The shell starts a child that would outlive it: it must be stopped too.
+    manifest.write_text('[application]\nname = "x"\n[component.stuck]\n'
+                        'source = "build/stuck.wasm"\n[component.stuck.build]\n'
+                        f'command = "(sleep 3; touch {marker}) & sleep 60"\n'
+                        'workdir = "handler"\ntimeout-s = 1\n')
+    started = time.monotonic()
+    with pytest.raises(BuildError) as failure:
+        build_all(manifest)
+    assert time.monotonic() - started < 30
+    message = str(failure.value)
+    assert "ran past 1 s" in message and "component.stuck.build.timeout-s" in message
+    time.sleep(4)
+    assert not marker.exists(), "the build's child kept running after the timeout"
 
 
 def test_a_failed_build_names_component_and_command_and_keeps_the_others(
