@@ -291,12 +291,7 @@ max-total-bytes = 2500
     finally:
         await app.stop()
         if backend == "redis":
-            import redis
-
-            client = redis.Redis.from_url(REDIS_URL)
-            for key in client.scan_iter(match=f"{prefix}*"):
-                client.delete(key)
-            client.close()
+            _drop_redis_keys(prefix)
 
 
 @pytest.fixture
@@ -485,9 +480,16 @@ async def test_a_ttl_past_the_longest_supported_is_a_clear_error(tmp_path: Path,
     finally:
         await app.stop()
         if backend == "redis":
-            import redis
+            _drop_redis_keys(prefix)
 
-            client = redis.Redis.from_url(REDIS_URL)
-            for key in client.scan_iter(match=f"{prefix}*"):
-                client.delete(key)
-            client.close()
+
+def _drop_redis_keys(prefix: str) -> None:
+    """Remove what a test wrote under ``prefix`` on the shared Redis."""
+    import redis
+
+    from tests.test_capabilities import REDIS_URL
+
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)
+    client.close()
