@@ -200,6 +200,10 @@ SLEEP_CALL = """;; subject "slep": block 5 s in wasi:io/poll
       (if (i32.and (i32.eq (local.get $sl) (i32.const 4))
                    (i32.eq (i32.load (local.get $sp)) (i32.const 0x70656c73)))
         (then (call $blk (call $sub (i64.const 5000000000)))))
+      ;; subject "wait": set a 5 s timer and never wait on it (a watchdog, say)
+      (if (i32.and (i32.eq (local.get $sl) (i32.const 4))
+                   (i32.eq (i32.load (local.get $sp)) (i32.const 0x74696177)))
+        (then (drop (call $sub (i64.const 5000000000)))))
       ;; subject "trap": trap"""
 
 
@@ -221,5 +225,8 @@ async def test_a_guest_blocked_in_a_host_sleep_times_out_at_timeout_ms(
             await pool.call(Event(id="e", source="t", type="t", subject="slep"))
         # The slot must come back at the deadline, not when the guest's sleep ends.
         assert time.monotonic() - started < 2.0
+        # A timer past the deadline that nobody waits on is no timeout: the call answers.
+        answered = await pool.call(Event(id="e", source="t", type="t", subject="wait"))
+        assert answered.status == 200
     finally:
         pool.close()

@@ -3,10 +3,10 @@
 //! The epoch deadline stops guest code, not a guest blocked in the host: `time.sleep(30)`
 //! (a `subscribe-duration`, then `pollable.block`) held its instance and admission slot for
 //! 30 s under a 500 ms `timeout-ms`, and many such calls could hold every slot. With each
-//! timer cut at the deadline, the wait ends then. A call whose timer was cut would have run
-//! past its deadline: it ends as a timeout (its instance retired) even if the guest,
-//! woken early, still returns in time, since what it returns was computed on a clock that
-//! lied to it.
+//! timer cut at the deadline, the wait ends then. A call that ends at or past its deadline
+//! with a timer cut there would have run past it: it ends as a timeout (its instance
+//! retired) even if the guest, woken early, still answers, since that answer was computed
+//! on a clock that lied to it. A cut timer nobody waits on (a watchdog) changes nothing.
 
 use std::time::Instant;
 

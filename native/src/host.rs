@@ -51,7 +51,8 @@ pub struct CallScope {
     pub context: Option<Py<PyAny>>,
     /// When the call in progress (or the instantiation) must end: WASI timers stop there.
     pub deadline: Option<std::time::Instant>,
-    /// Whether a WASI timer of this call was cut at the deadline (the call then timed out).
+    /// Whether a WASI timer of this call was cut at the deadline (a call that then ends at
+    /// or past the deadline timed out).
     pub timer_cut: bool,
 }
 

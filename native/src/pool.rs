@@ -221,8 +221,12 @@ impl Shared {
                 }
             }
         };
-        // A guest woken early by a cut timer would have run past its deadline.
-        let outcome = if inst.store.data().scope.timer_cut {
+        // A call ending at or past its deadline with a timer cut there was woken by it: it
+        // would have run past its deadline. (A cut timer nobody waited on, a watchdog say,
+        // leaves a call that ends in time alone.)
+        let scope = &inst.store.data().scope;
+        let woken_by_cut = scope.timer_cut && scope.deadline.is_some_and(|d| Instant::now() >= d);
+        let outcome = if woken_by_cut {
             Outcome::Timeout
         } else {
             outcome
