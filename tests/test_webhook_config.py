@@ -27,6 +27,10 @@ unset = { secret = true }
 kind = "redis"
 url = "redis://127.0.0.1:6379/0"
 
+[brokers.bus]
+kind = "nats"
+url = "nats://127.0.0.1:4222"
+
 [[trigger.http]]
 route = "/ingest"
 """
@@ -96,6 +100,14 @@ def test_bad_webhook_config_names_file_and_field(tmp_path: Path, webhook: str, f
     ("", "trigger.http[0].component", "missing required field `component`"),
     ('component = "x"\n' + _ENQUEUE, "trigger.http[0].component",
      "unknown component 'x'"),
+    # At-most-once destinations: a pub/sub channel or a core NATS subject with nobody
+    # subscribed drops the message, yet the provider would get its 202 and never retry.
+    ('[trigger.http.enqueue]\nbroker = "events"\ndestination = "hooks"\n',
+     "trigger.http[0].enqueue.destination",
+     "Redis pub/sub channel 'hooks' keeps no message"),
+    ('[trigger.http.enqueue]\nbroker = "bus"\ndestination = "hooks.github"\n',
+     "trigger.http[0].enqueue.destination",
+     'write "js:hooks.github" to enqueue durably'),
 ])
 def test_bad_enqueue_config(tmp_path: Path, enqueue: str, field: str, says: str) -> None:
     with pytest.raises(ConfigError) as info:
