@@ -1,8 +1,8 @@
 """Dead letters of a ``[[trigger.redis-streams]]``: entries of its ``dead-letter`` stream.
 
-List is XRANGE (reads, never claims). Replay is one MULTI: XADD the original fields (minus
-``wasmgate-dead-letter-*``) to the consumed stream and XDEL the dead letter, so the entry
-is never in both places or in neither. The id is the dead-letter entry id.
+List is XRANGE (reads, never claims). Replay is one MULTI: XADD the original fields, byte
+for byte (minus ``wasmgate-dead-letter-*``), to the consumed stream and XDEL the dead
+letter, so the entry is never in both places or in neither. The id is the dead-letter entry id.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from gateway.dead_letters.model import REPLAYED_FROM, DeadLetter
 from gateway.manifest import BrokerSpec
 from triggers.redis_entries import DATA, KEY
 from triggers.redis_streams_config import RedisStreamsConfig
+
+_DEAD_LETTER_PREFIX = b"wasmgate-dead-letter-"
+_REPLAYED_FROM = REPLAYED_FROM.encode()
 
 
 def _text(raw: bytes) -> str:
@@ -27,6 +30,9 @@ class RedisStreamsDeadLetters:
         assert config.dead_letter is not None
         self.config, self.dead = config, config.dead_letter
         self.describe = f"redis stream {self.dead!r} on broker `{config.broker}`"
+        # Each listed entry's fields as stored: a replay re-adds these bytes, not the
+        # headers' text (decoding replaced what is not UTF-8).
+        self._raw: dict[str, dict[bytes, bytes]] = {}
         self._redis: Any = redis_client(spec, read_timeout_s=spec.connect_timeout_ms / 1000,
                                         retries=0, name="wasmgate-dead-letters")
 
@@ -38,6 +44,7 @@ class RedisStreamsDeadLetters:
         for raw_id, fields in await self._redis.xrange(self.dead):
             entry = _text(raw_id)
             millis = entry.partition("-")[0]
+            self._raw[entry] = dict(fields)
             letters.append(DeadLetter(
                 id=entry, body=fields.get(DATA, b""), key=fields.get(KEY),
                 headers=[(_text(k), _text(v)) for k, v in fields.items()
@@ -48,12 +55,16 @@ class RedisStreamsDeadLetters:
         return letters
 
     async def replay(self, letter: DeadLetter, *, replayed_from: str) -> str:
-        fields: dict[bytes, bytes] = {k.encode(): v.encode()
-                                      for k, v in letter.original_headers()}
-        fields[DATA] = letter.body
-        if letter.key is not None:
-            fields[KEY] = letter.key
-        fields[REPLAYED_FROM.encode()] = replayed_from.encode()
+        raw = self._raw.get(letter.id)
+        if raw is None:
+            fields = {k.encode(): v.encode() for k, v in letter.original_headers()}
+            fields[DATA] = letter.body
+            if letter.key is not None:
+                fields[KEY] = letter.key
+        else:
+            fields = {k: v for k, v in raw.items()
+                      if not k.startswith(_DEAD_LETTER_PREFIX) and k != _REPLAYED_FROM}
+        fields[_REPLAYED_FROM] = replayed_from.encode()
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.xadd(self.config.stream, fields)
             pipe.xdel(self.dead, letter.id)

@@ -1,0 +1,147 @@
+"""Dead letters the gateway did not write, or wrote from odd input: entries put on a
+dead-letter destination by something else (no ``wasmgate-dead-letter-*`` headers, shared
+message ids, binary header values) and text that is not safe to print. Real Redis and
+RabbitMQ on loopback."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import pytest
+import redis
+
+from gateway.cli import _parser
+from gateway.dead_letters.cli import execute, matches, parse_where
+from gateway.dead_letters.model import DeadLetter
+from gateway.errors import ConfigError
+from triggers.delivery import DL_REASON
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def _manifest(tmp_path: Path, trigger: str) -> Path:
+    path = tmp_path / "wasmgate.toml"
+    path.write_text(f"""
+[application]
+name = "dl"
+
+[brokers.b]
+kind = "redis"
+url = "{REDIS_URL}"
+connect-timeout-ms = 1000
+
+[brokers.r]
+kind = "amqp"
+url = "{AMQP_URL}"
+
+[component.work]
+source = "work.wasm"
+{trigger}
+""")
+    return path
+
+
+async def _cli(manifest: Path, *argv: str) -> tuple[int, str]:
+    args = _parser().parse_args(["dead-letters", *argv, "--manifest", str(manifest)])
+    out = io.StringIO()
+    code = await execute(args, out=out, confirm_in=io.StringIO())
+    return code, out.getvalue()
+
+
+@pytest.fixture
+def streams() -> Iterator[tuple[Any, str]]:
+    client: Any = redis.Redis.from_url(REDIS_URL)
+    name = f"test-dl-foreign-{uuid.uuid4().hex}"
+    yield client, name
+    client.delete(name, f"{name}.dead")
+    client.close()
+
+
+def _redis_trigger(stream: str) -> str:
+    return f"""
+[[trigger.redis-streams]]
+component = "work"
+broker = "b"
+stream = "{stream}"
+dead-letter = "{stream}.dead"
+"""
+
+
+async def test_replay_keeps_binary_field_values_byte_for_byte(
+        tmp_path: Path, streams: tuple[Any, str]) -> None:
+    client, stream = streams
+    # Written by another producer: a binary field besides data, no dead-letter fields.
+    client.xadd(f"{stream}.dead", {b"data": b"\x00\xff", b"sig": b"\x8f\xff\x00raw",
+                                   b"key": b"k\xff"})
+    manifest = _manifest(tmp_path, _redis_trigger(stream))
+    code, out = await _cli(manifest, "replay", "--all")
+    assert code == 0, out
+    [(_, fields)] = client.xrange(stream)
+    assert fields[b"sig"] == b"\x8f\xff\x00raw"
+    assert (fields[b"data"], fields[b"key"]) == (b"\x00\xff", b"k\xff")
+    assert client.xlen(f"{stream}.dead") == 0
+
+
+async def test_show_and_list_print_no_terminal_control_sequences(
+        tmp_path: Path, streams: tuple[Any, str]) -> None:
+    client, stream = streams
+    hostile = "\x1b]0;owned\x07\x1b[2J"
+    entry = client.xadd(f"{stream}.dead", {b"data": b"x", DL_REASON.encode(): hostile.encode(),
+                                           f"x-{hostile}".encode(): hostile.encode()})
+    manifest = _manifest(tmp_path, _redis_trigger(stream))
+    for argv in (("list",), ("show", entry.decode())):
+        code, out = await _cli(manifest, *argv)
+        assert code == 0, out
+        assert "\x1b" not in out and "\x07" not in out
+        assert "\\x1b]0;owned\\x07" in out  # shown, escaped
+
+
+async def test_amqp_dead_letters_sharing_a_message_id_are_each_listed(
+        tmp_path: Path) -> None:
+    queue = f"test-dl-foreign-{uuid.uuid4().hex[:8]}"
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, auto_delete=False)
+        # Dead-lettered by RabbitMQ itself (a TTL, a reject elsewhere) or by another
+        # producer: no wasmgate-dead-letter-id, and message ids that repeat.
+        for body in (b"one", b"two", b"three"):
+            await channel.default_exchange.publish(
+                aio_pika.Message(body, message_id="same"), routing_key=queue)
+        manifest = _manifest(tmp_path, f"""
+[[trigger.amqp]]
+component = "work"
+broker = "r"
+queue = "jobs"
+dead-letter = "jobs.dlx"
+dead-letter-queue = "{queue}"
+""")
+        code, out = await _cli(manifest, "list")
+        assert code == 0, out
+        assert out.startswith("3 dead letter(s)"), out
+        code, out = await _cli(manifest, "purge", "--yes")
+        assert (code, out.strip()) == (0, "purged 3 dead letter(s) of amqp[0]")
+        assert (await channel.declare_queue(queue, passive=True)
+                ).declaration_result.message_count == 0
+        await declared.delete()
+    finally:
+        await connection.close()
+
+
+def test_where_with_a_key_twice_needs_both() -> None:
+    letter = DeadLetter(id="1", body=b"", headers=[(DL_REASON, "timed out after 150 ms")])
+    assert matches(letter, parse_where(["reason=timed out", "reason=150 ms"]))
+    assert not matches(letter, parse_where(["reason=status 500", "reason=timed out"]))
+
+
+@pytest.mark.parametrize("term", ["reason=", "status=", "=x", "reason"])
+def test_where_refuses_an_empty_value_or_key(term: str) -> None:
+    # `reason=` would match every dead letter (every text holds ""): --all is the way.
+    with pytest.raises(ConfigError, match="--where"):
+        parse_where([term])
