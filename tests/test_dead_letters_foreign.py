@@ -145,3 +145,65 @@ def test_where_refuses_an_empty_value_or_key(term: str) -> None:
     # `reason=` would match every dead letter (every text holds ""): --all is the way.
     with pytest.raises(ConfigError, match="--where"):
         parse_where([term])
+
+
+async def test_jetstream_listing_reads_the_dead_letters_not_the_whole_stream(
+        tmp_path: Path) -> None:
+    import nats
+
+    from gateway.dead_letters.stores import open_store
+
+    tag = uuid.uuid4().hex[:8]
+    stream, dead = f"DLFOREIGN{tag}", f"dlforeign{tag}.dead"
+    nc = await nats.connect("nats://127.0.0.1:4222")
+    js = nc.jetstream()
+    await js.add_stream(name=stream, subjects=[f"dlforeign{tag}.>"])
+    try:
+        # A stream shared with busy subjects: 3 dead letters among 600 other messages,
+        # and one dead letter already deleted (replayed).
+        sequences = []
+        for i in range(4):
+            ack = await js.publish(dead, f"dead {i}".encode(),
+                                   headers={"wasmgate-dead-letter-subject": "x"})
+            sequences.append(ack.seq)
+            for _ in range(150):
+                await js.publish(f"dlforeign{tag}.other", b"busy")
+        await js.delete_msg(stream, sequences[1])
+        manifest = tmp_path / "wasmgate.toml"
+        manifest.write_text(f"""
+[application]
+name = "dl"
+[brokers.n]
+kind = "nats"
+url = "nats://127.0.0.1:4222"
+[component.work]
+source = "work.wasm"
+[[trigger.nats-jetstream]]
+component = "work"
+broker = "n"
+stream = "{stream}"
+consumer = "c"
+subjects = ["dlforeign{tag}.in"]
+dead-letter = "{dead}"
+""")
+        _, store = await open_store(manifest, None)
+        try:
+            calls = 0
+            real = store._js.get_msg  # type: ignore[attr-defined]
+
+            async def counted(*args: Any, **kwargs: Any) -> Any:
+                nonlocal calls
+                calls += 1
+                return await real(*args, **kwargs)
+
+            store._js.get_msg = counted  # type: ignore[attr-defined]
+            letters = await store.letters()
+        finally:
+            await store.close()
+        assert [x.body for x in letters] == [b"dead 0", b"dead 2", b"dead 3"]
+        assert [x.id for x in letters] == [str(sequences[i]) for i in (0, 2, 3)]
+        # One read per dead letter and one to find the end: not one per stored message.
+        assert calls <= len(letters) + 1, calls
+    finally:
+        await js.delete_stream(stream)
+        await nc.close()

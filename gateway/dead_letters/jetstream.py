@@ -1,7 +1,8 @@
 """Dead letters of a ``[[trigger.nats-jetstream]]``: messages on its ``dead-letter``
 subject, in whichever stream stores that subject.
 
-List reads by sequence (``get_msg``; no consumer is created, nothing is acked). Replay
+List reads the subject's messages in sequence order (``get_msg`` with ``next_by_subj``:
+one request per dead letter; no consumer is created, nothing is acked). Replay
 publishes to the original subject (``wasmgate-dead-letter-subject``) with a JetStream
 publish, whose ack is the broker's confirm, then deletes the dead letter by sequence. The
 id is the sequence in the dead-letter stream.
@@ -52,16 +53,22 @@ class JetStreamDeadLetters:
         letters: list[DeadLetter] = []
         if not info.state.messages:
             return letters
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        seq, last = info.state.first_seq, info.state.last_seq
+        while seq <= last:
+            # The next message on the dead-letter subject from `seq`: one request per dead
+            # letter, whatever else the stream stores (other subjects, deleted sequences).
             try:
-                raw = await self._js.get_msg(self._stream, seq)
+                raw = await self._js.get_msg(self._stream, seq, subject=self.subject,
+                                             next=True)
             except nats.js.errors.NotFoundError:
-                continue  # deleted (replayed or purged)
-            if raw.subject != self.subject:
-                continue  # the stream stores other subjects too
+                break  # no more
+            if raw.seq is None or raw.seq > last:
+                break  # stored after the listing began
+            seq = raw.seq + 1
             letters.append(DeadLetter(
-                id=str(seq), body=raw.data or b"", headers=list((raw.headers or {}).items()),
-                location={"stream": self._stream, "seq": str(seq)}))
+                id=str(raw.seq), body=raw.data or b"",
+                headers=list((raw.headers or {}).items()),
+                location={"stream": self._stream, "seq": str(raw.seq)}))
         return letters
 
     async def replay(self, letter: DeadLetter, *, replayed_from: str) -> str:
