@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import nats.errors
 import nats.js.errors
 
 from gateway.dead_letters.model import REPLAYED_FROM, DeadLetter
@@ -37,9 +38,24 @@ class JetStreamDeadLetters:
 
         from gateway.brokers.nats import connect_options
 
+        failures: list[Exception] = []
+
+        async def remember(exc: Exception) -> None:
+            # Instead of nats-py's default, which logs each failed attempt with a traceback;
+            # the last one is the error `open` raises.
+            failures.append(exc)
+
         self._nc = Client()
-        await self._nc.connect(**connect_options(self.config.broker, self.spec),
-                               allow_reconnect=False, max_reconnect_attempts=0)
+        try:
+            # nats-py reads max_reconnect_attempts=0 as "no limit" (it retried forever);
+            # 1 is the fewest it stops after: two attempts per server, 0.1 s apart.
+            await self._nc.connect(**connect_options(self.config.broker, self.spec),
+                                   allow_reconnect=False, max_reconnect_attempts=1,
+                                   reconnect_time_wait=0.1, error_cb=remember)
+        except nats.errors.NoServersError:
+            if failures:
+                raise failures[-1] from None
+            raise
         self._js = self._nc.jetstream()
         try:
             self._stream = await self._js.find_stream_name_by_subject(self.subject)
