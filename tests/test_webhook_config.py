@@ -80,6 +80,11 @@ def _load(tmp_path: Path, webhook: str, enqueue: str = _ENQUEUE) -> App:
     ('[trigger.http.webhook]\nscheme = "hmac-sha256"\nheader = "x-sig"\n'
      'secrets = ["gh-secret"]\n[trigger.http.webhook.idempotency]\n',
      "trigger.http[0].webhook.idempotency", "set `id-header`"),
+    # Longer than a key-value TTL can be: every "done" was refused at run time (logged),
+    # so every retry ran the handler again.
+    ('[trigger.http.webhook]\nscheme = "github"\nsecrets = ["gh-secret"]\n'
+     '[trigger.http.webhook.idempotency]\nwindow-s = 10000000000\n',
+     "trigger.http[0].webhook.idempotency.window-s", "3153600000"),
     ('[trigger.http.webhook]\nscheme = "github"\nsecrets = ["gh-secret"]\nencoding = "hex"\n'
      'tolerance = 10\n', "trigger.http[0].webhook.tolerance",
      "unknown field `tolerance`; did you mean `tolerance-s`?"),
