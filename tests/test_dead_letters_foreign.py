@@ -207,3 +207,62 @@ dead-letter = "{dead}"
     finally:
         await js.delete_stream(stream)
         await nc.close()
+
+
+async def test_kafka_dead_letters_with_null_headers_and_values_are_listed_and_replayed(
+        tmp_path: Path) -> None:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from tests.kafka_broker import shared_broker
+
+    bootstrap = f"127.0.0.1:{shared_broker().port}"
+    dead, source = f"dl-foreign-{uuid.uuid4().hex[:8]}", f"src-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(dead, 1, 1), NewTopic(source, 1, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        # Written by another producer: a header without a value (legal in Kafka), and a
+        # tombstone (no value at all).
+        await producer.send_and_wait(dead, None, key=b"k", headers=[
+            ("wasmgate-dead-letter-subject", source.encode()), ("x-null", None)])
+    finally:
+        await producer.stop()
+    manifest = _manifest(tmp_path, "")
+    manifest.write_text(manifest.read_text() + f"""
+[brokers.k]
+kind = "kafka"
+url = "kafka://{bootstrap}"
+
+[[trigger.kafka]]
+component = "work"
+broker = "k"
+topics = ["{source}"]
+dead-letter = "{dead}"
+""")
+    code, out = await _cli(manifest, "show", "0-0")
+    assert code == 0, out
+    assert "  x-null: \n" in out
+    code, out = await _cli(manifest, "replay", "--all")
+    assert code == 0, out
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(source, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        records: list[Any] = []
+        for _ in range(20):
+            records += (await consumer.getmany(tp, timeout_ms=500)).get(tp, [])
+            if records:
+                break
+    finally:
+        await consumer.stop()
+    [record] = records
+    assert (record.key, record.value) == (b"k", None)  # still a tombstone
+    assert ("x-null", None) in list(record.headers)
