@@ -363,3 +363,42 @@ headers = ["x-github-event"]
         await consumer.stop()
     assert [(r.value, r.key, list(r.headers)) for r in records] == [
         (body, delivery.encode(), [("x-github-event", b"push")])]
+
+
+async def test_header_bytes_that_are_no_timestamp_or_base64_are_401_not_500(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Any byte can arrive in a header (the server decodes them as latin-1): superscript
+    # digits, 5000 digits, non-ASCII base64. Each raised in the verifier: a 500 and a
+    # traceback in the log.
+    monkeypatch.setenv("WASMGATE_VAR_SW", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    app, base = await _start(tmp_path, f"""
+sw = {{ secret = true }}
+
+[brokers.events]
+kind = "redis"
+url = "{REDIS_URL}"
+
+[[trigger.http]]
+route = "/ingest"
+
+[trigger.http.webhook]
+scheme = "standard-webhooks"
+secrets = ["sw"]
+
+[trigger.http.enqueue]
+broker = "events"
+destination = "stream:never-{uuid.uuid4().hex}"
+""")
+    try:
+        async with httpx.AsyncClient() as http:
+            for timestamp, signature in ((b"\xb9\xb2\xb3", b"v1,AAAA"), (b"9" * 5000, b"v1,AAAA"),
+                                         (b"1700000000", b"v1,\xe9\xe9=")):
+                r = await http.post(f"{base}/ingest", content=b"{}", headers=[
+                    (b"webhook-id", b"msg_1"), (b"webhook-timestamp", timestamp),
+                    (b"webhook-signature", signature)])
+                assert (r.status_code, r.content) == (
+                    401, b"webhook signature refused: malformed-header\n")
+    finally:
+        await app.stop()
+    assert "Traceback" not in capsys.readouterr().out
