@@ -266,3 +266,25 @@ dead-letter = "{dead}"
     [record] = records
     assert (record.key, record.value) == (b"k", None)  # still a tombstone
     assert ("x-null", None) in list(record.headers)
+
+
+async def test_two_sessions_replaying_one_redis_dead_letter_replay_it_once(
+        tmp_path: Path, streams: tuple[Any, str]) -> None:
+    from gateway.dead_letters.model import DeadLetterNotFound
+    from gateway.dead_letters.stores import open_store
+
+    client, stream = streams
+    client.xadd(f"{stream}.dead", {b"data": b"once"})
+    manifest = _manifest(tmp_path, _redis_trigger(stream))
+    _, first = await open_store(manifest, None)
+    _, second = await open_store(manifest, None)
+    try:
+        [letter] = await first.letters()
+        [same] = await second.letters()  # two operators, both listed it
+        await first.replay(letter, replayed_from="a")
+        with pytest.raises(DeadLetterNotFound, match="replayed or purged"):
+            await second.replay(same, replayed_from="b")
+    finally:
+        await first.close()
+        await second.close()
+    assert [fields[b"data"] for _, fields in client.xrange(stream)] == [b"once"]

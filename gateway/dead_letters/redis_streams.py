@@ -1,8 +1,9 @@
 """Dead letters of a ``[[trigger.redis-streams]]``: entries of its ``dead-letter`` stream.
 
-List is XRANGE (reads, never claims). Replay is one MULTI: XADD the original fields, byte
-for byte (minus ``wasmgate-dead-letter-*``), to the consumed stream and XDEL the dead
-letter, so the entry is never in both places or in neither. The id is the dead-letter entry id.
+List is XRANGE (reads, never claims). Replay is one script: XDEL the dead letter and, if
+it was there, XADD the original fields, byte for byte (minus ``wasmgate-dead-letter-*``),
+to the consumed stream, so the entry is never in both places or in neither, and two
+sessions replaying it re-add it once. The id is the dead-letter entry id.
 """
 
 from __future__ import annotations
@@ -10,12 +11,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.dead_letters.model import REPLAYED_FROM, DeadLetter
+from gateway.dead_letters.model import REPLAYED_FROM, DeadLetter, DeadLetterNotFound
 from gateway.manifest import BrokerSpec
 from triggers.redis_entries import DATA, KEY
 from triggers.redis_streams_config import RedisStreamsConfig
 
 _DEAD_LETTER_PREFIX = b"wasmgate-dead-letter-"
+# XDEL the dead letter and XADD its copy only if it was still there, atomically: of two
+# sessions replaying the same listed entry, one re-adds it (a MULTI of XADD and XDEL
+# re-added it in both).
+_REPLAY = """
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return false end
+return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+"""
 _REPLAYED_FROM = REPLAYED_FROM.encode()
 
 
@@ -65,10 +73,13 @@ class RedisStreamsDeadLetters:
             fields = {k: v for k, v in raw.items()
                       if not k.startswith(_DEAD_LETTER_PREFIX) and k != _REPLAYED_FROM}
         fields[_REPLAYED_FROM] = replayed_from.encode()
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.config.stream, fields)
-            pipe.xdel(self.dead, letter.id)
-            new_id, _ = await pipe.execute()
+        flat = [part for pair in fields.items() for part in pair]
+        new_id = await self._redis.eval(_REPLAY, 2, self.dead, self.config.stream, letter.id,
+                                        *flat)
+        if new_id is None:
+            raise DeadLetterNotFound(
+                f"dead letter {letter.id} is no longer in {self.describe}: replayed or purged "
+                "by another session since it was listed; not replayed again")
         return f"redis stream {self.config.stream!r} entry {_text(new_id)}"
 
     async def purge(self, letters: list[DeadLetter]) -> int:
