@@ -128,3 +128,16 @@ def test_secret_from_the_environment_wins_over_the_file(tmp_path: Path) -> None:
     resolve = secret_resolver(manifest, env={"WASMGATE_VAR_GH_SECRET": "from-env"})
     assert resolve("gh-secret", "f") == "from-env"
     assert secret_resolver(manifest, env={})("gh-secret", "f") == "from-file"
+
+
+def test_a_json_delivery_id_is_a_string_or_an_integer_not_a_boolean() -> None:
+    from gateway.webhooks.gate import DeliveryId
+
+    by_field = DeliveryId(field=("data", "id"))
+    assert by_field.find({}, b'{"data": {"id": "evt_1"}}') == "evt_1"
+    assert by_field.find({}, b'{"data": {"id": 42}}') == "42"
+    # true would be the id "True" for every such delivery: after the first, every other
+    # one would be answered "already processed" and never run.
+    assert by_field.find({}, b'{"data": {"id": true}}') is None
+    assert by_field.find({}, b'{"data": {"id": 1.5}}') is None
+    assert by_field.find({}, b"\xff not json") is None

@@ -68,6 +68,8 @@ class DeliveryId:
             return None
         for name in self.field:
             value = value.get(name) if isinstance(value, dict) else None
+        if isinstance(value, bool):  # an int to Python; no id: every true would collide
+            return None
         return str(value) if isinstance(value, str | int) and value != "" else None
 
     @property
