@@ -402,3 +402,28 @@ destination = "stream:never-{uuid.uuid4().hex}"
     finally:
         await app.stop()
     assert "Traceback" not in capsys.readouterr().out
+
+
+async def test_enqueue_carries_header_and_delivery_id_bytes_as_sent(tmp_path: Path) -> None:
+    # The server hands header values over decoded as latin-1; re-encoding that text as
+    # UTF-8 turned a provider's UTF-8 "café" into "cafÃ©" on the queue.
+    stream = f"test-webhooks-{uuid.uuid4().hex}"
+    app, base = await _start(tmp_path, _enqueue_app(stream, REDIS_URL))
+    client: Any = redis.Redis.from_url(REDIS_URL)
+    try:
+        body = b"{}"
+        delivery = f"d-{uuid.uuid4().hex}-\u00e9".encode()
+        headers = [(k.encode(), v.encode()) for k, v in _signed(body, "x").items()
+                   if k not in ("x-github-event", "x-github-delivery")]
+        headers += [(b"x-github-event", "caf\u00e9".encode()), (b"x-github-delivery", delivery)]
+        async with httpx.AsyncClient() as http:
+            r = await http.post(f"{base}/ingest", content=body, headers=headers)
+            assert r.status_code == 202, r.content
+        [(_, fields)] = client.xrange(stream)
+        assert fields[b"x-github-event"] == "caf\u00e9".encode()
+        assert fields[b"x-github-delivery"] == delivery
+        assert fields[b"key"] == delivery
+    finally:
+        await app.stop()
+        client.delete(stream)
+        client.close()
