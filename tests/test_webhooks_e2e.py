@@ -427,3 +427,46 @@ async def test_enqueue_carries_header_and_delivery_id_bytes_as_sent(tmp_path: Pa
         await app.stop()
         client.delete(stream)
         client.close()
+
+
+@pytest.mark.parametrize(("broker", "destination"), [
+    ('kind = "amqp"\nurl = "amqp://guest:guest@127.0.0.1:5672/"',
+     "/no-such-queue-{tag}"),                              # unroutable: basic.return
+    ('kind = "amqp"\nurl = "amqp://guest:guest@127.0.0.1:5672/"',
+     "no-such-exchange-{tag}/key"),                        # channel error: NOT_FOUND
+    ('kind = "nats"\nurl = "nats://127.0.0.1:4222"', "js:no.stream.{tag}"),  # no stream
+])
+async def test_enqueue_a_broker_refuses_is_503_and_released(
+        tmp_path: Path, broker: str, destination: str) -> None:
+    tag = uuid.uuid4().hex[:8]
+    app, base = await _start(tmp_path, f"""
+[key-value.hooks]
+backend = "sqlite"
+
+[brokers.events]
+{broker}
+
+[[trigger.http]]
+route = "/ingest"
+
+[trigger.http.webhook]
+scheme = "github"
+secrets = ["gh-secret"]
+
+[trigger.http.webhook.idempotency]
+store = "hooks"
+
+[trigger.http.enqueue]
+broker = "events"
+destination = "{destination.format(tag=tag)}"
+timeout-ms = 3000
+""")
+    try:
+        delivery = uuid.uuid4().hex
+        async with httpx.AsyncClient() as http:
+            for _ in range(2):  # released each time: the retry is tried, not 409 or 200
+                r = await http.post(f"{base}/ingest", content=b"{}",
+                                    headers=_signed(b"{}", delivery))
+                assert (r.status_code, r.content) == (503, b"not enqueued, retry later\n")
+    finally:
+        await app.stop()
