@@ -288,3 +288,49 @@ async def test_two_sessions_replaying_one_redis_dead_letter_replay_it_once(
         await first.close()
         await second.close()
     assert [fields[b"data"] for _, fields in client.xrange(stream)] == [b"once"]
+
+
+async def test_a_dead_letter_without_an_origin_does_not_block_replay_all(
+        tmp_path: Path) -> None:
+    import nats
+
+    tag = uuid.uuid4().hex[:8]
+    stream, dead = f"DLBLOCK{tag}", f"dlblock{tag}.dead"
+    nc = await nats.connect("nats://127.0.0.1:4222")
+    js = nc.jetstream()
+    await js.add_stream(name=stream, subjects=[f"dlblock{tag}.>"])
+    try:
+        # Oldest first: a message something else put on the dead-letter subject (no
+        # wasmgate-dead-letter-subject), then two the gateway dead-lettered.
+        await js.publish(dead, b"foreign")
+        for body in (b"one", b"two"):
+            await js.publish(dead, body,
+                             headers={"wasmgate-dead-letter-subject": f"dlblock{tag}.in"})
+        manifest = tmp_path / "wasmgate.toml"
+        manifest.write_text(f"""
+[application]
+name = "dl"
+[brokers.n]
+kind = "nats"
+url = "nats://127.0.0.1:4222"
+[component.work]
+source = "work.wasm"
+[[trigger.nats-jetstream]]
+component = "work"
+broker = "n"
+stream = "{stream}"
+consumer = "c"
+subjects = ["dlblock{tag}.in"]
+dead-letter = "{dead}"
+""")
+        code, out = await _cli(manifest, "replay", "--all")
+        assert code == 1, out  # not everything was replayed
+        assert "skipped 1" in out and "does not say its original subject" in out
+        assert "replayed 2 of 3" in out
+        code, out = await _cli(manifest, "list")
+        assert out.startswith("1 dead letter(s)"), out
+        replayed = await js.get_msg(stream, subject=f"dlblock{tag}.in", seq=1, next=True)
+        assert replayed.data == b"one"
+    finally:
+        await js.delete_stream(stream)
+        await nc.close()

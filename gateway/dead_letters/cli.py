@@ -13,7 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway.dead_letters.model import DeadLetter, DeadLetterNotFound, DeadLetterStore
+from gateway.dead_letters.model import (
+    DeadLetter,
+    DeadLetterNotFound,
+    DeadLetterStore,
+    NotReplayable,
+)
 from gateway.dead_letters.stores import TriggerRef, open_store
 from gateway.errors import BrokerError, ConfigError, WasmgateError
 from gateway.progress import is_interactive
@@ -172,17 +177,32 @@ async def _replay(args: argparse.Namespace, ref: TriggerRef, store: DeadLetterSt
         return 0
     progress = _Progress(len(selected))
     done = 0
+    skipped: list[str] = []
     try:
         for letter in selected:
-            target = await store.replay(letter, replayed_from=f"{ref.name}:{letter.id}")
+            try:
+                target = await store.replay(letter, replayed_from=f"{ref.name}:{letter.id}")
+            except NotReplayable as exc:
+                if args.id:
+                    raise
+                # One foreign message (oldest first) must not hold back all the others.
+                skipped.append(printable(str(exc)))
+                continue
             done += 1
             progress.step(printable(f"replayed {letter.id} to {target}"), out)
+    except NotReplayable:
+        raise
     except Exception as exc:
         progress.end()
         out.write(f"replayed {done} of {len(selected)}; stopped at the next one, which is "
                   f"kept: {redact_secrets(describe(exc))}\n")
         return 1
     progress.end()
+    if skipped:
+        out.write("".join(f"skipped: {reason}\n" for reason in skipped))
+        out.write(f"replayed {done} of {len(selected)}; skipped {len(skipped)}, kept in "
+                  f"{store.describe} (`show` them; `purge` drops every dead letter)\n")
+        return 1
     out.write(f"replayed {done} dead letter(s) of {ref.name}\n")
     return 0
 

@@ -15,8 +15,7 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 
-from gateway.dead_letters.model import REPLAYED_FROM, DeadLetter
-from gateway.errors import BrokerError
+from gateway.dead_letters.model import REPLAYED_FROM, DeadLetter, NotReplayable
 from gateway.manifest import BrokerSpec
 from triggers.delivery import DL_SUBJECT
 from triggers.jetstream_config import JetStreamConfig
@@ -90,7 +89,7 @@ class JetStreamDeadLetters:
     async def replay(self, letter: DeadLetter, *, replayed_from: str) -> str:
         target = letter.header(DL_SUBJECT)
         if not target:
-            raise BrokerError(f"dead letter {letter.id} in {self.describe} does not say its "
+            raise NotReplayable(f"dead letter {letter.id} in {self.describe} does not say its "
                               f"original subject ({DL_SUBJECT}); cannot replay it")
         headers = dict(letter.original_headers())
         # JetStream drops a publish whose id it has seen within its duplicate window: a

@@ -21,8 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from gateway.brokers.kafka import client_options
-from gateway.dead_letters.model import REPLAYED_FROM, DeadLetter
-from gateway.errors import BrokerError
+from gateway.dead_letters.model import REPLAYED_FROM, DeadLetter, NotReplayable
 from gateway.manifest import BrokerSpec
 from triggers.delivery import DL_ORIGIN, DL_SUBJECT
 from triggers.kafka_config import KafkaConfig
@@ -75,7 +74,7 @@ class KafkaDeadLetters:
     async def replay(self, letter: DeadLetter, *, replayed_from: str) -> str:
         target = letter.header(DL_ORIGIN + "topic") or letter.header(DL_SUBJECT)
         if not target:
-            raise BrokerError(f"dead letter {letter.id} in {self.describe} does not say its "
+            raise NotReplayable(f"dead letter {letter.id} in {self.describe} does not say its "
                               f"original topic ({DL_SUBJECT}); cannot replay it")
         raw_headers, value = self._raw.get(letter.id, ([], letter.body))
         headers = [(k, v) for k, v in raw_headers
