@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -181,3 +184,32 @@ def test_a_bulk_replay_draws_a_bar_on_a_terminal_and_lines_elsewhere(
     assert out.getvalue() == ""
     err = capsys.readouterr().err
     assert "1/4 replayed" in err and f"[{'#' * 30}] 4/4 replayed" in err
+
+
+def test_an_unreachable_nats_fails_at_once_without_tracebacks(tmp_path: Path) -> None:
+    # nats-py reads max_reconnect_attempts=0 as "no limit": list retried forever, logging
+    # a traceback every 2 s.
+    manifest = _manifest(tmp_path, """
+[brokers.n]
+kind = "nats"
+url = "nats://ops:hunter2@127.0.0.1:9"
+connect-timeout-ms = 1000
+
+[[trigger.nats-jetstream]]
+component = "work"
+broker = "n"
+stream = "S"
+consumer = "c"
+dead-letter = "s.dead"
+""")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "dead-letters", "list",
+                           "--manifest", str(manifest)], capture_output=True, text=True,
+                          timeout=60, check=False, cwd=Path(__file__).parent.parent)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert time.monotonic() - started < 15
+    assert "cannot reach broker `n` at nats://ops:***@127.0.0.1:9" in output
+    assert "Connect call failed" in output  # the cause, not only "no servers available"
+    assert "hunter2" not in output
+    assert "Traceback" not in output

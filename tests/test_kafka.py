@@ -112,6 +112,13 @@ def test_event_carries_the_record_and_a_stable_id() -> None:
     assert meta["group"] == "wasmgate-c" and meta["timestamp-type"] == "create-time"
 
 
+def test_a_null_header_value_is_an_empty_header_not_a_crash() -> None:
+    # Kafka allows a header without a value (aiokafka gives None). It raised AttributeError
+    # in the intake loop, which ended the trigger's consumption for good.
+    record = FakeRecord(headers=(("x-null", None), ("x-ok", b"1")))  # type: ignore[arg-type]
+    assert build().build_event(record).headers == [("x-null", ""), ("x-ok", "1")]
+
+
 # -- against a real broker -----------------------------------------------------------------
 
 @dataclass

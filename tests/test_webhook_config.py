@@ -27,6 +27,10 @@ unset = { secret = true }
 kind = "redis"
 url = "redis://127.0.0.1:6379/0"
 
+[brokers.bus]
+kind = "nats"
+url = "nats://127.0.0.1:4222"
+
 [[trigger.http]]
 route = "/ingest"
 """
@@ -76,6 +80,11 @@ def _load(tmp_path: Path, webhook: str, enqueue: str = _ENQUEUE) -> App:
     ('[trigger.http.webhook]\nscheme = "hmac-sha256"\nheader = "x-sig"\n'
      'secrets = ["gh-secret"]\n[trigger.http.webhook.idempotency]\n',
      "trigger.http[0].webhook.idempotency", "set `id-header`"),
+    # Longer than a key-value TTL can be: every "done" was refused at run time (logged),
+    # so every retry ran the handler again.
+    ('[trigger.http.webhook]\nscheme = "github"\nsecrets = ["gh-secret"]\n'
+     '[trigger.http.webhook.idempotency]\nwindow-s = 10000000000\n',
+     "trigger.http[0].webhook.idempotency.window-s", "3153600000"),
     ('[trigger.http.webhook]\nscheme = "github"\nsecrets = ["gh-secret"]\nencoding = "hex"\n'
      'tolerance = 10\n', "trigger.http[0].webhook.tolerance",
      "unknown field `tolerance`; did you mean `tolerance-s`?"),
@@ -96,6 +105,14 @@ def test_bad_webhook_config_names_file_and_field(tmp_path: Path, webhook: str, f
     ("", "trigger.http[0].component", "missing required field `component`"),
     ('component = "x"\n' + _ENQUEUE, "trigger.http[0].component",
      "unknown component 'x'"),
+    # At-most-once destinations: a pub/sub channel or a core NATS subject with nobody
+    # subscribed drops the message, yet the provider would get its 202 and never retry.
+    ('[trigger.http.enqueue]\nbroker = "events"\ndestination = "hooks"\n',
+     "trigger.http[0].enqueue.destination",
+     "Redis pub/sub channel 'hooks' keeps no message"),
+    ('[trigger.http.enqueue]\nbroker = "bus"\ndestination = "hooks.github"\n',
+     "trigger.http[0].enqueue.destination",
+     'write "js:hooks.github" to enqueue durably'),
 ])
 def test_bad_enqueue_config(tmp_path: Path, enqueue: str, field: str, says: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -111,3 +128,16 @@ def test_secret_from_the_environment_wins_over_the_file(tmp_path: Path) -> None:
     resolve = secret_resolver(manifest, env={"WASMGATE_VAR_GH_SECRET": "from-env"})
     assert resolve("gh-secret", "f") == "from-env"
     assert secret_resolver(manifest, env={})("gh-secret", "f") == "from-file"
+
+
+def test_a_json_delivery_id_is_a_string_or_an_integer_not_a_boolean() -> None:
+    from gateway.webhooks.gate import DeliveryId
+
+    by_field = DeliveryId(field=("data", "id"))
+    assert by_field.find({}, b'{"data": {"id": "evt_1"}}') == "evt_1"
+    assert by_field.find({}, b'{"data": {"id": 42}}') == "42"
+    # true would be the id "True" for every such delivery: after the first, every other
+    # one would be answered "already processed" and never run.
+    assert by_field.find({}, b'{"data": {"id": true}}') is None
+    assert by_field.find({}, b'{"data": {"id": 1.5}}') is None
+    assert by_field.find({}, b"\xff not json") is None

@@ -150,3 +150,52 @@ def test_generic_hmac_hex_and_base64() -> None:
     assert b64_route.verify({"x-sig": "not base64!"}, GITHUB_BODY) == MALFORMED_HEADER
     assert Verifier("hmac-sha256", ("other",), header="x-sig", encoding="base64").verify(
         {"x-sig": base64.b64encode(digest).decode()}, GITHUB_BODY) == MISMATCH
+
+
+# Header values reach the verifier decoded as latin-1, so any byte can be in them: a
+# timestamp of superscript digits ("\xb9" isdigit() but int() refuses it), one too long for
+# a float or for int(), a base64 signature with non-ASCII text. Each is a refusal (401),
+# never an exception (a 500 and a traceback in the log).
+_NOW = 1_700_000_000.5  # a float, as time.time() is
+_ODD_TIMESTAMPS = ["\xb9\xb2\xb3", "9" * 400, "9" * 5000, " 1700000000", "-1700000000",
+                   "1700000000.5", ""]
+
+
+@pytest.mark.parametrize("timestamp", _ODD_TIMESTAMPS)
+def test_odd_timestamps_are_refused_not_raised(timestamp: str) -> None:
+    sw = _sw((SW_SECRET,), _NOW).verify(
+        _sw_headers(**{"webhook-timestamp": timestamp}), SW_BODY)
+    stripe = _stripe((STRIPE_SECRET,), _NOW).verify(
+        {"stripe-signature": f"t={timestamp},v1={STRIPE_V1}"}, STRIPE_BODY)
+    assert sw in (MALFORMED_HEADER, STALE_TIMESTAMP)
+    assert stripe in (MALFORMED_HEADER, STALE_TIMESTAMP)
+
+
+def test_a_far_future_timestamp_is_stale() -> None:
+    future = str(int(_NOW) + 10**10)  # the year 2340
+    assert _sw((SW_SECRET,), _NOW).verify(_sw_headers(**{"webhook-timestamp": future}),
+                                          SW_BODY) == STALE_TIMESTAMP
+
+
+def test_non_ascii_signatures_are_malformed_not_raised() -> None:
+    odd = "\xe9\xe9\xe9="
+    assert _sw((SW_SECRET,), SW_TIMESTAMP).verify(
+        _sw_headers(**{"webhook-signature": f"v1,{odd}"}), SW_BODY) == MALFORMED_HEADER
+    b64_route = Verifier("hmac-sha256", (GITHUB_SECRET,), header="x-sig", encoding="base64")
+    assert b64_route.verify({"x-sig": odd}, GITHUB_BODY) == MALFORMED_HEADER
+    hex_route = Verifier("hmac-sha256", (GITHUB_SECRET,), header="x-sig", prefix="sha256=")
+    assert hex_route.verify({"x-sig": "sha256=" + odd}, GITHUB_BODY) == MISMATCH
+    assert Verifier("github", (GITHUB_SECRET,)).verify(
+        {"x-hub-signature-256": "sha256=" + odd * 4000}, GITHUB_BODY) == MISMATCH
+
+
+def test_a_non_ascii_webhook_id_is_signed_as_the_bytes_sent() -> None:
+    # The server decodes header bytes as latin-1; the sender signed the bytes themselves.
+    raw_id = "msg_\u00e9t\u00e9".encode()  # UTF-8 on the wire
+    timestamp = str(SW_TIMESTAMP)
+    key = base64.b64decode(SW_SECRET.removeprefix("whsec_"))
+    signed = raw_id + f".{timestamp}.".encode() + SW_BODY
+    signature = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    headers = _sw_headers(**{"webhook-id": raw_id.decode("latin-1"),
+                             "webhook-signature": f"v1,{signature}"})
+    assert _sw((SW_SECRET,), SW_TIMESTAMP).verify(headers, SW_BODY) is None

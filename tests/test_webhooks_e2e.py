@@ -363,3 +363,110 @@ headers = ["x-github-event"]
         await consumer.stop()
     assert [(r.value, r.key, list(r.headers)) for r in records] == [
         (body, delivery.encode(), [("x-github-event", b"push")])]
+
+
+async def test_header_bytes_that_are_no_timestamp_or_base64_are_401_not_500(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Any byte can arrive in a header (the server decodes them as latin-1): superscript
+    # digits, 5000 digits, non-ASCII base64. Each raised in the verifier: a 500 and a
+    # traceback in the log.
+    monkeypatch.setenv("WASMGATE_VAR_SW", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    app, base = await _start(tmp_path, f"""
+sw = {{ secret = true }}
+
+[brokers.events]
+kind = "redis"
+url = "{REDIS_URL}"
+
+[[trigger.http]]
+route = "/ingest"
+
+[trigger.http.webhook]
+scheme = "standard-webhooks"
+secrets = ["sw"]
+
+[trigger.http.enqueue]
+broker = "events"
+destination = "stream:never-{uuid.uuid4().hex}"
+""")
+    try:
+        async with httpx.AsyncClient() as http:
+            for timestamp, signature in ((b"\xb9\xb2\xb3", b"v1,AAAA"), (b"9" * 5000, b"v1,AAAA"),
+                                         (b"1700000000", b"v1,\xe9\xe9=")):
+                r = await http.post(f"{base}/ingest", content=b"{}", headers=[
+                    (b"webhook-id", b"msg_1"), (b"webhook-timestamp", timestamp),
+                    (b"webhook-signature", signature)])
+                assert (r.status_code, r.content) == (
+                    401, b"webhook signature refused: malformed-header\n")
+    finally:
+        await app.stop()
+    assert "Traceback" not in capsys.readouterr().out
+
+
+async def test_enqueue_carries_header_and_delivery_id_bytes_as_sent(tmp_path: Path) -> None:
+    # The server hands header values over decoded as latin-1; re-encoding that text as
+    # UTF-8 turned a provider's UTF-8 "café" into "cafÃ©" on the queue.
+    stream = f"test-webhooks-{uuid.uuid4().hex}"
+    app, base = await _start(tmp_path, _enqueue_app(stream, REDIS_URL))
+    client: Any = redis.Redis.from_url(REDIS_URL)
+    try:
+        body = b"{}"
+        delivery = f"d-{uuid.uuid4().hex}-\u00e9".encode()
+        headers = [(k.encode(), v.encode()) for k, v in _signed(body, "x").items()
+                   if k not in ("x-github-event", "x-github-delivery")]
+        headers += [(b"x-github-event", "caf\u00e9".encode()), (b"x-github-delivery", delivery)]
+        async with httpx.AsyncClient() as http:
+            r = await http.post(f"{base}/ingest", content=body, headers=headers)
+            assert r.status_code == 202, r.content
+        [(_, fields)] = client.xrange(stream)
+        assert fields[b"x-github-event"] == "caf\u00e9".encode()
+        assert fields[b"x-github-delivery"] == delivery
+        assert fields[b"key"] == delivery
+    finally:
+        await app.stop()
+        client.delete(stream)
+        client.close()
+
+
+@pytest.mark.parametrize(("broker", "destination"), [
+    ('kind = "amqp"\nurl = "amqp://guest:guest@127.0.0.1:5672/"',
+     "/no-such-queue-{tag}"),                              # unroutable: basic.return
+    ('kind = "amqp"\nurl = "amqp://guest:guest@127.0.0.1:5672/"',
+     "no-such-exchange-{tag}/key"),                        # channel error: NOT_FOUND
+    ('kind = "nats"\nurl = "nats://127.0.0.1:4222"', "js:no.stream.{tag}"),  # no stream
+])
+async def test_enqueue_a_broker_refuses_is_503_and_released(
+        tmp_path: Path, broker: str, destination: str) -> None:
+    tag = uuid.uuid4().hex[:8]
+    app, base = await _start(tmp_path, f"""
+[key-value.hooks]
+backend = "sqlite"
+
+[brokers.events]
+{broker}
+
+[[trigger.http]]
+route = "/ingest"
+
+[trigger.http.webhook]
+scheme = "github"
+secrets = ["gh-secret"]
+
+[trigger.http.webhook.idempotency]
+store = "hooks"
+
+[trigger.http.enqueue]
+broker = "events"
+destination = "{destination.format(tag=tag)}"
+timeout-ms = 3000
+""")
+    try:
+        delivery = uuid.uuid4().hex
+        async with httpx.AsyncClient() as http:
+            for _ in range(2):  # released each time: the retry is tried, not 409 or 200
+                r = await http.post(f"{base}/ingest", content=b"{}",
+                                    headers=_signed(b"{}", delivery))
+                assert (r.status_code, r.content) == (503, b"not enqueued, retry later\n")
+    finally:
+        await app.stop()

@@ -235,7 +235,9 @@ class KafkaTrigger:
 
     def build_event(self, record: Record) -> Event:
         """The event for one consumer record."""
-        headers = [(k, v.decode("utf-8", "replace")) for k, v in record.headers]
+        # A header may have no value (None): Kafka allows it, and another producer wrote it.
+        headers = [(k, "" if v is None else v.decode("utf-8", "replace"))
+                   for k, v in record.headers]
         content_type = next((v for k, v in headers if k.lower() == "content-type"), None)
         return Event(
             # Stable across redeliveries, so a handler can de-duplicate.

@@ -59,6 +59,11 @@ class AmqpDeadLetters:
                 headers = message.headers or {}
                 ident = (header_text(headers[DL_ID]) if DL_ID in headers
                          else message.message_id or position)
+                # Message ids repeat (a producer's own, or one message dead-lettered
+                # twice): each held message keeps an id of its own, or it would be
+                # neither listed nor purged.
+                while ident in self._held:
+                    ident = f"{ident}{position}"
                 self._held[ident] = message
         return [_letter(ident, message, self.queue) for ident, message in self._held.items()]
 

@@ -13,7 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway.dead_letters.model import DeadLetter, DeadLetterNotFound, DeadLetterStore
+from gateway.dead_letters.model import (
+    DeadLetter,
+    DeadLetterNotFound,
+    DeadLetterStore,
+    NotReplayable,
+)
 from gateway.dead_letters.stores import TriggerRef, open_store
 from gateway.errors import BrokerError, ConfigError, WasmgateError
 from gateway.progress import is_interactive
@@ -117,10 +122,10 @@ async def _list(args: argparse.Namespace, ref: TriggerRef, store: DeadLetterStor
         return 0
     out.write(f"{len(letters)} dead letter(s) of {ref.name} in {store.describe}\n")
     for letter in letters:
-        origin = " ".join(f"{k}={v}" for k, v in letter.origin.items())
-        out.write(f"{letter.id}  {letter.time}  status={letter.status or '-'}  "
-                  f"attempts={letter.attempts or '-'}  {origin}\n"
-                  f"    {letter.error_kind or '-'}: {redact_secrets(letter.reason) or '-'}\n")
+        line = (f"{letter.id}  {letter.time}  status={letter.status or '-'}  "
+                f"attempts={letter.attempts or '-'}  {_pairs(letter.origin)}")
+        reason = f"{letter.error_kind or '-'}: {redact_secrets(letter.reason) or '-'}"
+        out.write(f"{printable(line)}\n    {printable(reason)}\n")
     return 0
 
 
@@ -135,18 +140,18 @@ async def _show(args: argparse.Namespace, ref: TriggerRef, store: DeadLetterStor
                    "body_encoding": encoding, "body_preview": body}, out, indent=2)
         out.write("\n")
         return 0
-    out.write(f"dead letter {letter.id} of {ref.name} in {store.describe}\n")
+    out.write(f"dead letter {printable(letter.id)} of {ref.name} in {store.describe}\n")
     for name, value in (("time", letter.time), ("reason", redact_secrets(letter.reason)),
                         ("error kind", letter.error_kind), ("status", letter.status),
                         ("attempts", letter.attempts), ("component", letter.component)):
-        out.write(f"{name + ':':<12}{value}\n")
-    out.write("origin:     " + " ".join(f"{k}={v}" for k, v in letter.origin.items()) + "\n")
-    out.write("stored at:  " + " ".join(f"{k}={v}" for k, v in letter.location.items()) + "\n")
+        out.write(f"{name + ':':<12}{printable(value)}\n")
+    out.write(f"origin:     {_pairs(letter.origin)}\n")
+    out.write(f"stored at:  {_pairs(letter.location)}\n")
     if letter.key is not None:
-        out.write(f"key:        {preview(letter.key)[0]}\n")
+        out.write(f"key:        {printable(preview(letter.key)[0])}\n")
     out.write("headers:\n")
     for name, value in letter.headers:
-        out.write(f"  {name}: {value}\n")
+        out.write(f"  {printable(name)}: {printable(value)}\n")
     shown = min(len(letter.body), PREVIEW_BYTES)
     out.write(f"body ({len(letter.body)} bytes, {encoding}, first {shown}):\n{body}\n")
     return 0
@@ -166,24 +171,38 @@ async def _replay(args: argparse.Namespace, ref: TriggerRef, store: DeadLetterSt
         selected = [x for x in letters if matches(x, parse_where(args.where))]
     if args.dry_run:
         for letter in selected:
-            out.write(f"would replay {letter.id} to "
-                      + " ".join(f"{k}={v}" for k, v in letter.origin.items()) + "\n")
+            out.write(f"would replay {printable(letter.id)} to {_pairs(letter.origin)}\n")
         out.write(f"dry run: {len(selected)} of {len(letters)} dead letter(s) would be "
                   "replayed; nothing changed\n")
         return 0
     progress = _Progress(len(selected))
     done = 0
+    skipped: list[str] = []
     try:
         for letter in selected:
-            target = await store.replay(letter, replayed_from=f"{ref.name}:{letter.id}")
+            try:
+                target = await store.replay(letter, replayed_from=f"{ref.name}:{letter.id}")
+            except NotReplayable as exc:
+                if args.id:
+                    raise
+                # One foreign message (oldest first) must not hold back all the others.
+                skipped.append(printable(str(exc)))
+                continue
             done += 1
-            progress.step(f"replayed {letter.id} to {target}", out)
+            progress.step(printable(f"replayed {letter.id} to {target}"), out)
+    except NotReplayable:
+        raise
     except Exception as exc:
         progress.end()
         out.write(f"replayed {done} of {len(selected)}; stopped at the next one, which is "
                   f"kept: {redact_secrets(describe(exc))}\n")
         return 1
     progress.end()
+    if skipped:
+        out.write("".join(f"skipped: {reason}\n" for reason in skipped))
+        out.write(f"replayed {done} of {len(selected)}; skipped {len(skipped)}, kept in "
+                  f"{store.describe} (`show` them; `purge` drops every dead letter)\n")
+        return 1
     out.write(f"replayed {done} dead letter(s) of {ref.name}\n")
     return 0
 
@@ -220,25 +239,44 @@ def _find(letters: list[DeadLetter], ident: str, store: DeadLetterStore) -> Dead
                              "purged already?); `wasmgate dead-letters list` prints the ids")
 
 
-def parse_where(terms: list[str]) -> dict[str, str]:
-    """``["reason=boom", "status=500"]`` as a dict; ConfigError on an unknown key."""
-    wanted: dict[str, str] = {}
+def parse_where(terms: list[str]) -> list[tuple[str, str]]:
+    """``["reason=boom", "status=500"]`` as (key, value) pairs, a key possibly twice (both
+    must match); ConfigError on an unknown key or an empty value."""
+    wanted: list[tuple[str, str]] = []
     for term in terms:
         key, sep, value = term.partition("=")
         if not sep or key not in WHERE_KEYS:
             raise ConfigError(f"--where {term!r}: write KEY=VALUE with KEY one of "
                               + ", ".join(WHERE_KEYS))
-        wanted[key] = value
+        if not value:
+            # "reason=" is a substring of every reason: it would select every dead letter.
+            raise ConfigError(f"--where {term!r}: the value is empty; give one, or use --all "
+                              "for every dead letter")
+        wanted.append((key, value))
     return wanted
 
 
-def matches(letter: DeadLetter, wanted: dict[str, str]) -> bool:
+def matches(letter: DeadLetter, wanted: list[tuple[str, str]]) -> bool:
     """Whether ``letter`` has every field ``wanted`` (reason: as a substring)."""
     fields = {"reason": letter.reason, "error-kind": letter.error_kind,
               "status": letter.status, "attempts": letter.attempts,
               "component": letter.component}
     return all(value in fields[key] if key == "reason" else fields[key] == value
-               for key, value in wanted.items())
+               for key, value in wanted)
+
+
+def _pairs(fields: dict[str, str]) -> str:
+    return printable(" ".join(f"{k}={v}" for k, v in fields.items()))
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\x1b``): a dead letter's headers and
+    reason come from anyone who could write to the destination, and a terminal would act
+    on an escape sequence in them (retitle, clear, rewrite what was printed)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
 
 
 def preview(data: bytes) -> tuple[str, str]:
@@ -282,4 +320,4 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-__all__ = ["add_parser", "execute", "matches", "parse_where", "preview", "run"]
+__all__ = ["add_parser", "execute", "matches", "parse_where", "preview", "printable", "run"]

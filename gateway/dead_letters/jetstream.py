@@ -1,7 +1,8 @@
 """Dead letters of a ``[[trigger.nats-jetstream]]``: messages on its ``dead-letter``
 subject, in whichever stream stores that subject.
 
-List reads by sequence (``get_msg``; no consumer is created, nothing is acked). Replay
+List reads the subject's messages in sequence order (``get_msg`` with ``next_by_subj``:
+one request per dead letter; no consumer is created, nothing is acked). Replay
 publishes to the original subject (``wasmgate-dead-letter-subject``) with a JetStream
 publish, whose ack is the broker's confirm, then deletes the dead letter by sequence. The
 id is the sequence in the dead-letter stream.
@@ -11,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import nats.errors
 import nats.js.errors
 
-from gateway.dead_letters.model import REPLAYED_FROM, DeadLetter
-from gateway.errors import BrokerError
+from gateway.dead_letters.model import REPLAYED_FROM, DeadLetter, NotReplayable
 from gateway.manifest import BrokerSpec
 from triggers.delivery import DL_SUBJECT
 from triggers.jetstream_config import JetStreamConfig
@@ -36,9 +37,24 @@ class JetStreamDeadLetters:
 
         from gateway.brokers.nats import connect_options
 
+        failures: list[Exception] = []
+
+        async def remember(exc: Exception) -> None:
+            # Instead of nats-py's default, which logs each failed attempt with a traceback;
+            # the last one is the error `open` raises.
+            failures.append(exc)
+
         self._nc = Client()
-        await self._nc.connect(**connect_options(self.config.broker, self.spec),
-                               allow_reconnect=False, max_reconnect_attempts=0)
+        try:
+            # nats-py reads max_reconnect_attempts=0 as "no limit" (it retried forever);
+            # 1 is the fewest it stops after: two attempts per server, 0.1 s apart.
+            await self._nc.connect(**connect_options(self.config.broker, self.spec),
+                                   allow_reconnect=False, max_reconnect_attempts=1,
+                                   reconnect_time_wait=0.1, error_cb=remember)
+        except nats.errors.NoServersError:
+            if failures:
+                raise failures[-1] from None
+            raise
         self._js = self._nc.jetstream()
         try:
             self._stream = await self._js.find_stream_name_by_subject(self.subject)
@@ -52,22 +68,28 @@ class JetStreamDeadLetters:
         letters: list[DeadLetter] = []
         if not info.state.messages:
             return letters
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        seq, last = info.state.first_seq, info.state.last_seq
+        while seq <= last:
+            # The next message on the dead-letter subject from `seq`: one request per dead
+            # letter, whatever else the stream stores (other subjects, deleted sequences).
             try:
-                raw = await self._js.get_msg(self._stream, seq)
+                raw = await self._js.get_msg(self._stream, seq, subject=self.subject,
+                                             next=True)
             except nats.js.errors.NotFoundError:
-                continue  # deleted (replayed or purged)
-            if raw.subject != self.subject:
-                continue  # the stream stores other subjects too
+                break  # no more
+            if raw.seq is None or raw.seq > last:
+                break  # stored after the listing began
+            seq = raw.seq + 1
             letters.append(DeadLetter(
-                id=str(seq), body=raw.data or b"", headers=list((raw.headers or {}).items()),
-                location={"stream": self._stream, "seq": str(seq)}))
+                id=str(raw.seq), body=raw.data or b"",
+                headers=list((raw.headers or {}).items()),
+                location={"stream": self._stream, "seq": str(raw.seq)}))
         return letters
 
     async def replay(self, letter: DeadLetter, *, replayed_from: str) -> str:
         target = letter.header(DL_SUBJECT)
         if not target:
-            raise BrokerError(f"dead letter {letter.id} in {self.describe} does not say its "
+            raise NotReplayable(f"dead letter {letter.id} in {self.describe} does not say its "
                               f"original subject ({DL_SUBJECT}); cannot replay it")
         headers = dict(letter.original_headers())
         # JetStream drops a publish whose id it has seen within its duplicate window: a

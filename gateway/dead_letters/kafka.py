@@ -21,8 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from gateway.brokers.kafka import client_options
-from gateway.dead_letters.model import REPLAYED_FROM, DeadLetter
-from gateway.errors import BrokerError
+from gateway.dead_letters.model import REPLAYED_FROM, DeadLetter, NotReplayable
 from gateway.manifest import BrokerSpec
 from triggers.delivery import DL_ORIGIN, DL_SUBJECT
 from triggers.kafka_config import KafkaConfig
@@ -40,7 +39,9 @@ class KafkaDeadLetters:
         self.describe = f"kafka topic {self.topic!r} on broker `{config.broker}`"
         self._options = client_options(config.broker, spec)
         self._producer: Any = None
-        self._raw: dict[str, list[tuple[str, bytes]]] = {}
+        # Each listed record's headers and value as stored (a header or the value may be
+        # None): a replay sends these, not their decoded text.
+        self._raw: dict[str, tuple[list[tuple[str, bytes | None]], bytes | None]] = {}
         self._marker_topic_exists = False
 
     async def open(self) -> None:
@@ -60,10 +61,11 @@ class KafkaDeadLetters:
             ident = f"{record.partition}-{record.offset}"
             if f"{record.partition}:{record.offset}" in marked:
                 continue
-            self._raw[ident] = list(record.headers)
+            self._raw[ident] = (list(record.headers), record.value)
             letters.append(DeadLetter(
                 id=ident, body=record.value or b"", key=record.key,
-                headers=[(k, v.decode("utf-8", "replace")) for k, v in record.headers],
+                headers=[(k, "" if v is None else v.decode("utf-8", "replace"))
+                         for k, v in record.headers],
                 stored_at=datetime.fromtimestamp(record.timestamp / 1000, UTC),
                 location={"topic": self.topic, "partition": str(record.partition),
                           "offset": str(record.offset)}))
@@ -72,12 +74,13 @@ class KafkaDeadLetters:
     async def replay(self, letter: DeadLetter, *, replayed_from: str) -> str:
         target = letter.header(DL_ORIGIN + "topic") or letter.header(DL_SUBJECT)
         if not target:
-            raise BrokerError(f"dead letter {letter.id} in {self.describe} does not say its "
+            raise NotReplayable(f"dead letter {letter.id} in {self.describe} does not say its "
                               f"original topic ({DL_SUBJECT}); cannot replay it")
-        headers = [(k, v) for k, v in self._raw.get(letter.id, [])
+        raw_headers, value = self._raw.get(letter.id, ([], letter.body))
+        headers = [(k, v) for k, v in raw_headers
                    if not k.startswith(_DEAD_LETTER_PREFIX) and k != REPLAYED_FROM]
         headers.append((REPLAYED_FROM, replayed_from.encode()))
-        meta = await self._producer.send_and_wait(target, letter.body, key=letter.key,
+        meta = await self._producer.send_and_wait(target, value, key=letter.key,
                                                   headers=headers)
         await self._mark([letter], b"replayed")
         return f"kafka topic {target!r} partition {meta.partition} offset {meta.offset}"

@@ -33,6 +33,11 @@ class DeadLetterNotFound(WasmgateError):
     """No dead letter with that id at the trigger's dead-letter destination."""
 
 
+class NotReplayable(WasmgateError):
+    """This dead letter cannot be replayed (it does not say where it came from: something
+    other than the gateway put it there). A bulk replay skips it and goes on."""
+
+
 @dataclass
 class DeadLetter:
     """One message at a dead-letter destination."""
@@ -129,4 +134,5 @@ class DeadLetterStore(Protocol):
         ...
 
 
-__all__ = ["REPLAYED_FROM", "DeadLetter", "DeadLetterNotFound", "DeadLetterStore"]
+__all__ = ["REPLAYED_FROM", "DeadLetter", "DeadLetterNotFound", "DeadLetterStore",
+           "NotReplayable"]

@@ -1,8 +1,9 @@
 """Dead letters of a ``[[trigger.redis-streams]]``: entries of its ``dead-letter`` stream.
 
-List is XRANGE (reads, never claims). Replay is one MULTI: XADD the original fields (minus
-``wasmgate-dead-letter-*``) to the consumed stream and XDEL the dead letter, so the entry
-is never in both places or in neither. The id is the dead-letter entry id.
+List is XRANGE (reads, never claims). Replay is one script: XDEL the dead letter and, if
+it was there, XADD the original fields, byte for byte (minus ``wasmgate-dead-letter-*``),
+to the consumed stream, so the entry is never in both places or in neither, and two
+sessions replaying it re-add it once. The id is the dead-letter entry id.
 """
 
 from __future__ import annotations
@@ -10,10 +11,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.dead_letters.model import REPLAYED_FROM, DeadLetter
+from gateway.dead_letters.model import REPLAYED_FROM, DeadLetter, DeadLetterNotFound
 from gateway.manifest import BrokerSpec
 from triggers.redis_entries import DATA, KEY
 from triggers.redis_streams_config import RedisStreamsConfig
+
+_DEAD_LETTER_PREFIX = b"wasmgate-dead-letter-"
+# XDEL the dead letter and XADD its copy only if it was still there, atomically: of two
+# sessions replaying the same listed entry, one re-adds it (a MULTI of XADD and XDEL
+# re-added it in both).
+_REPLAY = """
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return false end
+return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+"""
+_REPLAYED_FROM = REPLAYED_FROM.encode()
 
 
 def _text(raw: bytes) -> str:
@@ -27,6 +38,9 @@ class RedisStreamsDeadLetters:
         assert config.dead_letter is not None
         self.config, self.dead = config, config.dead_letter
         self.describe = f"redis stream {self.dead!r} on broker `{config.broker}`"
+        # Each listed entry's fields as stored: a replay re-adds these bytes, not the
+        # headers' text (decoding replaced what is not UTF-8).
+        self._raw: dict[str, dict[bytes, bytes]] = {}
         self._redis: Any = redis_client(spec, read_timeout_s=spec.connect_timeout_ms / 1000,
                                         retries=0, name="wasmgate-dead-letters")
 
@@ -38,6 +52,7 @@ class RedisStreamsDeadLetters:
         for raw_id, fields in await self._redis.xrange(self.dead):
             entry = _text(raw_id)
             millis = entry.partition("-")[0]
+            self._raw[entry] = dict(fields)
             letters.append(DeadLetter(
                 id=entry, body=fields.get(DATA, b""), key=fields.get(KEY),
                 headers=[(_text(k), _text(v)) for k, v in fields.items()
@@ -48,16 +63,23 @@ class RedisStreamsDeadLetters:
         return letters
 
     async def replay(self, letter: DeadLetter, *, replayed_from: str) -> str:
-        fields: dict[bytes, bytes] = {k.encode(): v.encode()
-                                      for k, v in letter.original_headers()}
-        fields[DATA] = letter.body
-        if letter.key is not None:
-            fields[KEY] = letter.key
-        fields[REPLAYED_FROM.encode()] = replayed_from.encode()
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.config.stream, fields)
-            pipe.xdel(self.dead, letter.id)
-            new_id, _ = await pipe.execute()
+        raw = self._raw.get(letter.id)
+        if raw is None:
+            fields = {k.encode(): v.encode() for k, v in letter.original_headers()}
+            fields[DATA] = letter.body
+            if letter.key is not None:
+                fields[KEY] = letter.key
+        else:
+            fields = {k: v for k, v in raw.items()
+                      if not k.startswith(_DEAD_LETTER_PREFIX) and k != _REPLAYED_FROM}
+        fields[_REPLAYED_FROM] = replayed_from.encode()
+        flat = [part for pair in fields.items() for part in pair]
+        new_id = await self._redis.eval(_REPLAY, 2, self.dead, self.config.stream, letter.id,
+                                        *flat)
+        if new_id is None:
+            raise DeadLetterNotFound(
+                f"dead letter {letter.id} is no longer in {self.describe}: replayed or purged "
+                "by another session since it was listed; not replayed again")
         return f"redis stream {self.config.stream!r} entry {_text(new_id)}"
 
     async def purge(self, letters: list[DeadLetter]) -> int:

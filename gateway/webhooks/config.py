@@ -27,7 +27,11 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from bindings.host.kv import MAX_TTL_MS
 from gateway.webhooks.signatures import DEFAULT_TOLERANCE_S
+
+# A delivery's key lives in the key-value store with this TTL at most (100 years).
+_MAX_TTL_S = MAX_TTL_MS // 1000
 
 
 class _Table(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
@@ -44,10 +48,10 @@ class IdempotencyConfig(_Table):
     id_field: str | None = None  # a JSON body field, dotted for nesting: "data.id"
     # A day covers every provider's retry schedule we know of (GitHub redeliveries are
     # manual; Stripe retries for 3 days in live mode: raise it there).
-    window_s: Annotated[int, msgspec.Meta(gt=0)] = 86_400
+    window_s: Annotated[int, msgspec.Meta(gt=0, le=_MAX_TTL_S)] = 86_400
     # How long a delivery counts as in progress: past it, a crashed replica's claim lapses
     # and the provider's retry runs. Keep it above the component's timeout-ms.
-    lease_s: Annotated[int, msgspec.Meta(gt=0)] = 120
+    lease_s: Annotated[int, msgspec.Meta(gt=0, le=_MAX_TTL_S)] = 120
 
 
 class WebhookConfig(_Table):

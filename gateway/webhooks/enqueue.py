@@ -20,6 +20,16 @@ class EnqueueFailed(WasmgateError):
     """The broker did not confirm the message (down, refused, or too slow)."""
 
 
+def _sent_bytes(value: str) -> bytes:
+    """A header value's bytes as the provider sent them: the HTTP server decoded them as
+    latin-1 (any byte), and the producers would encode the text as UTF-8, so a UTF-8
+    "café" became "cafÃ©" on the queue."""
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:  # not from the HTTP server: already text
+        return value.encode()
+
+
 class Enqueuer:
     """Publishes one route's verified requests to its destination."""
 
@@ -36,8 +46,9 @@ class Enqueuer:
         """Send the message; return the broker's receipt (a stream id, an offset)."""
         message = OutboundMessage(
             broker=self.broker, destination=self.destination,
-            key=None if delivery_id is None else delivery_id.encode(),
-            headers=[(name, headers[name]) for name in self.headers if name in headers],
+            key=None if delivery_id is None else _sent_bytes(delivery_id),
+            headers=[(name, _sent_bytes(headers[name]).decode("utf-8", "replace"))
+                     for name in self.headers if name in headers],
             body=body)
         try:
             async with asyncio.timeout(self.timeout_s):

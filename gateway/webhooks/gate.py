@@ -44,6 +44,10 @@ _DEFAULT_ID_FIELD = {"stripe": "id"}
 # progress. Short: both usually clear within seconds.
 _RETRY_AFTER_S = "5"
 _JSON = msgspec.json.Decoder()
+# Broker kinds whose plain destinations are fire-and-forget (the message is gone if nobody
+# listens): what such a destination is, and the prefix of a durable one.
+_AT_MOST_ONCE = {"redis": ("Redis pub/sub channel", "stream:"),
+                 "nats": ("core NATS subject", "js:")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +68,8 @@ class DeliveryId:
             return None
         for name in self.field:
             value = value.get(name) if isinstance(value, dict) else None
+        if isinstance(value, bool):  # an int to Python; no id: every true would collide
+            return None
         return str(value) if isinstance(value, str | int) and value != "" else None
 
     @property
@@ -240,6 +246,15 @@ def _enqueuer(enqueue: EnqueueConfig, context: TriggerContext) -> Enqueuer:
         raise ConfigError(f"unknown broker {enqueue.broker!r}; declare it with "
                           f"[brokers.{enqueue.broker}] (known brokers: {known})",
                           path=context.manifest_path, field=f"{field}.broker")
+    kind = context.brokers[enqueue.broker].kind
+    at_most_once = _AT_MOST_ONCE.get(kind)
+    if at_most_once is not None and not enqueue.destination.startswith(at_most_once[1]):
+        what, durable = at_most_once
+        raise ConfigError(
+            f"{what} {enqueue.destination!r} keeps no message: with nobody subscribed it is "
+            f"dropped, after the provider got its 202 (and will never retry); write "
+            f"\"{durable}{enqueue.destination}\" to enqueue durably",
+            path=context.manifest_path, field=f"{field}.destination")
     from bindings.host.publish import BrokerClients
 
     clients = context.broker_clients or BrokerClients(dict(context.brokers))

@@ -97,9 +97,10 @@ class Verifier:
                 timestamp = item_value
             elif key == "v1":  # v0 is Stripe's test-mode legacy scheme: never accepted
                 signatures.append(item_value.lower().encode("ascii", "replace"))
-        if not timestamp.isdigit() or not signatures:
+        seconds = _unix_seconds(timestamp)
+        if seconds is None or not signatures:
             return MALFORMED_HEADER
-        if abs(self.now() - int(timestamp)) > self.tolerance_s:
+        if abs(self.now() - seconds) > self.tolerance_s:
             return STALE_TIMESTAMP
         signed = timestamp.encode() + b"." + body
         return _first_match(signatures, [_hmac_hex(s.encode(), signed) for s in self.secrets])
@@ -110,7 +111,8 @@ class Verifier:
         value = headers.get("webhook-signature")
         if message_id is None or timestamp is None or value is None:
             return MISSING_HEADER
-        if not timestamp.isdigit():
+        seconds = _unix_seconds(timestamp)
+        if seconds is None:
             return MALFORMED_HEADER
         signatures = []
         for item in value.split():
@@ -119,9 +121,11 @@ class Verifier:
                 signatures.append(decoded)
         if not signatures:
             return MALFORMED_HEADER
-        if abs(self.now() - int(timestamp)) > self.tolerance_s:
+        if abs(self.now() - seconds) > self.tolerance_s:
             return STALE_TIMESTAMP
-        signed = f"{message_id}.{timestamp}.".encode() + body
+        # latin-1 gives back the header's bytes as sent (the server decoded them so): the
+        # sender signed those bytes, whatever their encoding.
+        signed = f"{message_id}.{timestamp}.".encode("latin-1") + body
         keys = [standard_webhooks_key(s) for s in self.secrets]
         return _first_match(signatures, [_hmac(k, signed) for k in keys])
 
@@ -146,8 +150,21 @@ def _hmac_hex(key: bytes, message: bytes) -> bytes:
 def _b64decode(text: str) -> bytes | None:
     try:
         return base64.b64decode(text, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or non-ASCII text (a plain ValueError)
         return None
+
+
+# Unix seconds have 10 digits until the year 2286; more than this is no timestamp, and
+# would overflow the float it is compared with (past ~308 digits) or int() (past 4300).
+_MAX_TIMESTAMP_DIGITS = 12
+
+
+def _unix_seconds(text: str) -> int | None:
+    """A header's timestamp: ASCII digits only (str.isdigit() also takes "\xb9", which
+    int() refuses), or None."""
+    if not (text.isascii() and text.isdigit()) or len(text) > _MAX_TIMESTAMP_DIGITS:
+        return None
+    return int(text)
 
 
 def _first_match(given: list[bytes], expected: list[bytes]) -> str | None:
