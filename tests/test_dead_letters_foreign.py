@@ -47,6 +47,28 @@ source = "work.wasm"
     return path
 
 
+def _jetstream_manifest(tmp_path: Path, stream: str, subject: str, dead: str) -> Path:
+    """One nats-jetstream trigger on ``stream`` (``subject``) dead-lettering to ``dead``."""
+    path = tmp_path / "wasmgate.toml"
+    path.write_text(f"""
+[application]
+name = "dl"
+[brokers.n]
+kind = "nats"
+url = "nats://127.0.0.1:4222"
+[component.work]
+source = "work.wasm"
+[[trigger.nats-jetstream]]
+component = "work"
+broker = "n"
+stream = "{stream}"
+consumer = "c"
+subjects = ["{subject}"]
+dead-letter = "{dead}"
+""")
+    return path
+
+
 async def _cli(manifest: Path, *argv: str) -> tuple[int, str]:
     args = _parser().parse_args(["dead-letters", *argv, "--manifest", str(manifest)])
     out = io.StringIO()
@@ -169,23 +191,7 @@ async def test_jetstream_listing_reads_the_dead_letters_not_the_whole_stream(
             for _ in range(150):
                 await js.publish(f"dlforeign{tag}.other", b"busy")
         await js.delete_msg(stream, sequences[1])
-        manifest = tmp_path / "wasmgate.toml"
-        manifest.write_text(f"""
-[application]
-name = "dl"
-[brokers.n]
-kind = "nats"
-url = "nats://127.0.0.1:4222"
-[component.work]
-source = "work.wasm"
-[[trigger.nats-jetstream]]
-component = "work"
-broker = "n"
-stream = "{stream}"
-consumer = "c"
-subjects = ["dlforeign{tag}.in"]
-dead-letter = "{dead}"
-""")
+        manifest = _jetstream_manifest(tmp_path, stream, f"dlforeign{tag}.in", dead)
         _, store = await open_store(manifest, None)
         try:
             calls = 0
@@ -306,23 +312,7 @@ async def test_a_dead_letter_without_an_origin_does_not_block_replay_all(
         for body in (b"one", b"two"):
             await js.publish(dead, body,
                              headers={"wasmgate-dead-letter-subject": f"dlblock{tag}.in"})
-        manifest = tmp_path / "wasmgate.toml"
-        manifest.write_text(f"""
-[application]
-name = "dl"
-[brokers.n]
-kind = "nats"
-url = "nats://127.0.0.1:4222"
-[component.work]
-source = "work.wasm"
-[[trigger.nats-jetstream]]
-component = "work"
-broker = "n"
-stream = "{stream}"
-consumer = "c"
-subjects = ["dlblock{tag}.in"]
-dead-letter = "{dead}"
-""")
+        manifest = _jetstream_manifest(tmp_path, stream, f"dlblock{tag}.in", dead)
         code, out = await _cli(manifest, "replay", "--all")
         assert code == 1, out  # not everything was replayed
         assert "skipped 1" in out and "does not say its original subject" in out
