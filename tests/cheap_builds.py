@@ -4,9 +4,9 @@ which wasmtime compiles in milliseconds) with its reply prefix taken from the ha
 ``prefix.txt`` (4 characters, the size of the fixture's ``echo``), so a test can tell
 versions apart by the reply (``<prefix>:<data>``).
 
-Every build also appends its component's name to ``builds.log`` and ends its output with the
-time it ran, so, like componentize-py's, two builds of the same inputs never give the same
-bytes: a rebuild that should not have happened shows as a new compile-cache entry.
+Every build also appends its component's name to ``builds.log`` and ends its output with its
+name and the time it ran, so, like componentize-py's, two builds of the same inputs never
+give the same bytes: a rebuild that should not have happened shows as a new compile-cache entry.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ def build_command(name: str, *, extra: str = "") -> str:
         f'test "$p" != {FAILING} || {{ echo "prefix.txt says {FAILING}" >&2; exit 3; }}',
         f'mkdir -p ../../build && sed "s/\\"echo:\\"/\\"$p:\\"/" '
         f'{shlex.quote(str(WAT_ECHO))} > {out}.tmp',
-        f'echo ";; built $(date +%s%N)" >> {out}.tmp && mv {out}.tmp {out}',
+        # The name too: two components built in the same clock tick (parallel builds, a
+        # coarse clock) must still differ, or they share one compile-cache entry.
+        f'echo ";; built {name} $(date +%s%N)" >> {out}.tmp && mv {out}.tmp {out}',
         f"echo {name} >> ../../builds.log",
     ]
     return f"{steps[0]}; " + " && ".join(steps[1:])
