@@ -17,8 +17,17 @@ from gateway.dead_letters.model import DeadLetter
 from gateway.errors import ConfigError
 from triggers.delivery import DL_ORIGIN, DL_REASON, DL_STATUS, DL_SUBJECT
 
+# The shared RabbitMQ as broker `r`, for a manifest's trigger tables.
+AMQP_BROKER = """
+[brokers.r]
+kind = "amqp"
+url = "amqp://guest:guest@127.0.0.1:5672/"
+"""
+
 
 def _manifest(tmp_path: Path, triggers: str, url: str = "redis://127.0.0.1:6379/0") -> Path:
+    """A manifest with Redis as broker `b`, an unreachable Kafka as `k`, component `work`
+    and ``triggers`` (tables, or brokers of their own)."""
     path = tmp_path / "wasmgate.toml"
     path.write_text(f"""
 [application]
@@ -81,11 +90,7 @@ def test_a_trigger_without_a_dead_letter_destination_says_how_to_get_one(
 
 def test_an_amqp_trigger_needs_a_dead_letter_queue_to_read(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    manifest = _manifest(tmp_path, """
-[brokers.r]
-kind = "amqp"
-url = "amqp://guest:guest@127.0.0.1:5672/"
-
+    manifest = _manifest(tmp_path, AMQP_BROKER + """
 [[trigger.amqp]]
 component = "work"
 broker = "r"
@@ -148,11 +153,7 @@ def test_origin_falls_back_to_the_subject_of_older_dead_letters() -> None:
 def test_a_dead_letter_queue_not_declared_yet_is_named(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = f"wg-missing-{uuid.uuid4().hex[:8]}"
-    manifest = _manifest(tmp_path, f"""
-[brokers.r]
-kind = "amqp"
-url = "amqp://guest:guest@127.0.0.1:5672/"
-
+    manifest = _manifest(tmp_path, AMQP_BROKER + f"""
 [[trigger.amqp]]
 component = "work"
 broker = "r"

@@ -19,6 +19,8 @@ from gateway.cli import _parser
 from gateway.dead_letters.cli import execute, matches, parse_where
 from gateway.dead_letters.model import DeadLetter
 from gateway.errors import ConfigError
+from tests.test_dead_letters_cli import AMQP_BROKER
+from tests.test_dead_letters_cli import _manifest as _cli_manifest
 from triggers.delivery import DL_REASON
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -26,25 +28,8 @@ AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
 def _manifest(tmp_path: Path, trigger: str) -> Path:
-    path = tmp_path / "wasmgate.toml"
-    path.write_text(f"""
-[application]
-name = "dl"
-
-[brokers.b]
-kind = "redis"
-url = "{REDIS_URL}"
-connect-timeout-ms = 1000
-
-[brokers.r]
-kind = "amqp"
-url = "{AMQP_URL}"
-
-[component.work]
-source = "work.wasm"
-{trigger}
-""")
-    return path
+    """Redis as broker `b`, RabbitMQ as `r`, component `work`, and ``trigger``."""
+    return _cli_manifest(tmp_path, AMQP_BROKER + trigger)
 
 
 def _jetstream_manifest(tmp_path: Path, stream: str, subject: str, dead: str) -> Path:
@@ -239,15 +224,14 @@ async def test_kafka_dead_letters_with_null_headers_and_values_are_listed_and_re
             ("wasmgate-dead-letter-subject", source.encode()), ("x-null", None)])
     finally:
         await producer.stop()
-    manifest = _manifest(tmp_path, "")
-    manifest.write_text(manifest.read_text() + f"""
-[brokers.k]
+    manifest = _manifest(tmp_path, f"""
+[brokers.tansu]
 kind = "kafka"
 url = "kafka://{bootstrap}"
 
 [[trigger.kafka]]
 component = "work"
-broker = "k"
+broker = "tansu"
 topics = ["{source}"]
 dead-letter = "{dead}"
 """)
