@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -57,6 +58,18 @@ max-body-bytes = {64 << 20}
     return manifest
 
 
+@asynccontextmanager
+async def _serving(manifest: Path) -> AsyncIterator[tuple[App, str]]:
+    """The app of ``manifest`` started on a free port: the app and its base URL."""
+    listen = f"127.0.0.1:{_free_port()}"
+    app = App.load(manifest, listen=listen)
+    await app.start()
+    try:
+        yield app, f"http://{listen}"
+    finally:
+        await app.stop()
+
+
 @pytest.fixture
 async def upstream() -> AsyncIterator[str]:
     """A local HTTP server the component may be allowed to call."""
@@ -84,11 +97,8 @@ async def upstream() -> AsyncIterator[str]:
 async def gateway(tmp_path: Path, upstream: str) -> AsyncIterator[str]:
     manifest = _write(tmp_path, f'allowed-outbound-hosts = ["{upstream}"]\n'
                                 "max-response-bytes = 1048576\ntimeout-ms = 20000")
-    listen = f"127.0.0.1:{_free_port()}"
-    app = App.load(manifest, listen=listen)
-    await app.start()
-    yield f"http://{listen}"
-    await app.stop()
+    async with _serving(manifest) as (_, base):
+        yield base
 
 
 async def test_the_request_arrives_as_it_came_and_the_response_goes_back(gateway: str) -> None:
@@ -162,15 +172,10 @@ async def test_a_streamed_body_over_max_body_bytes_is_413(tmp_path: Path) -> Non
     manifest = _write(tmp_path).read_text().replace(f"max-body-bytes = {64 << 20}",
                                                     "max-body-bytes = 100000")
     (tmp_path / "wasmgate.toml").write_text(manifest)
-    listen = f"127.0.0.1:{_free_port()}"
-    app = App.load(tmp_path / "wasmgate.toml", listen=listen)
-    await app.start()
-    try:
-        async with httpx.AsyncClient(timeout=30) as client:
-            r = await client.post(f"http://{listen}/hash", content=b"x" * 200_000)
-            ok = await client.post(f"http://{listen}/hash", content=b"x" * 50_000)
-    finally:
-        await app.stop()
+    async with (_serving(tmp_path / "wasmgate.toml") as (_, base),
+                httpx.AsyncClient(timeout=30) as client):
+        r = await client.post(f"{base}/hash", content=b"x" * 200_000)
+        ok = await client.post(f"{base}/hash", content=b"x" * 50_000)
     assert r.status_code == 413
     assert ok.json()["length"] == 50_000
 
@@ -232,29 +237,23 @@ async def test_the_response_is_streamed_while_the_guest_still_writes_it(
         tmp_path: Path, gate: tuple[str, list[threading.Event], list[int]]) -> None:
     url, releases, asked = gate
     manifest = _write(tmp_path, f'allowed-outbound-hosts = ["{url}"]\ntimeout-ms = 20000')
-    listen = f"127.0.0.1:{_free_port()}"
-    app = App.load(manifest, listen=listen)
-    await app.start()
-    try:
-        async with httpx.AsyncClient(timeout=30) as client, client.stream(
-                "GET", f"http://{listen}/chunks", params={"url": f"{url}/gate", "n": "3"}
-        ) as r:
-            assert r.status_code == 200
-            assert "content-length" not in r.headers  # chunked: the length is not known
-            chunks = r.aiter_raw()
-            # The guest is blocked on the gate's first request, and the client already
-            # has what it wrote before it.
-            assert await asyncio.wait_for(anext(chunks), 20) == b"chunk0\n"
-            await wait_until(lambda: asked == [1], timeout=20, what="the guest's 1st fetch")
-            releases[1].set()
-            assert await asyncio.wait_for(anext(chunks), 20) == b"chunk1\n"
-            await wait_until(lambda: asked == [1, 2], timeout=20, what="its 2nd fetch")
-            releases[2].set()
-            assert await asyncio.wait_for(anext(chunks), 20) == b"chunk2\n"
-            with pytest.raises(StopAsyncIteration):
-                await asyncio.wait_for(anext(chunks), 20)
-    finally:
-        await app.stop()
+    async with (_serving(manifest) as (_, base), httpx.AsyncClient(timeout=30) as client,
+                client.stream("GET", f"{base}/chunks",
+                              params={"url": f"{url}/gate", "n": "3"}) as r):
+        assert r.status_code == 200
+        assert "content-length" not in r.headers  # chunked: the length is not known
+        chunks = r.aiter_raw()
+        # The guest is blocked on the gate's first request, and the client already
+        # has what it wrote before it.
+        assert await asyncio.wait_for(anext(chunks), 20) == b"chunk0\n"
+        await wait_until(lambda: asked == [1], timeout=20, what="the guest's 1st fetch")
+        releases[1].set()
+        assert await asyncio.wait_for(anext(chunks), 20) == b"chunk1\n"
+        await wait_until(lambda: asked == [1, 2], timeout=20, what="its 2nd fetch")
+        releases[2].set()
+        assert await asyncio.wait_for(anext(chunks), 20) == b"chunk2\n"
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(anext(chunks), 20)
 
 
 async def test_a_guest_failing_after_its_head_was_sent_has_its_body_cut(
@@ -263,21 +262,15 @@ async def test_a_guest_failing_after_its_head_was_sent_has_its_body_cut(
     # The gate never answers: the guest's fetch runs out of the event's deadline, the
     # guest raises (uncaught: a trap) after writing its first chunk.
     manifest = _write(tmp_path, f'allowed-outbound-hosts = ["{url}"]\ntimeout-ms = 3000')
-    listen = f"127.0.0.1:{_free_port()}"
-    app = App.load(manifest, listen=listen)
-    await app.start()
     before = _cut_responses()
-    try:
-        async with httpx.AsyncClient(timeout=30) as client, client.stream(
-                "GET", f"http://{listen}/chunks", params={"url": f"{url}/gate", "n": "2"}
-        ) as r:
-            assert r.status_code == 200
-            chunks = r.aiter_raw()
-            assert await asyncio.wait_for(anext(chunks), 20) == b"chunk0\n"
-            with pytest.raises(httpx.RemoteProtocolError):
-                await asyncio.wait_for(anext(chunks), 20)
-    finally:
-        await app.stop()
+    async with (_serving(manifest) as (_, base), httpx.AsyncClient(timeout=30) as client,
+                client.stream("GET", f"{base}/chunks",
+                              params={"url": f"{url}/gate", "n": "2"}) as r):
+        assert r.status_code == 200
+        chunks = r.aiter_raw()
+        assert await asyncio.wait_for(anext(chunks), 20) == b"chunk0\n"
+        with pytest.raises(httpx.RemoteProtocolError):
+            await asyncio.wait_for(anext(chunks), 20)
     assert asked == [1]
     assert _cut_responses() == before + 1
 
@@ -428,16 +421,11 @@ isolation = "{isolation}"
 route = "/..."
 component = "js"
 """)
-    listen = f"127.0.0.1:{_free_port()}"
-    app = App.load(tmp_path / "wasmgate.toml", listen=listen)
-    assert app.pools["js"].streams_request_body
-    await app.start()
-    try:
+    async with _serving(tmp_path / "wasmgate.toml") as (app, base):
+        assert app.pools["js"].streams_request_body
         async with httpx.AsyncClient(timeout=30) as client:
-            answers = [await client.post(f"http://{listen}/x?y={i}", content=b"abc" * 1000)
+            answers = [await client.post(f"{base}/x?y={i}", content=b"abc" * 1000)
                        for i in range(3)]
-    finally:
-        await app.stop()
     assert [(r.status_code, r.json()) for r in answers] == [
         (200, {"path": f"/x?y={i}", "method": "post", "length": 3000, "lang": "js"})
         for i in range(3)]
@@ -461,14 +449,9 @@ variables = {{ greeting = "hi there" }}
 route = "/..."
 component = "cfg"
 """)
-    listen = f"127.0.0.1:{_free_port()}"
-    app = App.load(tmp_path / "wasmgate.toml", listen=listen)
-    await app.start()
-    try:
-        async with httpx.AsyncClient(timeout=30) as client:
-            r = await client.get(f"http://{listen}/")
-    finally:
-        await app.stop()
+    async with (_serving(tmp_path / "wasmgate.toml") as (_, base),
+                httpx.AsyncClient(timeout=30) as client):
+        r = await client.get(f"{base}/")
     assert r.status_code == 200, r.text
     answer = r.json()
     assert (answer["greeting"], answer["missing"]) == ("hi there", None)
@@ -496,17 +479,12 @@ key-value-stores = ["notes"]
 route = "/..."
 component = "kv"
 """)
-    listen = f"127.0.0.1:{_free_port()}"
-    app = App.load(tmp_path / "wasmgate.toml", listen=listen)
-    await app.start()
-    try:
+    async with _serving(tmp_path / "wasmgate.toml") as (app, base):
         async with httpx.AsyncClient(timeout=30) as client:
-            first = await client.get(f"http://{listen}/notes")
-            second = await client.get(f"http://{listen}/notes")
-            refused = await client.get(f"http://{listen}/private")
+            first = await client.get(f"{base}/notes")
+            second = await client.get(f"{base}/notes")
+            refused = await client.get(f"{base}/private")
         stored = app.capabilities.store("notes").get("last")
-    finally:
-        await app.stop()
     assert first.status_code == 200, first.text
     assert first.json()["count"] == 1
     assert second.json() == {"count": 2, "last": "call 2", "exists": True,
@@ -620,12 +598,9 @@ async def test_a_client_that_stops_reading_holds_the_slot_no_longer_than_timeout
     with the connection cut, and the next request served."""
     manifest = _write(tmp_path, "max-instances = 1\ntimeout-ms = 1500\n"
                                 f"max-response-bytes = {64 << 20}\nadmission-timeout-ms = 8000")
-    listen = f"127.0.0.1:{_free_port()}"
-    app = App.load(manifest, listen=listen)
-    await app.start()
-    host, port = listen.rsplit(":", 1)
     stalled = socket.socket()
-    try:
+    async with _serving(manifest) as (_, base):
+        host, port = base.removeprefix("http://").rsplit(":", 1)
         # A small receive buffer so the gateway's writes back up at once.
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stalled.connect((host, int(port)))
@@ -635,11 +610,9 @@ async def test_a_client_that_stops_reading_holds_the_slot_no_longer_than_timeout
         started = loop.time()
         async with httpx.AsyncClient(timeout=30) as client:
             await asyncio.sleep(0.5)  # the stalled request holds the only slot by now
-            answer = await client.get(f"http://{listen}/after")
+            answer = await client.get(f"{base}/after")
         waited = loop.time() - started
-    finally:
         stalled.close()
-        await app.stop()
     assert answer.status_code == 200, answer.text
     assert answer.json()["path"] == "/after"
     # Bounded by timeout-ms (1.5 s) plus the slot's return, not by the stalled client.
