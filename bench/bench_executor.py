@@ -7,7 +7,11 @@ baseline commit, bench/_baseline.py) and of the native one, each in its own proc
 (bench/_executor_child.py), one after the other. Wall µs is the median call; CPU µs is the
 process's CPU time (all threads) per call, the number that holds up on a loaded machine.
 
-Run: .venv/bin/python bench/bench_executor.py [--quick] [--no-js]
+Run: .venv/bin/python bench/bench_executor.py [--quick] [--no-js] [--before-tree DIR]
+
+``--before-tree DIR`` measures the gateway of another checkout (with its own built
+``gateway/_native``) as "before" instead of the wasmtime-py baseline: a native change's
+before and after in one run.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._baseline import baseline_side, current_side, run_side
+from bench._baseline import Side, baseline_side, current_side, run_side
 from tests.fixtures.build import WAT_ECHO, build_handler, build_js_handler
 
 QUICK = "--quick" in sys.argv
@@ -30,6 +34,13 @@ def fmt(us: float) -> str:
     return f"{us:,.0f}" if us >= 100 else f"{us:.1f}"
 
 
+def _before_side() -> Side:
+    if "--before-tree" not in sys.argv:
+        return baseline_side()
+    tree = Path(sys.argv[sys.argv.index("--before-tree") + 1]).resolve()
+    return Side(f"native at {tree}", sys.executable, tree)
+
+
 def main() -> None:
     guests = {"componentize-py": str(build_handler("echo")), "WAT": str(WAT_ECHO)}
     if "--no-js" not in sys.argv:
@@ -38,7 +49,7 @@ def main() -> None:
     args = {"guests": guests, "isolations": ["pooled", "fresh"], "sizes": SIZES,
             "samples": samples, "memory_mb": 128}
     print(f"load average before: {os.getloadavg()}")
-    before_side, after_side = baseline_side(), current_side()
+    before_side, after_side = _before_side(), current_side()
     before = run_side(before_side, "_executor_child.py", args)
     after = run_side(after_side, "_executor_child.py", args)
     print(f"load average after: {os.getloadavg()}")

@@ -266,10 +266,16 @@ fn load_or_compile(
     let mut note = None;
     if let Ok(file) = std::fs::read(artifact) {
         match unsealed(artifact, &file) {
-            // SAFETY: these bytes are what `Component::serialize` of an engine with the
+            // Loaded from the file, not from `file`'s bytes: mapped, the component's
+            // memory images come from the page cache; copied, every fresh instance's heap
+            // image faulted in from an anonymous copy (~15% more CPU per fresh
+            // componentize-py call, bench/bench_executor.py). The seal after the ELF
+            // object is past everything wasmtime reads.
+            // SAFETY: the file holds what `Component::serialize` of an engine with the
             // same compatibility hash (part of the file name) wrote under this name: the
-            // seal says so. wasmtime checks the header and refuses a mismatched one.
-            Some(bytes) => match unsafe { Component::deserialize(engine, bytes) } {
+            // seal just checked says so, and entries are only ever replaced whole (by
+            // rename). wasmtime checks the header and refuses a mismatched one.
+            Some(_) => match unsafe { Component::deserialize_file(engine, artifact) } {
                 Ok(component) => return Ok((component, true, None)),
                 Err(e) => {
                     note = Some(format!(
