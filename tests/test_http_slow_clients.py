@@ -212,6 +212,17 @@ async def test_connection_limits_must_agree_per_address() -> None:
     await other.stop()
 
 
-def test_timeouts_must_be_positive() -> None:
-    with pytest.raises(ConfigError, match=r"trigger.http\[0\].body-timeout-ms"):
-        _build("trigger.http[0]", "127.0.0.1:3", **{"body-timeout-ms": 0})
+@pytest.mark.parametrize("field", ["body-timeout-ms", "send-timeout-ms"])
+def test_timeouts_must_be_positive(field: str) -> None:
+    with pytest.raises(ConfigError, match=rf"trigger.http\[0\].{field}"):
+        _build("trigger.http[0]", "127.0.0.1:3", **{field: 0})
+
+
+async def test_send_timeouts_must_agree_per_address() -> None:
+    first = _build("trigger.http[0]", "127.0.0.1:4", **{"send-timeout-ms": 1000})
+    with pytest.raises(ConfigError) as exc:
+        _build("trigger.http[1]", "127.0.0.1:4", **{"send-timeout-ms": 2000})
+    message = str(exc.value)
+    assert "send-timeout-ms = 2000 disagrees with send-timeout-ms = 1000" in message
+    assert "trigger.http[1].send-timeout-ms" in message
+    await first.stop()
