@@ -125,7 +125,7 @@ class RedisPubSubTrigger:
                           channels=self.config.channels, patterns=self.config.patterns)
                 await self._watch.down(exc)
             finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                await pubsub.aclose()
 
     async def _subscribe(self, pubsub: aioredis.client.PubSub) -> None:
         """Subscribe, and return once Redis confirmed every subscription (from then on a
