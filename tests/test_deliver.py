@@ -10,11 +10,12 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from structlog.testing import capture_logs
 
 from bindings.types import Event, Response
 from gateway import metrics
 from gateway.dispatch import Outcome, RetryPolicy, Verdict, attempt_of, with_attempt
-from triggers.delivery import RetryMode, Settle, deliver
+from triggers.delivery import DL_ERROR_KIND, RetryMode, Settle, dead_letter_headers, deliver
 
 
 def _event() -> Event:
@@ -129,6 +130,16 @@ async def test_a_4xx_dead_letters_at_once() -> None:
     assert script.attempts == [1]
     assert settle.calls == [("reply", 422),
                             ("dead-letter", (None, 1, "handler answered status 422"))]
+
+
+async def test_a_4xx_dead_letter_says_status_in_its_log_line_as_in_header_and_metric() -> None:
+    # The log line said error_kind None while the dead-letter header and the metric said
+    # "status": one reason, worded the same in all three places.
+    with capture_logs() as logs:
+        await _deliver(Script(_status(400)), Recorder())
+    [line] = [entry for entry in logs if entry["event"] == "event dead-lettered"]
+    assert line["error_kind"] == "status"
+    assert dict(dead_letter_headers(_event(), _status(400), "c"))[DL_ERROR_KIND] == "status"
 
 
 async def test_broker_mode_hands_a_failure_back_with_the_backoff() -> None:

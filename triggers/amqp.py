@@ -55,6 +55,7 @@ from triggers.amqp_messages import (
 )
 from triggers.amqp_topology import dead_letter_routing_key, declare
 from triggers.base import Dispatch, TriggerContext, decode_config, register
+from triggers.closing import close_quietly
 from triggers.delivery import (
     ConnectionWatch,
     OrderedLanes,
@@ -166,7 +167,8 @@ class AmqpTrigger:
             await self._lanes.cancel()
         if session is not None:
             # Anything still unacked goes back to the queue when the connection closes.
-            await _close_quietly(session.connection)
+            await close_quietly(session.connection.close(), what="amqp connection")
+        log.info("amqp trigger stopped", component=self.component, queue=self.config.queue)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -188,7 +190,7 @@ class AmqpTrigger:
                     return
                 # In-flight events of this session keep running; their settle calls fail
                 # and the broker redelivers them on the next connection.
-                await _close_quietly(session.connection)
+                await close_quietly(session.connection.close(), what="amqp connection")
                 await self._watch.down(exc)
 
     async def _open(self) -> _Session:
@@ -207,7 +209,7 @@ class AmqpTrigger:
             # Fail at connect, not at the first dead letter, if the publisher cannot open.
             await session._publisher_channel()
         except BaseException:
-            await _close_quietly(connection)
+            await close_quietly(connection.close(), what="amqp connection")
             raise
         return session
 
@@ -324,13 +326,6 @@ class _Settle(Settle):
             await message.nack(requeue=True)
             return
         await message.ack()
-
-
-async def _close_quietly(connection: AbstractConnection) -> None:
-    try:
-        await connection.close()
-    except Exception as exc:
-        log.debug("error closing AMQP connection", error=describe(exc))
 
 
 def _topology_hint(config: AmqpConfig, exc: aiormq.exceptions.ChannelClosed) -> str:

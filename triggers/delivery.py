@@ -199,15 +199,21 @@ async def _settle_final(event: Event, settle: Settle, outcome: Outcome, componen
         reason = outcome.error or f"handler answered status {outcome.status}"
         log.error("event dead-lettered", component=component, event_id=event.id,
                   subject=event.subject, status=outcome.status, error=reason,
-                  error_kind=outcome.error_kind, attempts=outcome.attempts)
+                  error_kind=dead_letter_kind(outcome), attempts=outcome.attempts)
         # source names the trigger kind and broker (wasmgate/kafka/<broker>); error_kind is
         # the reason, kept to a closed set (the free-text reason would explode the series).
         metrics.counter("wasmgate_dead_letters_total", "Messages dead-lettered, by why.",
                         component=component, source=event.source,
-                        error_kind=outcome.error_kind or "status")
+                        error_kind=dead_letter_kind(outcome))
         await settle.dead_letter(outcome, reason)
     except Exception as exc:
         _unsettled(event, component, outcome, exc)
+
+
+def dead_letter_kind(outcome: Outcome) -> str:
+    """Return why ``outcome`` was dead-lettered, as the log line, the metric and the
+    dead-letter header all say it: the error kind, or "status" for a handler's own 4xx."""
+    return outcome.error_kind or "status"
 
 
 def _count_retry(component: str) -> None:
@@ -232,7 +238,7 @@ def dead_letter_headers(event: Event, outcome: Outcome, component: str) -> list[
     reason = outcome.error or f"handler answered status {outcome.status}"
     extra = [
         (DL_REASON, reason[:1000]),
-        (DL_ERROR_KIND, outcome.error_kind or "status"),
+        (DL_ERROR_KIND, dead_letter_kind(outcome)),
         (DL_STATUS, str(outcome.status)),
         (DL_ATTEMPTS, str(outcome.attempts)),
         (DL_COMPONENT, component),
@@ -392,6 +398,7 @@ __all__ = [
     "Settle",
     "attempt_metadata",
     "dead_letter_headers",
+    "dead_letter_kind",
     "deliver",
     "describe",
     "lane_key",

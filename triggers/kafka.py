@@ -48,6 +48,7 @@ from bindings.types import Event
 from gateway.brokers.kafka import client_options
 from gateway.dispatch import Outcome, RetryPolicy, with_attempt
 from triggers.base import Dispatch, TriggerContext, decode_config, register
+from triggers.closing import close_quietly
 from triggers.delivery import (
     ConnectionWatch,
     OrderedLanes,
@@ -60,7 +61,7 @@ from triggers.delivery import (
 from triggers.kafka_attempts import AttemptLedger
 from triggers.kafka_commits import Committer
 from triggers.kafka_config import KafkaConfig, validate
-from triggers.kafka_dead_letters import DeadLetterProducer, Record, quietly
+from triggers.kafka_dead_letters import DeadLetterProducer, Record
 from triggers.kafka_offsets import OffsetBook, PartitionOffsets
 
 log = structlog.get_logger("wasmgate.kafka")
@@ -146,7 +147,7 @@ class KafkaTrigger:
         await self._commits.commit()
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            await quietly(consumer.stop())
+            await close_quietly(consumer.stop(), what="kafka consumer")
         await self._dead_letters.close()
         attempts, self._attempts = self._attempts, None
         if attempts is not None:
@@ -202,13 +203,13 @@ class KafkaTrigger:
             try:
                 await consumer.start()
             except KafkaError as exc:
-                await quietly(consumer.stop())
+                await close_quietly(consumer.stop(), what="kafka consumer")
                 self._first_attempt.set()
                 await self._watch.down(exc)
                 continue
             except BaseException:
                 # Cancelled by stop() mid-connect: close the half-started client.
-                await quietly(consumer.stop())
+                await close_quietly(consumer.stop(), what="kafka consumer")
                 raise
             self._consumer = consumer
             self._watch.up()

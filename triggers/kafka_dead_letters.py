@@ -6,7 +6,6 @@ produce is retried (with the connection's backoff) rather than dropped."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from typing import Any, Protocol
 
 import structlog
@@ -15,7 +14,8 @@ from aiokafka.errors import KafkaError
 
 from bindings.types import Event
 from gateway.dispatch import Outcome
-from triggers.delivery import ConnectionWatch, dead_letter_headers, describe
+from triggers.closing import close_quietly
+from triggers.delivery import ConnectionWatch, dead_letter_headers
 
 log = structlog.get_logger("wasmgate.kafka")
 
@@ -64,7 +64,7 @@ class DeadLetterProducer:
     async def close(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            await quietly(producer.stop())
+            await close_quietly(producer.stop(), what="kafka dead-letter producer")
 
     async def _started(self) -> AIOKafkaProducer:
         async with self._lock:
@@ -74,25 +74,10 @@ class DeadLetterProducer:
                 try:
                     await producer.start()
                 except BaseException:
-                    await quietly(producer.stop())
+                    await close_quietly(producer.stop(), what="kafka dead-letter producer")
                     raise
                 self._producer = producer
             return self._producer
 
 
-async def quietly(closing: Awaitable[object]) -> None:
-    """Await a Kafka client's stop, logging (not raising) what it throws."""
-    try:
-        await closing
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise  # our own stop is being cancelled: pass that on
-        # aiokafka's consumer.stop() can end with the CancelledError of a fetch it
-        # cancelled itself (after a broker cut, seen in CI): nobody cancelled us.
-        log.debug("a kafka client's stop ended with its own cancellation")
-    except Exception as exc:
-        log.debug("error while closing a kafka client", error=describe(exc))
-
-
-__all__ = ["DeadLetterProducer", "Record", "quietly"]
+__all__ = ["DeadLetterProducer", "Record"]

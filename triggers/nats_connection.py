@@ -19,6 +19,7 @@ from nats.aio.client import Client
 from gateway.brokers.nats import connect_options
 from gateway.manifest import BrokerSpec
 from gateway.redaction import redact_url
+from triggers.closing import close_quietly
 from triggers.delivery import ConnectionWatch, describe
 
 log = structlog.get_logger("wasmgate.nats")
@@ -96,7 +97,7 @@ class NatsConnection:
                 log.warning("could not flush before closing", trigger=self.watch.trigger,
                             error=describe(exc))
         if not self.client.is_closed:
-            await self.client.close()
+            await close_quietly(self.client.close(), what="nats connection")
 
 
 async def confirm_subscriptions(client: Client, *, timeout_s: float) -> bool:

@@ -33,6 +33,7 @@ from gateway.brokers.redis import CONNECTION_ERRORS, redis_client
 from gateway.dispatch import RetryPolicy
 from gateway.errors import ConfigError
 from triggers.base import Dispatch, TriggerContext, decode_config, register
+from triggers.closing import close_quietly
 from triggers.delivery import (
     BrokerTriggerConfig,
     ConnectionWatch,
@@ -100,7 +101,7 @@ class RedisPubSubTrigger:
             self._task = None
         await self._lanes.drain()
         if self._client is not None:
-            await self._client.aclose()
+            await close_quietly(self._client.aclose(), what="redis client")
             self._client = None
         log.info("redis pub/sub trigger stopped", component=self.component,
                  received=self.received)
@@ -125,7 +126,7 @@ class RedisPubSubTrigger:
                           channels=self.config.channels, patterns=self.config.patterns)
                 await self._watch.down(exc)
             finally:
-                await pubsub.aclose()
+                await close_quietly(pubsub.aclose(), what="redis pub/sub connection")
 
     async def _subscribe(self, pubsub: aioredis.client.PubSub) -> None:
         """Subscribe, and return once Redis confirmed every subscription (from then on a

@@ -41,6 +41,7 @@ from bindings.types import Event
 from gateway.brokers.redis import CONNECTION_ERRORS, redis_client
 from gateway.dispatch import Outcome, RetryPolicy
 from triggers.base import Dispatch, TriggerContext, decode_config, register
+from triggers.closing import close_quietly
 from triggers.delivery import (
     ConnectionWatch,
     OrderedLanes,
@@ -135,7 +136,7 @@ class RedisStreamsTrigger:
         await self._lanes.drain()
         for client in (self._reader, self._writer):
             if client is not None:
-                await client.aclose()
+                await close_quietly(client.aclose(), what="redis client")
         self._reader = self._writer = None
         if self._name is not None:
             self._name.release()

@@ -19,6 +19,7 @@ from gateway.errors import BrokerError, ConfigError
 from gateway.manifest import LoadedManifest, load_manifest
 from gateway.redaction import redact_url
 from triggers.base import TriggerContext, decode_config
+from triggers.closing import close_quietly
 from triggers.delivery import BrokerTriggerConfig, describe
 
 # The trigger kinds with a dead-letter destination, and their config schema's module.
@@ -106,7 +107,7 @@ async def open_store(manifest_path: str | Path, name: str | None
     try:
         await store.open()
     except Exception as exc:
-        await _quietly_close(store)
+        await close_quietly(store.close(), what="dead-letter store")
         raise BrokerError(f"cannot reach broker `{config.broker}` at {redact_url(spec.url)} "
                           f"to read {store.describe}: {describe(exc)}; is it running?"
                           ) from None
@@ -131,13 +132,6 @@ def _store(ref: TriggerRef, spec: Any, path: str) -> DeadLetterStore:
         return AmqpDeadLetters(config, spec)
     from gateway.dead_letters.redis_streams import RedisStreamsDeadLetters
     return RedisStreamsDeadLetters(config, spec)
-
-
-async def _quietly_close(store: DeadLetterStore) -> None:
-    try:
-        await store.close()
-    except Exception:  # closing a half-open client must not hide why it failed to open
-        return
 
 
 __all__ = ["KINDS", "TriggerRef", "find_trigger", "open_store"]
