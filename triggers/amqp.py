@@ -64,6 +64,7 @@ from triggers.delivery import (
     describe,
     lane_key,
 )
+from triggers.readiness import until_accepting
 
 log = structlog.get_logger("wasmgate.amqp")
 
@@ -139,12 +140,16 @@ class AmqpTrigger:
         return self.config.retry_policy
 
     async def start(self, dispatch: Dispatch) -> None:
-        """Spawn the connect-and-consume loop and return (a broker that is down at start
-        is retried with backoff; ``ready`` is set once consuming)."""
+        """Connect, declare and consume; returns once consuming (``ready``), or after the
+        broker's connect timeout with the connection still retrying in the background."""
         if self._task is not None:
             raise RuntimeError(f"amqp trigger for queue {self.config.queue!r} already started")
         self._dispatch = dispatch
         self._task = asyncio.create_task(self._run(), name=f"amqp:{self.config.queue}")
+        if not await until_accepting(self.ready, self._task,
+                                     timeout_s=self.spec.connect_timeout_ms / 1000):
+            log.warning("amqp trigger waiting for its broker; intake starts when it answers",
+                        queue=self.config.queue, address=redact_url(self.spec.url))
 
     async def stop(self) -> None:
         """Stop deliveries, requeue what was not started, let in-flight events finish and

@@ -63,6 +63,7 @@ from triggers.nats_connection import (
     header_dict,
     header_pairs,
 )
+from triggers.readiness import until_accepting
 
 log = structlog.get_logger("wasmgate.nats-jetstream")
 
@@ -113,14 +114,8 @@ class JetStreamTrigger:
         self._intake = asyncio.create_task(self._run(), name=f"wasmgate-jetstream:"
                                            f"{self.config.stream}/{self.config.consumer}")
         self._intake.add_done_callback(_log_crash)
-        ready = asyncio.create_task(self.ready.wait())
-        await asyncio.wait([ready, self._intake],
-                           timeout=self._connection.spec.connect_timeout_ms / 1000,
-                           return_when=asyncio.FIRST_COMPLETED)
-        ready.cancel()
-        if self._intake.done():
-            self._intake.result()
-        if not self.ready.is_set():
+        if not await until_accepting(self.ready, self._intake,
+                                     timeout_s=self._connection.spec.connect_timeout_ms / 1000):
             log.warning("jetstream trigger waiting for its broker; intake starts when it "
                         "answers", stream=self.config.stream, consumer=self.config.consumer,
                         address=self._connection.address)

@@ -51,6 +51,7 @@ from triggers.nats_connection import (
     header_pairs,
     subject_matches,
 )
+from triggers.readiness import until_accepting
 
 log = structlog.get_logger("wasmgate.nats")
 
@@ -104,14 +105,8 @@ class NatsTrigger:
         self._dispatch = dispatch
         self._intake = asyncio.create_task(self._run(), name=f"wasmgate-nats:{self.config.subject}")
         self._intake.add_done_callback(_log_crash)
-        timeout = self._connection.spec.connect_timeout_ms / 1000
-        ready = asyncio.create_task(self.ready.wait())
-        await asyncio.wait([ready, self._intake], timeout=timeout,
-                           return_when=asyncio.FIRST_COMPLETED)
-        ready.cancel()
-        if self._intake.done():
-            self._intake.result()  # a bug, not a broker outage: surface it at start
-        if not self.ready.is_set():
+        if not await until_accepting(self.ready, self._intake,
+                                     timeout_s=self._connection.spec.connect_timeout_ms / 1000):
             log.warning("nats trigger waiting for its broker; intake starts when it answers",
                         subject=self.config.subject, address=self._connection.address)
 

@@ -43,6 +43,7 @@ from triggers.delivery import (
     describe,
     lane_key,
 )
+from triggers.readiness import until_accepting
 
 log = structlog.get_logger("wasmgate.redis")
 
@@ -81,12 +82,18 @@ class RedisPubSubTrigger:
         return self.config.retry_policy
 
     async def start(self, dispatch: Dispatch) -> None:
-        """Spawn the subscribe loop and return; a broker that is down is retried."""
+        """Subscribe; returns once Redis confirmed every subscription (``ready``), or after
+        the broker's connect timeout with the subscription still retrying in the background.
+        """
         self._dispatch = dispatch
         # No read timeout: a subscriber waits for messages as long as it takes.
         self._client = redis_client(self.spec, read_timeout_s=None, retries=0,
                                     name="wasmgate-pubsub")
         self._task = asyncio.create_task(self._subscribe_loop(), name="wasmgate-redis-pubsub")
+        if not await until_accepting(self.ready, self._task,
+                                     timeout_s=self.spec.connect_timeout_ms / 1000):
+            log.warning("redis pub/sub trigger waiting for its broker; intake starts when it "
+                        "answers", channels=self.config.channels, patterns=self.config.patterns)
         log.warning("redis pub/sub is at most once: messages published while the gateway is "
                     "disconnected, or received and not yet run when it crashes, are lost; "
                     "use kind redis-streams for at-least-once", component=self.component,
@@ -120,13 +127,18 @@ class RedisPubSubTrigger:
                     if message is not None:
                         await self._submit(message)
             except CONNECTION_ERRORS as exc:
-                await self._watch.down(exc)
+                await self._down(exc)
             except RedisError as exc:  # e.g. an ACL refusing the channel
                 log.error("redis refused the subscription", error=describe(exc),
                           channels=self.config.channels, patterns=self.config.patterns)
-                await self._watch.down(exc)
+                await self._down(exc)
             finally:
                 await close_quietly(pubsub.aclose(), what="redis pub/sub connection")
+
+    async def _down(self, exc: BaseException) -> None:
+        """Not accepting until the loop is back; back off before the next attempt."""
+        self.ready.clear()
+        await self._watch.down(exc)
 
     async def _subscribe(self, pubsub: aioredis.client.PubSub) -> None:
         """Subscribe, and return once Redis confirmed every subscription (from then on a

@@ -51,6 +51,7 @@ from triggers.delivery import (
     describe,
     lane_key,
 )
+from triggers.readiness import until_accepting
 from triggers.redis_consumer import ConsumerName, claim_consumer_name
 from triggers.redis_entries import (
     Fields,
@@ -103,7 +104,9 @@ class RedisStreamsTrigger:
         return self.config.retry_policy
 
     async def start(self, dispatch: Dispatch) -> None:
-        """Spawn the consume loop and return; a broker that is down is retried with backoff."""
+        """Find or create the consumer group and recover this consumer's own pending entries;
+        returns once reading (``ready``), or after the broker's connect timeout with the
+        loop still retrying in the background."""
         self._dispatch = dispatch
         if not self.consumer:
             self._name = claim_consumer_name(self._state_dir, self.group)
@@ -124,6 +127,9 @@ class RedisStreamsTrigger:
         log.info("redis streams trigger started", component=self.component,
                  stream=self.stream, group=self.group, consumer=self.consumer,
                  delivery="at least once", visibility_timeout_ms=self.config.claim_idle_ms)
+        if not await until_accepting(self.ready, self._tasks[0], timeout_s=timeout_s):
+            log.warning("redis streams trigger waiting for its broker; intake starts when it "
+                        "answers", stream=self.stream, group=self.group)
 
     async def stop(self) -> None:
         """Stop reading, let running handler calls finish and settle, then disconnect."""
@@ -164,7 +170,7 @@ class RedisStreamsTrigger:
                     for entry_id, fields in reply_entries(reply):
                         await self._submit(entry_id, fields, delivery_count=1)
             except CONNECTION_ERRORS as exc:
-                await self._watch.down(exc)
+                await self._down(exc)
             except ResponseError as exc:
                 # NOGROUP (the group or stream was deleted, or create-group = false and it
                 # was never made), a Redis without streams, ACL refusals: keep retrying,
@@ -174,10 +180,15 @@ class RedisStreamsTrigger:
                 if self._watch.state != "down":
                     log.error("redis refused the consumer group read", stream=self.stream,
                               group=self.group, error=describe(exc), hint=hint)
-                await self._watch.down(exc)
+                await self._down(exc)
             except RedisError as exc:
                 log.exception("unexpected redis error in the consume loop", stream=self.stream)
-                await self._watch.down(exc)
+                await self._down(exc)
+
+    async def _down(self, exc: BaseException) -> None:
+        """Not accepting until the loop is back; back off before the next attempt."""
+        self.ready.clear()
+        await self._watch.down(exc)
 
     @property
     def _redis(self) -> aioredis.Redis:

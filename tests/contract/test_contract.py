@@ -63,6 +63,16 @@ async def test_delivers_each_message_and_acks_after_success(
     assert [gateway.count("runs", m) for m in ids] == [1] * len(ids)
 
 
+async def test_a_message_published_as_soon_as_start_returns_is_handled(
+        harness: BrokerHarness, gateway: Gateway) -> None:
+    # start() returns once the trigger accepts messages: nothing here waits for readiness.
+    gateway.write()
+    async with gateway.running(wait_ready=False):
+        await harness.publish(message("first"))
+        await wait_until(lambda: gateway.count("done", "first") == 1,
+                         what="the message published as start() returned")
+
+
 async def test_retries_with_backoff_until_the_handler_succeeds(
         harness: BrokerHarness, gateway: Gateway) -> None:
     gateway.write(**{"max-attempts": 5, "initial-backoff-ms": 20})
