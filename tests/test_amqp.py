@@ -213,7 +213,7 @@ async def test_without_a_dead_letter_exchange_the_queue_policy_takes_the_reject(
 
 async def test_a_stop_during_a_retry_backoff_leaves_the_message_queued(
         harness: AmqpHarness, gateway: Gateway) -> None:
-    gateway.write(**{"max-attempts": 5, "initial-backoff-ms": 5000, "drain-timeout-ms": 300})
+    gateway.write(**{"max-attempts": 5, "initial-backoff-ms": 5000, "stop-grace-ms": 300})
     async with gateway.running():
         await harness.publish(message("patient", "err"))
         await wait_until(lambda: gateway.count("runs", "patient") == 1, what="first attempt")

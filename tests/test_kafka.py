@@ -259,7 +259,7 @@ async def test_a_record_abandoned_at_stop_is_redelivered_with_what_followed_it(
             await asyncio.Event().wait()  # never finishes; cancelled by the grace limit
         return ACK
 
-    options = {"group": group, "ordering": "none", "shutdown-grace-ms": 300, **FAST_GROUP}
+    options = {"group": group, "ordering": "none", "stop-grace-ms": 300, **FAST_GROUP}
     trigger = build(broker.url, topics=[topic], **options)
     seen, dispatch = recording(stuck_on_first)
     await trigger.start(dispatch)

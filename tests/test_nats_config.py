@@ -68,3 +68,14 @@ def test_bad_tables_name_file_field_and_fix(build: Any, table: dict[str, Any], f
 ])
 def test_subject_matching(pattern: str, subject: str, expected: bool) -> None:
     assert subject_matches(pattern, subject) is expected
+
+
+@pytest.mark.parametrize("old", ["shutdown-grace-ms", "drain-timeout-ms"])
+def test_a_renamed_stop_grace_field_is_refused_with_its_new_name(old: str) -> None:
+    # Kafka said shutdown-grace-ms and AMQP drain-timeout-ms; every broker trigger now
+    # says stop-grace-ms, and a manifest with an old name learns the new one.
+    with pytest.raises(ConfigError) as info:
+        core(subject="orders", **{old: 1000})
+    assert f"`{old}` is now `stop-grace-ms`" in str(info.value)
+    assert f"trigger.nats[0].{old}" in str(info.value)
+    assert core(subject="orders", **{"stop-grace-ms": 1000}).config.stop_grace_ms == 1000

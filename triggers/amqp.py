@@ -62,6 +62,7 @@ from triggers.delivery import (
     Settle,
     deliver,
     describe,
+    drain_at_stop,
     lane_key,
 )
 from triggers.readiness import until_accepting
@@ -153,7 +154,7 @@ class AmqpTrigger:
 
     async def stop(self) -> None:
         """Stop deliveries, requeue what was not started, let in-flight events finish and
-        settle (bounded by ``drain-timeout-ms``), then close the connection."""
+        settle (bounded by ``stop-grace-ms``), then close the connection."""
         self._stopping = True
         self.ready.clear()
         session = self._session
@@ -164,12 +165,7 @@ class AmqpTrigger:
             await asyncio.gather(self._task, return_exceptions=True)
         if session is not None:
             await self._requeue_unstarted(session)
-        try:
-            await asyncio.wait_for(self._lanes.drain(), self.config.drain_timeout_ms / 1000)
-        except TimeoutError:
-            log.warning("in-flight events did not finish in time; the broker redelivers them",
-                        queue=self.config.queue, abandoned=self._lanes.in_flight)
-            await self._lanes.cancel()
+        await drain_at_stop(self._lanes, self.config, redelivered=True, queue=self.config.queue)
         if session is not None:
             # Anything still unacked goes back to the queue when the connection closes.
             await close_quietly(session.connection.close(), what="amqp connection")

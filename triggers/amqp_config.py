@@ -32,8 +32,6 @@ class AmqpConfig(BrokerTriggerConfig, kw_only=True, forbid_unknown_fields=True,
     # Declared and bound to the dead-letter exchange so dead letters always have a route.
     dead_letter_queue: str | None = None
     confirm_timeout_ms: Positive = 10_000
-    # How long stop() lets in-flight events finish before abandoning them to redelivery.
-    drain_timeout_ms: Positive = 30_000
 
 
 def validate(config: AmqpConfig, context: TriggerContext) -> None:

@@ -132,6 +132,11 @@ def factory_for(kind: str, *, manifest_path: str) -> TriggerFactory:
 def decode_config(raw: dict[str, Any], schema: type[T], context: TriggerContext) -> T:
     """Decode a raw trigger table into ``schema``; errors name the file and field the way
     the rest of the manifest does (an unknown field gets "did you mean")."""
+    for old, new in _RENAMED_FIELDS.items():
+        if old in raw:
+            raise ConfigError(f"`{old}` is now `{new}` (one name on every broker trigger); "
+                              f"rename it", path=context.manifest_path,
+                              field=f"{context.field}.{old}")
     try:
         return msgspec.convert(raw, schema)
     except msgspec.ValidationError as exc:
@@ -151,6 +156,9 @@ def _load_builtin_triggers() -> None:
             # unknown and the error says which extra to install.
             _MISSING[module] = str(exc)
 
+
+# Fields renamed since 0.1, refused with their new name rather than "unknown field".
+_RENAMED_FIELDS = {"shutdown-grace-ms": "stop-grace-ms", "drain-timeout-ms": "stop-grace-ms"}
 
 _BUILTIN_MODULES = ("triggers.cron", "triggers.http", "triggers.kafka", "triggers.nats",
                     "triggers.jetstream", "triggers.amqp", "triggers.redis_pubsub",

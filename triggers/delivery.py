@@ -93,6 +93,9 @@ class BrokerTriggerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
     # For a wasi:http component: the path this trigger's events are POSTed to (default: the
     # component's `http-path`, itself "/").
     http_path: HttpPath | None = None
+    # At stop, how long events already handed to the handler may take to finish and settle;
+    # what is still running then is left unsettled (redelivered by a durable broker).
+    stop_grace_ms: Positive = 30_000
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -313,6 +316,30 @@ class OrderedLanes:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def drain_within(self, grace_s: float) -> int:
+        """Wait up to ``grace_s`` for every job to finish, then cancel the rest; return how
+        many were cancelled (their messages stay unsettled)."""
+        try:
+            await asyncio.wait_for(self.drain(), grace_s)
+            return 0
+        except TimeoutError:
+            abandoned = self.in_flight
+            await self.cancel()
+            return abandoned
+
+
+async def drain_at_stop(lanes: OrderedLanes, config: BrokerTriggerConfig, *,
+                        redelivered: bool, **where: object) -> None:
+    """A trigger's stop, once intake has stopped: let running events finish for up to
+    ``stop-grace-ms``, then cancel the rest and say what became of their messages."""
+    abandoned = await lanes.drain_within(config.stop_grace_ms / 1000)
+    if abandoned:
+        fate = ("left unsettled: the broker redelivers them" if redelivered
+                else "dropped (this trigger is at most once)")
+        log.warning(f"events still running at the end of stop-grace-ms; {fate}",
+                    component=config.component, abandoned=abandoned,
+                    stop_grace_ms=config.stop_grace_ms, **where)
+
 
 def lane_key(ordering: Ordering, key: bytes | None, partition: Hashable = None) -> Hashable | None:
     """The lane a message runs in: its partition, its key (falling back to the partition
@@ -401,5 +428,6 @@ __all__ = [
     "dead_letter_kind",
     "deliver",
     "describe",
+    "drain_at_stop",
     "lane_key",
 ]

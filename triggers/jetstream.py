@@ -54,6 +54,7 @@ from triggers.delivery import (
     dead_letter_headers,
     deliver,
     describe,
+    drain_at_stop,
     lane_key,
 )
 from triggers.jetstream_config import JetStreamConfig, validate
@@ -133,7 +134,8 @@ class JetStreamTrigger:
             if not intake.done():
                 intake.cancel()
             await asyncio.gather(intake, return_exceptions=True)
-        await self._lanes.drain()
+        await drain_at_stop(self._lanes, self.config, redelivered=True,
+                            stream=self.config.stream, consumer=self.config.consumer)
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)

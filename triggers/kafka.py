@@ -56,6 +56,7 @@ from triggers.delivery import (
     attempt_metadata,
     deliver,
     describe,
+    drain_at_stop,
     lane_key,
 )
 from triggers.kafka_attempts import AttemptLedger
@@ -125,7 +126,7 @@ class KafkaTrigger:
                  topics=self.config.topics, broker=self.config.broker)
 
     async def stop(self) -> None:
-        """Stop fetching, let running records finish (up to ``shutdown-grace-ms``), commit
+        """Stop fetching, let running records finish (up to ``stop-grace-ms``), commit
         what was settled, leave the group."""
         intake, self._intake = self._intake, None
         if intake is not None:
@@ -133,13 +134,8 @@ class KafkaTrigger:
             # taken, so the commit point stays before them and they are read again.
             intake.cancel()
             await asyncio.wait([intake])
-        try:
-            await asyncio.wait_for(self._lanes.drain(), self.config.shutdown_grace_ms / 1000)
-        except TimeoutError:
-            log.warning("records still running at the end of the shutdown grace; they stay "
-                        "uncommitted and will be redelivered", component=self.component,
-                        group=self.group, running=self._lanes.in_flight)
-            await self._lanes.cancel()
+        # Records still running at the end stay uncommitted and are read again.
+        await drain_at_stop(self._lanes, self.config, redelivered=True, group=self.group)
         committer, self._committer = self._committer, None
         if committer is not None:
             committer.cancel()

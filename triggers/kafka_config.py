@@ -34,9 +34,6 @@ class KafkaConfig(BrokerTriggerConfig, kw_only=True, forbid_unknown_fields=True,
     max_poll_interval_ms: Positive = 300_000
     # How long a revoked partition's running records may take before it is handed over.
     revoke_wait_ms: Positive = 5_000
-    # How long stop() waits for running records (and their retries) before leaving them
-    # uncommitted for redelivery.
-    shutdown_grace_ms: Positive = 30_000
     client_id: str | None = None
     # The [key-value.<name>] store counting each record's attempts (triggers.kafka_attempts);
     # every replica of the group should share it. None: .wasmgate/kafka-attempts.sqlite.

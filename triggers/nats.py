@@ -41,6 +41,7 @@ from triggers.delivery import (
     dead_letter_headers,
     deliver,
     describe,
+    drain_at_stop,
     lane_key,
 )
 from triggers.nats_connection import (
@@ -165,7 +166,8 @@ class NatsTrigger:
         if self._intake is not None:
             self._intake.cancel()
             await asyncio.gather(self._intake, return_exceptions=True)
-        await self._lanes.drain()
+        await drain_at_stop(self._lanes, self.config, redelivered=False,
+                            subject=self.config.subject)
         await self._connection.close()
         self.ready.clear()
         log.info("nats trigger stopped", subject=self.config.subject, handled=self.handled,

@@ -41,6 +41,7 @@ from triggers.delivery import (
     OrderedLanes,
     deliver,
     describe,
+    drain_at_stop,
     lane_key,
 )
 from triggers.readiness import until_accepting
@@ -106,7 +107,8 @@ class RedisPubSubTrigger:
             self._task.cancel()
             await asyncio.wait([self._task])
             self._task = None
-        await self._lanes.drain()
+        await drain_at_stop(self._lanes, self.config, redelivered=False,
+                            channels=self.config.channels, patterns=self.config.patterns)
         if self._client is not None:
             await close_quietly(self._client.aclose(), what="redis client")
             self._client = None

@@ -49,6 +49,7 @@ from triggers.delivery import (
     dead_letter_headers,
     deliver,
     describe,
+    drain_at_stop,
     lane_key,
 )
 from triggers.readiness import until_accepting
@@ -139,7 +140,7 @@ class RedisStreamsTrigger:
         if self._tasks:
             await asyncio.wait(self._tasks)
         self._tasks = []
-        await self._lanes.drain()
+        await drain_at_stop(self._lanes, self.config, redelivered=True, stream=self.stream)
         for client in (self._reader, self._writer):
             if client is not None:
                 await close_quietly(client.aclose(), what="redis client")

@@ -193,6 +193,23 @@ async def test_graceful_stop_finishes_and_settles_what_is_in_flight(
     assert gateway.count("runs", "inflight") == 1
 
 
+async def test_stop_grace_ms_bounds_the_stop_and_leaves_the_rest_unsettled(
+        harness: BrokerHarness, gateway: Gateway) -> None:
+    # One setting on every broker trigger. The retry waits 5 s (in process, or at the
+    # broker); a stop that waited for it would run the second attempt, which succeeds.
+    gateway.write(**{"max-attempts": 5, "initial-backoff-ms": 5000, "max-backoff-ms": 5000,
+                     "stop-grace-ms": 300})
+    async with gateway.running():
+        await harness.publish(message("patient", "fail-until", n=2))
+        await wait_until(lambda: gateway.count("runs", "patient") == 1, what="first attempt")
+    assert gateway.count("done", "patient") == 0
+    if harness.redelivers:  # unsettled, so the broker has it back
+        async with gateway.running():
+            await wait_until(lambda: gateway.count("done", "patient") == 1,
+                             timeout=30 + harness.redelivery_window_s,
+                             what="the message after the restart")
+
+
 async def test_redelivers_what_was_in_flight_at_a_hard_stop(
         harness: BrokerHarness, gateway: Gateway) -> None:
     _needs(harness, redelivers=True)
