@@ -60,6 +60,7 @@ from triggers.delivery import (
     ConnectionWatch,
     OrderedLanes,
     Settle,
+    dead_letter_refused,
     deliver,
     describe,
     drain_at_stop,
@@ -320,9 +321,8 @@ class _Settle(Settle):
         except (aiormq.exceptions.AMQPError, BrokerError, TimeoutError) as exc:
             # Never ack what has not safely arrived elsewhere: requeue after a pause (the
             # next delivery counts as a later attempt, so it comes straight back here).
-            log.error("dead letter not confirmed; message requeued", exchange=exchange,
-                      routing_key=routing_key, reason=describe(exc), queue=config.queue,
-                      event_id=self.event.id)
+            dead_letter_refused(config.component, f"{exchange} {routing_key}", self.event.id,
+                                exc, held="requeued after a pause")
             await asyncio.sleep(min(5.0, config.max_backoff_ms / 1000))
             await message.nack(requeue=True)
             return

@@ -213,6 +213,18 @@ async def _settle_final(event: Event, settle: Settle, outcome: Outcome, componen
         _unsettled(event, component, outcome, exc)
 
 
+def dead_letter_refused(component: str, destination: str, event_id: str,
+                        error: BaseException, *, held: str) -> None:
+    """Log and count a dead letter its destination did not confirm. The one policy on every
+    durable broker: the message is neither acked nor dropped; ``held`` says where it waits
+    for the next try (in process, requeued, nak'd, left pending)."""
+    log.error("dead letter not confirmed; message held", component=component,
+              dead_letter=destination, event_id=event_id, error=describe(error), held=held)
+    metrics.counter("wasmgate_dead_letter_failures_total",
+                    "Dead letters their destination did not confirm (the message was held "
+                    "and tried again).", component=component)
+
+
 def dead_letter_kind(outcome: Outcome) -> str:
     """Return why ``outcome`` was dead-lettered, as the log line, the metric and the
     dead-letter header all say it: the error kind, or "status" for a handler's own 4xx."""
@@ -426,6 +438,7 @@ __all__ = [
     "attempt_metadata",
     "dead_letter_headers",
     "dead_letter_kind",
+    "dead_letter_refused",
     "deliver",
     "describe",
     "drain_at_stop",

@@ -52,6 +52,7 @@ from triggers.delivery import (
     Settle,
     attempt_metadata,
     dead_letter_headers,
+    dead_letter_refused,
     deliver,
     describe,
     drain_at_stop,
@@ -322,9 +323,8 @@ class _Settle(Settle):
             except Exception as exc:
                 # Kept: the redelivery comes straight back here (the crash-loop guard).
                 delay = trigger.config.max_backoff_ms / 1000
-                log.error("could not store the dead letter; keeping the message",
-                          dead_letter=target, event_id=self.event.id, error=describe(exc),
-                          retry_in_s=delay)
+                dead_letter_refused(trigger.component, target, self.event.id, exc,
+                                    held=f"nak'd, redelivered in {delay:g} s")
                 await self.msg.nak(delay=delay)
                 return
         await self.msg.term()

@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaError
 from bindings.types import Event
 from gateway.dispatch import Outcome
 from triggers.closing import close_quietly
-from triggers.delivery import ConnectionWatch, dead_letter_headers
+from triggers.delivery import ConnectionWatch, dead_letter_headers, dead_letter_refused
 
 log = structlog.get_logger("wasmgate.kafka")
 
@@ -56,6 +56,8 @@ class DeadLetterProducer:
                                              headers=headers)
             except KafkaError as exc:
                 # Not settled until the broker has it: keep the offset and try again.
+                dead_letter_refused(self._component, topic, event.id, exc,
+                                    held="in process, offset not committed")
                 await self._watch.down(exc)
                 continue
             self._watch.up()

@@ -47,6 +47,7 @@ from triggers.delivery import (
     OrderedLanes,
     Settle,
     dead_letter_headers,
+    dead_letter_refused,
     deliver,
     describe,
     drain_at_stop,
@@ -69,6 +70,15 @@ log = structlog.get_logger("wasmgate.redis-streams")
 
 Entry = tuple[bytes, Fields]
 
+
+
+# The dead letter, then the XACK, in one script: the entry is acked only once its dead letter
+# is written. In a MULTI the XACK ran even when the XADD failed (the key of another type, OOM
+# under maxmemory, an ACL refusing the key), and the message was acked without a dead letter.
+_DEAD_LETTER_THEN_ACK = """
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+"""
 
 class RedisStreamsTrigger:
     """One ``[[trigger.redis-streams]]`` table: a consumer of ``group`` on ``stream``."""
@@ -322,13 +332,20 @@ class _Settle(Settle):
     async def dead_letter(self, outcome: Outcome, reason: str) -> None:
         t = self.trigger
         event = self.event
+        if t.config.dead_letter is None:
+            await t._settle.xack(t.stream, t.group, self.entry_id)
+            return
         extra = dead_letter_headers(event, outcome, t.component)[len(event.headers):]
-        async with t._settle.pipeline(transaction=True) as pipe:
-            if t.config.dead_letter is not None:
-                pipe.xadd(t.config.dead_letter,
-                          dead_letter_fields(self.fields, extra))  # type: ignore[arg-type]
-            pipe.xack(t.stream, t.group, self.entry_id)
-            await pipe.execute()
+        fields = dead_letter_fields(self.fields, extra)
+        flat = [part for pair in fields.items() for part in pair]
+        # Acks nothing when the XADD is refused: the entry stays pending and comes back
+        # through the crash-loop guard after claim-idle-ms.
+        try:
+            await t._settle.eval(_DEAD_LETTER_THEN_ACK, 2, t.stream, t.config.dead_letter,
+                                 t.group, self.entry_id, *flat)
+        except RedisError as exc:
+            dead_letter_refused(t.component, t.config.dead_letter, event.id, exc,
+                                held="left pending, reclaimed after claim-idle-ms")
 
     async def next_attempt(self, event: Event, attempt: int, delay_s: float) -> Event | None:
         t, entry = self.trigger, self.entry_id.decode()

@@ -75,6 +75,13 @@ class BrokerHarness(Protocol):
     async def read_dead_letters(self) -> list[DeadLetter]:
         """Every message now at the dead-letter destination."""
 
+    async def break_dead_letters(self) -> None:
+        """Make the dead-letter destination refuse writes while the source still works
+        (the dead-letter exchange, stream or topic deleted, or the key of another type)."""
+
+    async def mend_dead_letters(self) -> None:
+        """After :meth:`break_dead_letters`: the destination takes writes again."""
+
     async def interrupt(self) -> None:
         """Sever the gateway's broker connection mid-stream (kill and restart a private
         broker, or close connections server side) and return once the broker is back.

@@ -7,6 +7,7 @@ component (tests/fixtures/handlers/contract) that records every run in key-value
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -32,11 +33,16 @@ from triggers.delivery import (
 pytestmark = pytest.mark.wasm
 
 
-def retries_counted(component: str) -> float:
-    """``wasmgate_retries_total`` of ``component`` in this process."""
-    line = f'wasmgate_retries_total{{component="{component}"}} '
+def counted(metric: str, component: str) -> float:
+    """The counter ``metric`` of ``component`` in this process."""
+    line = f'{metric}{{component="{component}"}} '
     found = [x for x in metrics.render().splitlines() if x.startswith(line)]
     return float(found[0].removeprefix(line)) if found else 0.0
+
+
+def retries_counted(component: str) -> float:
+    """``wasmgate_retries_total`` of ``component`` in this process."""
+    return counted("wasmgate_retries_total", component)
 
 
 def _needs(harness: BrokerHarness, *, redelivers: bool = False, dead_letters: bool = False
@@ -191,6 +197,28 @@ async def test_graceful_stop_finishes_and_settles_what_is_in_flight(
         async with gateway.running():
             await asyncio.sleep(harness.redelivery_window_s)
     assert gateway.count("runs", "inflight") == 1
+
+
+async def test_a_dead_letter_destination_that_is_down_holds_the_message_until_it_is_back(
+        harness: BrokerHarness, gateway: Gateway) -> None:
+    # One policy on every durable broker: a message whose dead letter was not confirmed is
+    # neither acked nor dropped; it is held (in process, or at the broker) and retried.
+    _needs(harness, redelivers=True, dead_letters=True)
+    gateway.write(**{"max-attempts": 1, "max-backoff-ms": 500})
+    refused_before = counted("wasmgate_dead_letter_failures_total", "contract")
+    async with gateway.running():
+        await harness.break_dead_letters()
+        await harness.publish(message("held", "status", n=422))
+        await wait_until(lambda: gateway.count("runs", "held") == 1, what="the handler")
+        await asyncio.sleep(1.5)  # the dead letter is refused meanwhile, at least once
+        assert await harness.read_dead_letters() == []
+        assert counted("wasmgate_dead_letter_failures_total", "contract") > refused_before
+        await harness.mend_dead_letters()
+        letters = await wait_for_dead_letters(harness.read_dead_letters, 1, timeout=60)
+        await asyncio.sleep(harness.redelivery_window_s)  # no second copy follows
+    assert [json.loads(letter.data)["id"] for letter in letters] == ["held"]
+    assert len(await harness.read_dead_letters()) == 1
+    assert gateway.count("runs", "held") == 1  # a 4xx is not run again
 
 
 async def test_stop_grace_ms_bounds_the_stop_and_leaves_the_rest_unsettled(

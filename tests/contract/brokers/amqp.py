@@ -92,6 +92,18 @@ class AmqpHarness(HarnessBase):
         if self._proxy is not None:
             await self._proxy.close()
 
+    async def break_dead_letters(self) -> None:
+        assert self._channel is not None
+        await self._channel.exchange_delete(self.dead_exchange)
+
+    async def mend_dead_letters(self) -> None:
+        assert self._channel is not None
+        dlx = await self._channel.declare_exchange(self.dead_exchange, ExchangeType.DIRECT,
+                                                   durable=True)
+        dead = await self._channel.declare_queue(
+            self.dead_queue, durable=True, arguments={"x-queue-type": "quorum"})
+        await dead.bind(dlx, routing_key=self.queue)
+
     async def take_down(self) -> None:
         # The shared broker is never stopped: the gateway is pointed at a proxy in front of
         # it that refuses connections until bring_up(); this harness's own client is not.

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -77,6 +78,16 @@ class KafkaHarness(HarnessBase):
         await self._producer.send_and_wait(
             self.topic, payload, key=key,
             headers=[(k, v.encode()) for k, v in (headers or {}).items()] or None)
+
+    async def break_dead_letters(self) -> None:
+        # tansu takes a produce to a deleted topic (and then fails the re-created one), so
+        # the dead-letter topic cannot be broken alone here. Kafka holds a record whose dead
+        # letter is refused in process (triggers/kafka_dead_letters.py); tests/test_kafka.py
+        # covers it with the whole broker down and back.
+        pytest.skip("tansu cannot refuse writes to one topic while serving the source")
+
+    async def mend_dead_letters(self) -> None:
+        raise AssertionError("break_dead_letters() skips on this harness")
 
     async def read_dead_letters(self) -> list[DeadLetter]:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,

@@ -69,6 +69,16 @@ class NatsJetStreamHarness(NatsHarness):
                     raise
                 await asyncio.sleep(0.1)
 
+    async def break_dead_letters(self) -> None:
+        # The trigger created the dead-letter stream at start; without it a publish to the
+        # dead-letter subject has no responders.
+        assert self.js is not None
+        await self.js.delete_stream(f"{self.stream}-dead-letter")
+
+    async def mend_dead_letters(self) -> None:
+        assert self.js is not None
+        await self.js.add_stream(name=f"{self.stream}-dead-letter", subjects=[self.dead_letter])
+
     async def read_dead_letters(self) -> list[DeadLetter]:
         assert self.js is not None
         name = f"{self.stream}-dead-letter"

@@ -73,8 +73,16 @@ class RedisStreamsHarness(RedisHarness):
         fields.update(headers or {})
         await self.client.xadd(self.stream, fields)
 
+    async def break_dead_letters(self) -> None:
+        await self.client.set(self.dead, b"not a stream")  # XADD: WRONGTYPE
+
+    async def mend_dead_letters(self) -> None:
+        await self.client.delete(self.dead)
+
     async def read_dead_letters(self) -> list[DeadLetter]:
         letters = []
+        if await self.client.type(self.dead) not in (b"stream", b"none"):
+            return []  # broken on purpose (break_dead_letters): holds no dead letter
         for _entry_id, fields in await self.client.xrange(self.dead):
             headers = {k.decode(): v.decode() for k, v in fields.items()
                        if k not in (b"data", b"key")}
