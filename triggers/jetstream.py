@@ -6,10 +6,12 @@ Delivery semantics:
   settled the trigger sends ``in-progress`` (+WPI) every third of ``ack-wait-ms``, also while
   it waits for a free slot or for the message before it on its subject, so ``ack-wait`` can
   be short (it is how fast a crashed gateway's messages come back) while handlers run long.
-* **Retries through the broker** (:func:`~triggers.delivery.deliver`, mode ``broker``). A
-  failed attempt (429/5xx, err, trap, timeout) is ``nak``'d with the backoff as delay;
-  JetStream redelivers it and its delivery count is the attempt number the handler sees,
-  so retries survive a gateway restart.
+* **Retries** (:func:`~triggers.delivery.deliver`). With an order to keep (``ordering``
+  ``"key"`` or ``"partition"``) a failed attempt (429/5xx, err, trap, timeout) waits out its
+  backoff in process, holding its subject's lane, kept alive by the in-progress heartbeat;
+  a stop ``nak``s it back. With ``ordering = "none"`` it is ``nak``'d with the backoff as
+  delay and JetStream redelivers it. Attempts start at the delivery count, so they survive
+  a gateway restart.
 * **Crash-loop guard.** A message delivered more than ``max-attempts`` times (it stopped or
   killed the gateway on every delivery, so it was never nak'd) is dead-lettered without
   running it again.
@@ -20,8 +22,7 @@ Delivery semantics:
   Without ``dead-letter`` it is logged and terminated.
 * **Order.** The key is the message subject: ``ordering = "key"`` runs each subject's
   messages one after another (subjects in parallel), ``"partition"`` the whole consumer in
-  order, ``"none"`` only bounds concurrency. A nak'd message comes back after the delay,
-  behind later messages of its subject: retries do not hold the subject's queue.
+  order, ``"none"`` only bounds concurrency. Retries keep that order (above).
 * **Backpressure.** The trigger fetches ``batch`` messages at a time and fetches again only
   when every fetched message has a slot; ``max-ack-pending`` bounds what the broker lets
   out per consumer (all replicas together).
@@ -44,11 +45,12 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
 from bindings.types import Event, now_micros
-from gateway.dispatch import Outcome, RetryPolicy
+from gateway.dispatch import Outcome, RetryPolicy, Verdict, with_attempt
 from gateway.errors import BrokerError
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.delivery import (
     OrderedLanes,
+    RetryMode,
     Settle,
     attempt_metadata,
     dead_letter_headers,
@@ -94,6 +96,8 @@ class JetStreamTrigger:
         self._intake: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._stopping = False
+        # Set by stop(): an in-process retry waiting out its backoff goes back to the broker.
+        self._stop_requested = asyncio.Event()
         # Fetched and not yet settled, by id(msg): what the in-progress heartbeat keeps alive.
         self._unsettled: dict[int, Msg] = {}
         self.ready = asyncio.Event()
@@ -113,6 +117,9 @@ class JetStreamTrigger:
         connect timeout with the connection still retrying in the background."""
         self._dispatch = dispatch
         self._stopping = False
+        self._stop_requested.clear()
+        # Set by stop(): an in-process retry waiting out its backoff goes back to the broker.
+        self._stop_requested = asyncio.Event()
         self._intake = asyncio.create_task(self._run(), name=f"wasmgate-jetstream:"
                                            f"{self.config.stream}/{self.config.consumer}")
         self._intake.add_done_callback(_log_crash)
@@ -125,6 +132,7 @@ class JetStreamTrigger:
     async def stop(self) -> None:
         """Stop fetching, let fetched messages finish and settle, flush, close."""
         self._stopping = True
+        self._stop_requested.set()
         intake = self._intake
         if intake is not None:
             if not self.ready.is_set():
@@ -286,13 +294,28 @@ class JetStreamTrigger:
 
     # -- settle ---------------------------------------------------------------------------
 
+    @property
+    def _retry_mode(self) -> RetryMode:
+        # With an order to keep, a retry waits in process and holds its subject's lane (the
+        # in-progress heartbeat keeps it from redelivery); a nak'd message would come back
+        # behind later messages of its subject. Without one, the broker holds the retry, and
+        # it survives a restart without taking a slot.
+        return "broker" if self.config.ordering == "none" else "in-process"
+
+    async def _stopped_within(self, delay_s: float) -> bool:
+        try:
+            await asyncio.wait_for(self._stop_requested.wait(), delay_s)
+            return True
+        except TimeoutError:
+            return False
+
     async def _handle(self, msg: Msg, event: Event) -> None:
         assert self._dispatch is not None
         try:
             await deliver(event, _Settle(self, msg, event), run=self._dispatch,
                           component=self.component, policy=self.retry_policy,
                           http_path=self.config.http_path,
-                          mode="broker", delivery_count=msg.metadata.num_delivered)
+                          mode=self._retry_mode, delivery_count=msg.metadata.num_delivered)
         finally:
             self._unsettled.pop(id(msg), None)
 
@@ -310,6 +333,13 @@ class _Settle(Settle):
     async def retry(self, outcome: Outcome, delay_s: float) -> None:
         await self.msg.nak(delay=delay_s)
         self.trigger.nakked += 1
+
+    async def next_attempt(self, event: Event, attempt: int, delay_s: float) -> Event | None:
+        if await self.trigger._stopped_within(delay_s):
+            # Stopping: the broker keeps the retry (the next delivery is the next attempt).
+            await self.retry(Outcome(verdict=Verdict.RETRY), delay_s)
+            return None
+        return with_attempt(event, attempt)
 
     async def dead_letter(self, outcome: Outcome, reason: str) -> None:
         trigger, target = self.trigger, self.trigger.config.dead_letter

@@ -160,6 +160,27 @@ async def test_keeps_order_per_key_while_running_keys_in_parallel(
     assert gateway.max_in_flight > 1, "keys never ran in parallel"
 
 
+async def test_keeps_order_per_key_through_retries(
+        harness: BrokerHarness, gateway: Gateway) -> None:
+    # A user who asks for per-key order expects it under retries too: the first message of
+    # each key fails once, and the messages behind it wait for its second attempt.
+    gateway.write(concurrency=4, ordering="key",
+                  **{"initial-backoff-ms": 300, "max-backoff-ms": 300})
+    keys = ["a", "b"]
+    sent: dict[str, list[str]] = {k: [] for k in keys}
+    async with gateway.running():
+        for i in range(4):
+            for k in keys:
+                mid = f"{k}{i}"
+                sent[k].append(mid)
+                op = ("fail-until", {"n": 2}) if i == 0 else ("ok", {})
+                await harness.publish(message(mid, op[0], key=k, **op[1]), key=k.encode())
+        await wait_until(lambda: all(len(gateway.order(k)) == 4 for k in keys),
+                         what="every key's messages", state=lambda: _progress(gateway, sent))
+    assert {k: gateway.order(k) for k in keys} == sent
+    assert all(gateway.count("runs", f"{k}0") == 2 for k in keys)
+
+
 def _progress(gateway: Gateway, sent: dict[str, list[str]]) -> str:
     """Per key, what the handler recorded in order, and per message not recorded whether it
     started and how often it ran: tells a lost message from a stuck or failing one."""
