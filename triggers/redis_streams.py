@@ -17,7 +17,7 @@ One ``[[trigger.redis-streams]]`` table consumes one ``stream`` as consumer ``co
   again. The attempt number the handler sees *is* the delivery count (XPENDING
   times-delivered), so attempts survive restarts and crashes.
 * **Dead letter** (other 4xx, or ``max-attempts`` reached): XADD to the ``dead-letter``
-  stream (the original fields plus ``wasmgate-dead-letter-*``) and XACK, in one MULTI. An
+  stream (the original fields plus ``wasmgate-dead-letter-*``), then XACK, in one script. An
   entry delivered more than ``max-attempts`` times without an outcome (the gateway died
   during each attempt) is dead-lettered without running it again.
 * **Dead consumers.** Every ``claim-interval-ms`` the trigger XAUTOCLAIMs entries that
@@ -317,7 +317,7 @@ class RedisStreamsTrigger:
 
 
 class _Settle(Settle):
-    """XACK; dead-letter = XADD + XACK in one MULTI; a retry re-claims the entry (XCLAIM
+    """XACK; dead-letter = XADD then XACK in one script; a retry re-claims the entry (XCLAIM
     bumps Redis's delivery count, the next attempt's number). Anything unsettled stays
     pending and comes back (own-pending re-read or XAUTOCLAIM)."""
 
@@ -353,8 +353,11 @@ class _Settle(Settle):
             log.info("stopping: entry left pending for the next start", stream=t.stream,
                      entry_id=entry)
             return None
-        claimed: list[Any] = await t._settle.xclaim(t.stream, t.group, t.consumer, 0,
-                                                    [self.entry_id])
+        claimed = await self._claim_again()
+        if claimed is None:
+            log.info("stopping: entry left pending for the next start", stream=t.stream,
+                     entry_id=entry)
+            return None
         found = [f for i, f in claimed if f]
         if not found:
             log.warning("entry deleted from the stream before its retry", stream=t.stream,
@@ -365,6 +368,26 @@ class _Settle(Settle):
         counts = await t._delivery_counts([self.entry_id])
         self.event = t._event(self.entry_id, self.fields, counts.get(self.entry_id, attempt))
         return self.event
+
+
+    async def _claim_again(self) -> list[Any] | None:
+        """XCLAIM the entry for its next attempt, waiting for Redis while it is away (None:
+        the trigger is stopping). Giving up released the key's lane: the entries behind
+        this one ran first, and the retry, reclaimed later, came after them."""
+        t = self.trigger
+        backoff_s = t.spec.reconnect_min_ms / 1000
+        while True:
+            try:
+                claimed: list[Any] = await t._settle.xclaim(t.stream, t.group, t.consumer, 0,
+                                                            [self.entry_id])
+                return claimed
+            except CONNECTION_ERRORS as exc:
+                log.warning("redis unavailable for a retry; the entry keeps its key's place",
+                            stream=t.stream, entry_id=self.entry_id.decode(),
+                            error=describe(exc), retry_in_s=backoff_s)
+                if await t._stopped_within(backoff_s):
+                    return None
+                backoff_s = min(backoff_s * 2, t.spec.reconnect_max_ms / 1000)
 
 
 def build_redis_streams_trigger(config: dict[str, Any], *, context: TriggerContext
