@@ -14,6 +14,7 @@ import io
 import json
 from typing import Any
 
+import aio_pika
 import pytest
 
 from gateway import metrics
@@ -25,7 +26,14 @@ from tests.contract.brokers.amqp import AmqpHarness
 from tests.contract.brokers.kafka import KafkaHarness
 from tests.contract.brokers.nats_jetstream import NatsJetStreamHarness
 from tests.contract.brokers.redis_streams import RedisStreamsHarness
-from tests.contract.harness import BrokerHarness, Gateway, message, wait_until
+from tests.contract.harness import (
+    BrokerHarness,
+    DeadLetter,
+    Gateway,
+    message,
+    wait_for_dead_letters,
+    wait_until,
+)
 
 pytestmark = pytest.mark.wasm
 
@@ -170,3 +178,45 @@ async def test_replay_one_where_dry_run_unknown_id_and_purge(harness: BrokerHarn
     assert again["id"] != replayed
     code, shown = await cli(gateway, "show", again["id"])
     assert f"wasmgate-replayed-from: {harness.trigger_kind}[0]:{replayed}" in shown
+
+
+async def _write_again(harness: BrokerHarness, letter: DeadLetter) -> None:
+    """Put ``letter`` on the dead-letter destination once more, as the redelivery after a
+    kill between writing a dead letter and settling its message does."""
+    headers = {k: v for k, v in letter.headers.items() if k != "x-death"}
+    if isinstance(harness, KafkaHarness):
+        assert harness._producer is not None
+        await harness._producer.send_and_wait(
+            harness.dead_letter, letter.data, headers=[(k, v.encode()) for k, v in headers.items()])
+    else:
+        assert isinstance(harness, AmqpHarness) and harness._channel is not None
+        exchange = await harness._channel.get_exchange(harness.dead_exchange)
+        await exchange.publish(aio_pika.Message(letter.data, headers=dict(headers)),
+                               routing_key=harness.queue)
+
+
+async def test_copies_of_one_dead_letter_are_listed_once_and_replayed_once(
+        harness: BrokerHarness, gateway: Gateway) -> None:
+    if not isinstance(harness, KafkaHarness | AmqpHarness):
+        pytest.skip(f"{harness.name} writes a dead letter once (a deduplicated publish, or "
+                    "one script with the ack)")
+    gateway.write(**FAILING)
+    async with gateway.running():
+        await harness.publish(message("twice", "slow", ms=400), key=b"k")
+        [letter] = await wait_for_dead_letters(harness.read_dead_letters, 1)
+    # RabbitMQ's read took the message off the queue: put it back, then a copy; Kafka's
+    # read left it there: one copy.
+    for _ in range(2 if isinstance(harness, AmqpHarness) else 1):
+        await _write_again(harness, letter)
+    [shown] = await wait_listed(gateway, 1)
+    assert shown["id"]
+
+    gateway.write(**FIXED)
+    async with gateway.running():
+        code, out = await cli(gateway, "replay", "--all")
+        assert code == 0 and "replayed 1 dead letter(s)" in out, out
+        await wait_until(lambda: gateway.count("done", "twice") == 1, timeout=60,
+                         what="the replayed message handled")
+        await asyncio.sleep(harness.redelivery_window_s)  # no second replay follows
+    assert gateway.count("done", "twice") == 1
+    assert await listed(gateway) == []

@@ -15,7 +15,15 @@ from structlog.testing import capture_logs
 from bindings.types import Event, Response
 from gateway import metrics
 from gateway.dispatch import Outcome, RetryPolicy, Verdict, attempt_of, with_attempt
-from triggers.delivery import DL_ERROR_KIND, RetryMode, Settle, dead_letter_headers, deliver
+from triggers.delivery import (
+    DL_ERROR_KIND,
+    DL_ID,
+    RetryMode,
+    Settle,
+    dead_letter_headers,
+    deliver,
+    stable_dead_letter_id,
+)
 
 
 def _event() -> Event:
@@ -236,3 +244,16 @@ async def test_the_crash_loop_guard_is_counted_as_a_redelivery_dead_letter() -> 
     assert _counter("wasmgate_dead_letters_total", name, source="test",
                     error_kind="redelivery") == 1
     assert _counter("wasmgate_retries_total", name) == 0
+
+
+def test_a_dead_letter_id_is_the_same_for_every_copy_of_one_message() -> None:
+    # A kill between writing a dead letter and settling its message writes it again on
+    # redelivery: the copies share the id, so `wasmgate dead-letters` shows them as one.
+    event = Event(id="orders-0-42", source="wasmgate/kafka/b", type="t", data=b"{}")
+    first = dict(dead_letter_headers(event, _status(422), "c"))[DL_ID]
+    assert dict(dead_letter_headers(event, _failed(), "c"))[DL_ID] == first
+    assert first != stable_dead_letter_id("c", Event(id="orders-0-43", source=event.source,
+                                                      type="t", data=b"{}"))
+    # An AMQP message id is the producer's and may repeat: the payload tells them apart.
+    assert first != stable_dead_letter_id("c", Event(id=event.id, source=event.source,
+                                                      type="t", data=b"[]"))

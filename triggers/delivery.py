@@ -29,8 +29,8 @@ and :class:`ConnectionWatch` (reconnect with backoff, logged once per state chan
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
-import uuid
 from collections.abc import Awaitable, Callable, Hashable
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -68,6 +68,8 @@ DL_EVENT_ID = "wasmgate-dead-letter-event-id"
 # stable position an operator could name); read by `wasmgate dead-letters`.
 DL_TIME = "wasmgate-dead-letter-time"
 DL_ID = "wasmgate-dead-letter-id"
+# Added to a replayed message: the dead letter it came from (``<trigger>:<id>``).
+REPLAYED_FROM = "wasmgate-replayed-from"
 # Where it came from: DL_ORIGIN + a metadata name (topic, partition, offset, stream, ...).
 DL_ORIGIN = "wasmgate-dead-letter-origin-"
 ORIGIN_METADATA = ("topic", "partition", "offset", "stream", "stream-seq", "entry-id", "queue",
@@ -261,11 +263,28 @@ def dead_letter_headers(event: Event, outcome: Outcome, component: str) -> list[
         (DL_SUBJECT, event.subject),
         (DL_EVENT_ID, event.id),
         (DL_TIME, datetime.now(UTC).isoformat(timespec="milliseconds")),
-        (DL_ID, uuid.uuid4().hex),
+        (DL_ID, stable_dead_letter_id(component, event)),
         *((DL_ORIGIN + name, value) for name, value in event.metadata
           if name in ORIGIN_METADATA),
     ]
     return [*event.headers, *extra]
+
+
+def stable_dead_letter_id(component: str, event: Event) -> str:
+    """The id of ``event``'s dead letter, the same each time it is written. A kill between
+    writing a dead letter and settling its message writes it again on redelivery; with one
+    id, ``wasmgate dead-letters`` lists and replays the copies as one. Derived from the
+    component, the event's source and id (its position where the broker has one: topic,
+    partition and offset, stream sequence, entry id), the dead letter it was replayed from,
+    if any (a replay that fails again is a new dead letter), and its payload: an AMQP
+    message id is the producer's own and may repeat for different messages."""
+    replayed_from = next((v for k, v in event.headers if k == REPLAYED_FROM), "")
+    digest = hashlib.sha256()
+    for part in (component, event.source, event.id, replayed_from):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    digest.update(event.data)
+    return digest.hexdigest()[:32]
 
 
 def attempt_metadata(delivery_count: int) -> list[tuple[str, str]]:
@@ -427,6 +446,7 @@ __all__ = [
     "DL_SUBJECT",
     "DL_TIME",
     "ORIGIN_METADATA",
+    "REPLAYED_FROM",
     "BrokerTriggerConfig",
     "ConnectionWatch",
     "HttpPath",
@@ -443,4 +463,5 @@ __all__ = [
     "describe",
     "drain_at_stop",
     "lane_key",
+    "stable_dead_letter_id",
 ]

@@ -9,6 +9,8 @@ only then acks the held dead letter. Going through the default exchange puts the
 on this trigger's queue only, not on every queue bound to the original exchange.
 
 The id is the ``wasmgate-dead-letter-id`` header (else the message id, else its position).
+Copies of one dead letter (the same ``wasmgate-dead-letter-id``: written again after a kill
+before its message was acked) are listed once; replaying or purging it acks every copy.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ class AmqpDeadLetters:
         self._connection: Any = None
         self._channel: Any = None
         self._held: dict[str, AbstractIncomingMessage] | None = None
+        # Later copies of a listed dead letter (by its listed id), acked along with it, and
+        # the listed id of each wasmgate-dead-letter-id seen.
+        self._copies: list[tuple[str, AbstractIncomingMessage]] = []
+        self._first_of: dict[str, str] = {}
 
     async def open(self) -> None:
         from gateway.brokers.amqp import connect
@@ -55,8 +61,12 @@ class AmqpDeadLetters:
                 raise BrokerError(f"{self.describe} does not exist; the trigger declares it "
                                   "when it starts (declare = true), or create it") from None
             while (message := await queue.get(no_ack=False, fail=False)) is not None:
-                position = f"#{len(self._held) + 1}"
+                position = f"#{len(self._held) + len(self._copies) + 1}"
                 headers = message.headers or {}
+                if DL_ID in headers and (first := self._first_of.get(
+                        header_text(headers[DL_ID]))) is not None:
+                    self._copies.append((first, message))
+                    continue
                 ident = (header_text(headers[DL_ID]) if DL_ID in headers
                          else message.message_id or position)
                 # Message ids repeat (a producer's own, or one message dead-lettered
@@ -65,6 +75,8 @@ class AmqpDeadLetters:
                 while ident in self._held:
                     ident = f"{ident}{position}"
                 self._held[ident] = message
+                if DL_ID in headers:
+                    self._first_of[header_text(headers[DL_ID])] = ident
         return [_letter(ident, message, self.queue) for ident, message in self._held.items()]
 
     async def replay(self, letter: DeadLetter, *, replayed_from: str) -> str:
@@ -87,12 +99,19 @@ class AmqpDeadLetters:
             raise BrokerError(f"queue {self.config.queue!r} did not take the replayed message "
                               f"(does it still exist?): {exc}; the dead letter is kept") from exc
         await message.ack()
+        await self._ack_copies(letter)
         return f"amqp queue {self.config.queue!r}"
 
     async def purge(self, letters: list[DeadLetter]) -> int:
         for letter in letters:
             await self._take(letter).ack()
+            await self._ack_copies(letter)
         return len(letters)
+
+    async def _ack_copies(self, letter: DeadLetter) -> None:
+        for first, copy in [c for c in self._copies if c[0] == letter.id]:
+            await copy.ack()
+            self._copies.remove((first, copy))
 
     def _take(self, letter: DeadLetter) -> AbstractIncomingMessage:
         assert self._held is not None, "letters() first"
@@ -100,10 +119,12 @@ class AmqpDeadLetters:
 
     async def close(self) -> None:
         try:
-            for message in (self._held or {}).values():
+            for message in [*(self._held or {}).values(), *(c for _, c in self._copies)]:
                 await message.nack(requeue=True)
         finally:
             self._held = None
+            self._copies = []
+            self._first_of = {}
             if self._connection is not None:
                 await self._connection.close()
 

@@ -8,7 +8,9 @@ letter, so compaction keeps them all and nothing else). List hides marked record
 marker is written only after the broker acknowledged the re-published record (acks=all):
 a crash in between replays that record again next time, never loses it.
 
-The id is ``<partition>-<offset>`` in the dead-letter topic.
+The id is ``<partition>-<offset>`` in the dead-letter topic. Copies of one dead letter (the
+same ``wasmgate-dead-letter-id``: written again after a kill before its record was committed)
+are listed once, as the first; replaying or purging it marks every copy.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from gateway.brokers.kafka import client_options
 from gateway.dead_letters.model import REPLAYED_FROM, DeadLetter, NotReplayable
 from gateway.manifest import BrokerSpec
-from triggers.delivery import DL_ORIGIN, DL_SUBJECT
+from triggers.delivery import DL_ID, DL_ORIGIN, DL_SUBJECT
 from triggers.kafka_config import KafkaConfig
 
 MARKER_SUFFIX = ".wasmgate-replayed"
@@ -43,6 +45,8 @@ class KafkaDeadLetters:
         # None): a replay sends these, not their decoded text.
         self._raw: dict[str, tuple[list[tuple[str, bytes | None]], bytes | None]] = {}
         self._marker_topic_exists = False
+        # Listed id -> the later copies of the same dead letter, marked along with it.
+        self._copies: dict[str, list[str]] = {}
 
     async def open(self) -> None:
         self._producer = AIOKafkaProducer(**self._options, acks="all",
@@ -57,10 +61,18 @@ class KafkaDeadLetters:
         marked = {record.key.decode() for record in await self._read(self.markers)
                   if record.key is not None}
         letters = []
+        first_of: dict[bytes, str] = {}
         for record in await self._read(self.topic):
             ident = f"{record.partition}-{record.offset}"
             if f"{record.partition}:{record.offset}" in marked:
                 continue
+            dead_letter_id = dict(record.headers).get(DL_ID)
+            if dead_letter_id and dead_letter_id in first_of:
+                self._copies[first_of[dead_letter_id]].append(ident)
+                continue
+            if dead_letter_id:
+                first_of[dead_letter_id] = ident
+            self._copies[ident] = []
             self._raw[ident] = (list(record.headers), record.value)
             letters.append(DeadLetter(
                 id=ident, body=record.value or b"", key=record.key,
@@ -92,9 +104,10 @@ class KafkaDeadLetters:
     async def _mark(self, letters: list[DeadLetter], what: bytes) -> None:
         await self._ensure_marker_topic()
         for letter in letters:
-            partition, _, offset = letter.id.partition("-")
-            await self._producer.send_and_wait(self.markers, what,
-                                               key=f"{partition}:{offset}".encode())
+            for ident in (letter.id, *self._copies.get(letter.id, ())):
+                partition, _, offset = ident.partition("-")
+                await self._producer.send_and_wait(self.markers, what,
+                                                   key=f"{partition}:{offset}".encode())
 
     async def _ensure_marker_topic(self) -> None:
         if self._marker_topic_exists:

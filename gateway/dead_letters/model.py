@@ -22,10 +22,9 @@ from triggers.delivery import (
     DL_STATUS,
     DL_SUBJECT,
     DL_TIME,
+    REPLAYED_FROM,
 )
 
-# Added to a replayed message: the dead letter it came from (``<trigger>:<id>``).
-REPLAYED_FROM = "wasmgate-replayed-from"
 _DEAD_LETTER_PREFIX = "wasmgate-dead-letter-"
 
 
