@@ -46,7 +46,7 @@ from gateway.errors import (
     InvalidResponse,
 )
 from gateway.manifest import ComponentSpec
-from gateway.redaction import redact_secrets
+from gateway.redaction import SecretRedactor, redact_secrets
 from gateway.response_stream import STREAMED_RESPONSE, ResponseSlot, StreamedResponse
 
 log = structlog.get_logger("wasmgate.executor")
@@ -343,7 +343,8 @@ class InstancePool:
         error: HandlerError
         if kind == RETURNED:
             error = HandlerReturnedError(
-                f"component `{self.name}` returned an error: {_cut(payload)}")
+                f"component `{self.name}` returned an error: "
+                f"{_cut(payload, self._host.redact)}")
         elif kind == TIMEOUT:
             error = HandlerTimeout(
                 f"component `{self.name}` ran past its {self.spec.timeout_ms} ms timeout "
@@ -407,11 +408,13 @@ def _instantiate_failure(name: str, spec: ComponentSpec, text: str, pooled: bool
 ERROR_TEXT_MAX_CHARS = 1024
 
 
-def _cut(text: str) -> str:
+def _cut(text: str, redact: SecretRedactor) -> str:
+    """The guest's error text, masked and then cut: masking after the cut would leave
+    the head of a secret the cut falls inside (19 of its 20 characters) unmasked."""
     if len(text) <= ERROR_TEXT_MAX_CHARS:
-        return text
-    return (f"{text[:ERROR_TEXT_MAX_CHARS]}... ({len(text) - ERROR_TEXT_MAX_CHARS} more "
-            "characters cut)")
+        return redact(text)
+    return (f"{redact.cut(text, ERROR_TEXT_MAX_CHARS)}... "
+            f"({len(text) - ERROR_TEXT_MAX_CHARS} more characters cut)")
 
 
 async def _stop(feeding: asyncio.Task[None]) -> None:
