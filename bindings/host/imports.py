@@ -18,6 +18,7 @@ every error it is given.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import TypeVar
@@ -32,32 +33,59 @@ from gateway.errors import WasmgateError
 from gateway.redaction import SecretRedactor
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
-# One `log.emit` message is cut past this many characters, and says how many it dropped.
+# One `log.emit` message, or the guest's text in one refusal record, is cut past this many
+# characters, and says how many it dropped.
 LOG_MESSAGE_MAX_CHARS = 8 * 1024
+# What one record costs a call's log budget beyond its text: the JSON around it (time,
+# level, event, component, event id) is 180-200 bytes, so that a flood of empty messages or
+# of short refusals is bounded like one of long ones.
+LOG_RECORD_BYTES = 256
+# The JSON log's own encoding of a text (structlog's JSONRenderer: json.dumps' defaults).
+_JSON_TEXT = json.JSONEncoder()
 
 
 @dataclasses.dataclass
 class LogBudget:
-    """What one call may still write through ``log.emit`` (``log-emit-max-bytes`` of the
-    component), and what it had dropped. The executor puts a fresh one into each call's
-    context (:data:`LOG_BUDGET`) and logs the drops when the call ends: without it, a guest
-    calling ``log.emit`` in a loop wrote 160 MB to the log in one second."""
+    """What one call may still make the gateway log (``log-emit-max-bytes`` of the
+    component), and what it had dropped, by kind. The executor puts a fresh one into each
+    call's context (:data:`LOG_BUDGET`) and logs the drops once when the call ends.
+
+    Everything a guest decides the text or the number of counts: ``log.emit`` messages,
+    refused or failed host calls (a guest calling ``log.emit`` in a loop wrote 160 MB to the
+    log in one second; one refusing a 1 MB store name in a loop, 15 MB in two) and the
+    lines of its stderr. Each record costs its text's size as the JSON log writes it
+    (escapes included: a control character takes 6 bytes there) plus LOG_RECORD_BYTES."""
 
     left: int
-    dropped_messages: int = 0
+    dropped_records: int = 0
     dropped_bytes: int = 0
+    dropped_by_kind: dict[str, int] = dataclasses.field(default_factory=dict)
 
-    def take(self, size: int) -> bool:
-        if size <= self.left:
-            self.left -= size
-            return True
-        self.left = 0  # later, smaller messages are dropped too: the record stays in order
-        self.dropped_messages += 1
-        self.dropped_bytes += size
+    def take(self, text: str, kind: str) -> bool:
+        """Whether a record of ``text`` fits (it is then taken); else it is counted as
+        dropped (its UTF-8 bytes) under ``kind``."""
+        if self.left > 0:  # once spent, nothing is measured against it
+            size = len(_JSON_TEXT.encode(text)) - 2  # the quotes are in LOG_RECORD_BYTES
+            if size + LOG_RECORD_BYTES <= self.left:
+                self.left -= size + LOG_RECORD_BYTES
+                return True
+            self.left = 0  # later, smaller records are dropped too: the log stays in order
+        self.dropped_records += 1
+        self.dropped_bytes += len(text.encode("utf-8", "replace"))
+        self.dropped_by_kind[kind] = self.dropped_by_kind.get(kind, 0) + 1
         return False
 
 
 LOG_BUDGET: ContextVar[LogBudget | None] = ContextVar("wasmgate_log_budget", default=None)
+
+
+def log_budget_allows(text: str, kind: str) -> bool:
+    """Whether the call in progress may log a record of ``text`` (a record of guest-chosen
+    text, of kind ``kind``); True outside a call. For every log line a guest can cause,
+    whatever module writes it."""
+    budget = LOG_BUDGET.get()
+    return budget is None or budget.take(text, kind)
+
 
 T = TypeVar("T")
 Pairs = list[tuple[str, str]]
@@ -96,15 +124,27 @@ class HostImports:
             return op()
         except WasmgateError as exc:
             message = self.redact(str(exc))
-            self.log.warning("host call refused or failed", error=message)
+            # The text holds what the guest passed (a store name, a URL): it counts against
+            # the call's log budget, and one record shows at most LOG_MESSAGE_MAX_CHARS.
+            logged = self._cut_for_log(message)
+            if log_budget_allows(logged, "host call refused or failed"):
+                self.log.warning("host call refused or failed", error=logged)
             raise HostCallFailed(message) from None
         except Exception as exc:
             # A bug on our side: the guest gets an error value, the log gets the details.
-            self.log.exception("host call raised unexpectedly",
-                               error=self.redact(f"{type(exc).__name__}: {exc}"))
+            logged = self._cut_for_log(self.redact(f"{type(exc).__name__}: {exc}"))
+            if log_budget_allows(logged, "host call raised unexpectedly"):
+                self.log.exception("host call raised unexpectedly", error=logged)
             raise HostCallFailed(
                 f"host call failed inside the gateway ({type(exc).__name__}); the gateway "
                 "log has the details") from None
+
+    def _cut_for_log(self, text: str) -> str:
+        """``text`` (masked already) cut for one log record, saying how much was cut."""
+        if len(text) <= LOG_MESSAGE_MAX_CHARS:
+            return text
+        cut = len(text) - LOG_MESSAGE_MAX_CHARS
+        return f"{self.redact.cut(text, LOG_MESSAGE_MAX_CHARS)}... ({cut} characters dropped)"
 
     # -- kv ------------------------------------------------------------------------------
 
@@ -148,8 +188,7 @@ class HostImports:
                        f"({cut} characters dropped)")
         else:
             message = self.redact(message)
-        budget = LOG_BUDGET.get()
-        if budget is not None and not budget.take(len(message.encode("utf-8", "replace"))):
+        if not log_budget_allows(message, "log.emit"):
             return
         method = {"warn": "warning"}.get(level, level if level in LOG_LEVELS else "info")
         getattr(self.log, method)(message)
@@ -203,4 +242,5 @@ class HostImports:
         return self._attempt(send)
 
 
-__all__ = ["LOG_BUDGET", "Grants", "HostCallFailed", "HostImports", "LogBudget"]
+__all__ = ["LOG_BUDGET", "LOG_RECORD_BYTES", "Grants", "HostCallFailed", "HostImports",
+           "LogBudget", "log_budget_allows"]
