@@ -181,3 +181,41 @@ async def test_full_pool_is_503_with_retry_after(tmp_path: Path) -> None:
     [failure] = [e for e in logs if e["log_level"] == "error"]
     assert failure["kind"] == "admission"
     assert "raise `max-instances` or `admission-timeout-ms`" in failure["error"]
+
+
+_WEBSOCKET_UPGRADE = (b"GET /echo/upgraded HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\n"
+                      b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      b"Sec-WebSocket-Version: 13\r\n\r\n")
+
+
+@on_module_loop
+async def test_a_websocket_upgrade_on_a_route_is_served_as_plain_http(
+        gateway: str, caplog: pytest.LogCaptureFixture) -> None:
+    """No route speaks WebSocket: the Upgrade header is ignored and the request served like
+    any other (it was a 500), and the connection goes on serving."""
+    caplog.set_level(logging.INFO)
+    host, port = gateway.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(_WEBSOCKET_UPGRADE)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        assert b"x-subject: /echo/upgraded" in head
+        assert await reader.readexactly(5) == b"echo:"
+        writer.write(b"GET /echo/next HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200 ") and b"x-subject: /echo/next" in head
+    finally:
+        writer.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.records
+
+
+async def test_the_listening_line_names_every_route_on_the_address(tmp_path: Path) -> None:
+    """The server starts with the first route's trigger: the line named that route only."""
+    second = '\n[[trigger.http]]\nroute = "/other"\ncomponent = "echo"\n' \
+             '\n[[trigger.http]]\nroute = "/third/..."\ncomponent = "echo"\n'
+    with structlog.testing.capture_logs() as logs:
+        app, _ = await _start_app(tmp_path, trigger_extra=second)
+        await app.stop()
+    (listening,) = [e for e in logs if e["event"] == "http listening"]
+    assert listening["routes"] == ["/echo/...", "/other", "/third/..."]
