@@ -61,7 +61,8 @@ VALID: dict[str, Any] = {
     }},
     "trigger": {
         "http": [{"route": "/echo", "component": "echo"}],
-        "cron": [{"schedule": "*/5 * * * *", "timezone": "UTC", "component": "echo"}],
+        "cron": [{"schedule": "*/5 * * * *", "timezone": "UTC", "component": "echo",
+                  "claim-store": "default"}],
         "kafka": [{"component": "echo", "broker": "k", "topics": ["t"]}],
         "nats": [{"component": "echo", "broker": "n", "subject": "s"}],
         "nats-jetstream": [{"component": "echo", "broker": "n", "stream": "S",
@@ -203,6 +204,8 @@ def _assert_loads_or_names_where(path: Path) -> None:
     except WasmgateError as exc:
         event(type(exc).__name__)  # --hypothesis-show-statistics: how often each outcome
         assert str(path.parent) in str(exc), f"the error does not say where: {exc}"
+        if "no key-value store named" in str(exc):  # a `claim-store` (it named no field)
+            assert "at `trigger." in str(exc), f"the error does not name the field: {exc}"
     else:
         event("loaded")
 
