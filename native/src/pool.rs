@@ -19,7 +19,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::component::{Linker, ResourceTable, TypedFunc};
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::p2::bindings::sync::{Proxy, ProxyPre};
@@ -217,9 +217,10 @@ impl Shared {
             Guest::Handler(handle) => {
                 // The response's lengths are checked as it is lifted, before it is copied.
                 let _limits = ResponseLimits::enter(s.max_response_headers, s.max_response_bytes);
-                let result = handle
-                    .typed::<(&Event,), HandleResult>(&inst.store)
-                    .and_then(|f| f.call(&mut inst.store, (event,)));
+                // SAFETY: `handle` was typechecked against exactly these types when the
+                // instance was made (`instantiate`), as bindgen's own `call_handle` does.
+                let typed = unsafe { TypedFunc::<(&Event,), HandleResult>::new_unchecked(*handle) };
+                let result = typed.call(&mut inst.store, (event,));
                 match result {
                     Ok((Ok(response),)) => self.check_size(response.into()),
                     Ok((Err(message),)) => Outcome::Returned(message),
