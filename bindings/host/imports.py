@@ -50,7 +50,7 @@ class LogBudget:
     component), and what it had dropped, by kind. The executor puts a fresh one into each
     call's context (:data:`LOG_BUDGET`) and logs the drops once when the call ends.
 
-    Everything a guest decides the text or the number of counts: ``log.emit`` messages,
+    Every record whose text or number the guest decides counts: ``log.emit`` messages,
     refused or failed host calls (a guest calling ``log.emit`` in a loop wrote 160 MB to the
     log in one second; one refusing a 1 MB store name in a loop, 15 MB in two) and the
     lines of its stderr. Each record costs its text's size as the JSON log writes it
