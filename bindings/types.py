@@ -101,8 +101,13 @@ def event_from_cloudevent_json(raw: bytes) -> Event:
     elif not bytes(ce.data) or bytes(ce.data) == b"null":
         data = b""
     elif bytes(ce.data).startswith(b'"'):
-        # A JSON string is the payload itself...
-        data = _utf8(msgspec.json.decode(ce.data, type=str), "data")
+        # A JSON string is the payload itself (msgspec left `data` raw, so its bytes were
+        # not checked as UTF-8 until now)...
+        try:
+            text = msgspec.json.decode(ce.data, type=str)
+        except msgspec.DecodeError as exc:
+            raise InvalidEvent(f"`data` is not valid UTF-8 JSON text: {exc}") from None
+        data = _utf8(text, "data")
     else:
         # ...anything else is passed on as JSON, as written: not decoded here, where a
         # number past a double's range (1e999) raised a raw ValidationError.

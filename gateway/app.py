@@ -92,6 +92,7 @@ class App:
                                          state_dir=str(self.manifest.root / ".wasmgate"),
                                          application=self.manifest.application.name,
                                          key_value=self._claim_store,
+                                         store_grants=self.manifest.store_grants(),
                                          webhook_secret=secret_resolver(self.manifest),
                                          broker_clients=self.capabilities.brokers,
                                          streams_body=self._streams_body)

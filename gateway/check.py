@@ -37,7 +37,8 @@ def check_manifest(path: str | Path) -> LoadedManifest:
                                          brokers=dict(manifest.brokers),
                                          state_dir=str(manifest.root / ".wasmgate"),
                                          application=manifest.application.name,
-                                         key_value=lambda name: _named_store(manifest, name))
+                                         key_value=lambda name: _named_store(manifest, name),
+                                         store_grants=manifest.store_grants())
                 triggers.append(factory(dict(table), context=context))
     finally:
         # Never started, but an adapter may have registered itself (the HTTP server of a

@@ -162,10 +162,18 @@ def _gateway_kind(exc: WasmgateError) -> str:
     return "admission" if isinstance(exc, AdmissionTimeout) else "gateway"
 
 
+# Past this many digits an attempt count is not one (and int() refuses 4300 digits).
+_ATTEMPT_MAX_DIGITS = 18
+
+
 def attempt_of(event: Event) -> int:
-    """The event's ``attempt`` metadata (1 when missing)."""
+    """The event's ``attempt`` metadata (1 when missing or not a count)."""
     value = event.meta("attempt")
-    return int(value) if value and value.isdigit() else 1
+    # ASCII digits only: str.isdigit() takes "²", which int() refuses. The metadata comes
+    # from outside (a CloudEvent given to `wasmgate invoke`, a message's headers).
+    if value and len(value) <= _ATTEMPT_MAX_DIGITS and value.isascii() and value.isdigit():
+        return int(value)
+    return 1
 
 
 def with_attempt(event: Event, attempt: int) -> Event:

@@ -53,6 +53,7 @@ class ConfigError(WasmgateError):
         elif field:
             where = f"at `{field}`: "
         super().__init__(where + message)
+        self.reason = message  # without the file and field, to say again elsewhere
         self.path = path
         self.field = field
 

@@ -46,7 +46,7 @@ from gateway.errors import (
     InvalidResponse,
 )
 from gateway.manifest import ComponentSpec
-from gateway.redaction import redact_secrets
+from gateway.redaction import SecretRedactor, redact_secrets
 from gateway.response_stream import STREAMED_RESPONSE, ResponseSlot, StreamedResponse
 
 log = structlog.get_logger("wasmgate.executor")
@@ -343,7 +343,8 @@ class InstancePool:
         error: HandlerError
         if kind == RETURNED:
             error = HandlerReturnedError(
-                f"component `{self.name}` returned an error: {_cut(payload)}")
+                f"component `{self.name}` returned an error: "
+                f"{_cut(payload, self._host.redact)}")
         elif kind == TIMEOUT:
             error = HandlerTimeout(
                 f"component `{self.name}` ran past its {self.spec.timeout_ms} ms timeout "
@@ -361,13 +362,19 @@ class InstancePool:
     def _log_guest_output(self, stderr: bytes, dropped: int, budget: LogBudget
                           ) -> str | None:
         """Log what the guest wrote to stderr, a record a line (masked, component and event
-        id bound), and what ``log.emit`` dropped past its budget; return the line that
-        explains a failure, if any."""
-        if budget.dropped_messages:
-            guest_log.warning("guest log.emit truncated", component=self.name,
-                              dropped_messages=budget.dropped_messages,
-                              dropped_bytes=budget.dropped_bytes,
-                              hint="raise `log-emit-max-bytes` to keep more")
+        id bound) within the call's log budget, and once what the budget dropped; return
+        the line that explains a failure, if any (kept though its record was dropped)."""
+        try:
+            return self._log_stderr(stderr, dropped, budget)
+        finally:
+            if budget.dropped_records:
+                guest_log.warning("guest log output truncated", component=self.name,
+                                  dropped_records=budget.dropped_records,
+                                  dropped_bytes=budget.dropped_bytes,
+                                  dropped=dict(budget.dropped_by_kind),
+                                  hint="raise `log-emit-max-bytes` to keep more")
+
+    def _log_stderr(self, stderr: bytes, dropped: int, budget: LogBudget) -> str | None:
         if not stderr and not dropped:
             return None
         redact = self._host.redact
@@ -378,7 +385,9 @@ class InstancePool:
             lines[-1] = redact.mask_cut_tail(lines[-1].rstrip("\ufffd"))
         lines = [line for line in lines if line]
         for line in lines:
-            guest_log.warning("guest stderr", component=self.name, line=line)
+            # 16 KiB of one-character lines would be 8192 records: lines count too.
+            if budget.take(line, "guest stderr"):
+                guest_log.warning("guest stderr", component=self.name, line=line)
         if dropped and self.spec.guest_stderr != "discard":
             guest_log.warning("guest stderr truncated", component=self.name,
                               dropped_bytes=dropped,
@@ -407,11 +416,13 @@ def _instantiate_failure(name: str, spec: ComponentSpec, text: str, pooled: bool
 ERROR_TEXT_MAX_CHARS = 1024
 
 
-def _cut(text: str) -> str:
+def _cut(text: str, redact: SecretRedactor) -> str:
+    """The guest's error text, masked and then cut: masking after the cut would leave
+    the head of a secret the cut falls inside (19 of its 20 characters) unmasked."""
     if len(text) <= ERROR_TEXT_MAX_CHARS:
-        return text
-    return (f"{text[:ERROR_TEXT_MAX_CHARS]}... ({len(text) - ERROR_TEXT_MAX_CHARS} more "
-            "characters cut)")
+        return redact(text)
+    return (f"{redact.cut(text, ERROR_TEXT_MAX_CHARS)}... "
+            f"({len(text) - ERROR_TEXT_MAX_CHARS} more characters cut)")
 
 
 async def _stop(feeding: asyncio.Task[None]) -> None:

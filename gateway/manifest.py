@@ -288,6 +288,14 @@ class LoadedManifest:
         stores.setdefault(DEFAULT_STORE, KeyValueStoreSpec())
         return stores
 
+    def store_grants(self) -> dict[str, list[str]]:
+        """Each key-value store's name -> the components granted it (`key-value-stores`)."""
+        grants: dict[str, list[str]] = {}
+        for name, component in self.spec.component.items():
+            for store in component.key_value_stores:
+                grants.setdefault(store, []).append(name)
+        return grants
+
     def kv_path(self, store: str) -> Path:
         """Absolute path of ``store``'s SQLite file."""
         try:

@@ -6,7 +6,8 @@
   does not leak it into the gateway's log stream. Matching ignores case: a host that
   lowercases a URL (or a guest that upper-cases a token) must not unmask it.
 * The process-wide redactor: :func:`remember_secrets` feeds it (the App does, when it
-  loads a manifest), :func:`redact_secrets` masks one text with it, and
+  loads a manifest), :func:`redact_secrets` masks one text with it, :func:`cut_masked`
+  masks one and then shortens it, and
   :func:`mask_secrets_processor` is the structlog processor that masks every log event, so
   no log call site has to remember to redact.
 """
@@ -43,7 +44,8 @@ class SecretRedactor:
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: frozenset[str] = frozenset()
-        self._pattern: re.Pattern[str] | None = None
+        # The pattern and the longest secret's length, swapped in together.
+        self._pattern: tuple[re.Pattern[str], int] | None = None
         self.add(secrets)
 
     @property
@@ -60,25 +62,42 @@ class SecretRedactor:
         # once, swapped in whole so concurrent readers see the old or the new one) keeps a
         # text with many secrets a single scan.
         ordered = sorted(merged, key=len, reverse=True)
-        self._pattern = re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE)
+        self._pattern = (re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE),
+                         len(ordered[0]))
         self._secrets = merged
 
     def __bool__(self) -> bool:
         return bool(self._secrets)
 
     def __call__(self, text: str) -> str:
-        pattern = self._pattern
-        return text if pattern is None else pattern.sub(MASK, text)
+        found = self._pattern
+        return text if found is None else found[0].sub(MASK, text)
 
     def cut(self, text: str, limit: int) -> str:
-        """``text`` masked and cut to its first ``limit`` characters (plus a mask).
+        """``text``'s first ``limit`` characters, masked before the cut: a secret the cut
+        falls inside is masked whole (the text may then end in a mask).
 
-        A cut can fall inside a secret, leaving its head (most of it) at the end, where no
-        whole-value match sees it: that head is masked too.
+        Cutting first would leave the secret's head (19 of its 20 characters, say) where
+        no whole-value match sees it. Only the first ``limit`` characters plus the longest
+        secret are scanned, so a huge text costs no more than a short one.
         """
         if len(text) <= limit:
             return self(text)
-        return self.mask_cut_tail(self(text[:limit]))
+        found = self._pattern
+        if found is None:
+            return text[:limit]
+        pattern, longest = found
+        # Any secret that starts before the cut ends inside this window.
+        window = text[:limit + longest - 1]
+        parts: list[str] = []
+        shown = 0  # how much of `window` is in `parts`
+        for match in pattern.finditer(window):
+            if match.start() >= limit:
+                break
+            parts += (window[shown:match.start()], MASK)
+            shown = match.end()
+        parts.append(window[shown:max(shown, limit)])
+        return "".join(parts)
 
     def mask_cut_tail(self, text: str) -> str:
         """``text`` (masked already, then cut short by a size limit) with a trailing head of
@@ -104,6 +123,13 @@ def remember_secrets(secrets: Iterable[str]) -> None:
 def redact_secrets(text: str) -> str:
     """``text`` with every secret this process knows of masked."""
     return _PROCESS_REDACTOR(text)
+
+
+def cut_masked(text: str, limit: int) -> str:
+    """``text``'s first ``limit`` characters with every secret this process knows of
+    masked before the cut (:meth:`SecretRedactor.cut`): for any text a size limit shortens
+    that may hold a secret (a kv key, a value, a guest's error)."""
+    return _PROCESS_REDACTOR.cut(text, limit)
 
 
 def _masked(value: Any) -> Any:
@@ -140,6 +166,7 @@ def mask_secrets_processor(_logger: Any, _method: str, event_dict: Any) -> Any:
 __all__ = [
     "MASK",
     "SecretRedactor",
+    "cut_masked",
     "mask_secrets_processor",
     "redact_secrets",
     "redact_url",

@@ -36,6 +36,7 @@ import re
 from bindings.types import Response
 from gateway.errors import InvalidResponse
 from gateway.manifest import ComponentSpec
+from gateway.redaction import cut_masked
 
 # RFC 9110 §5.6.2 `token`: what a field name may be.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -77,8 +78,9 @@ def check_response(component: str, response: Response, spec: ComponentSpec) -> N
 
 
 def excerpt(text: str) -> str:
-    """``text`` quoted (CR/LF show as ``\\r\\n``) and cut to 60 characters, for a log line."""
-    return repr(text) if len(text) <= 60 else repr(text[:60]) + "..."
+    """``text`` quoted (CR/LF show as ``\\r\\n``) and cut to 60 characters, for a log line;
+    masked before the cut, which could leave a secret's head behind."""
+    return repr(cut_masked(text, 60)) + ("..." if len(text) > 60 else "")
 
 
 __all__ = ["check_response", "excerpt"]

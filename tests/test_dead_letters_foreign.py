@@ -109,6 +109,19 @@ async def test_show_and_list_print_no_terminal_control_sequences(
         assert "\\x1b]0;owned\\x07" in out  # shown, escaped
 
 
+async def test_show_escapes_a_carriage_return_in_the_body(
+        tmp_path: Path, streams: tuple[Any, str]) -> None:
+    """A bare CR in a text body would move the terminal's cursor back over the line: what
+    follows it would overwrite what was printed before (here, the real amount)."""
+    client, stream = streams
+    entry = client.xadd(f"{stream}.dead", {b"data": b"amount: 1000000\ramount: 1\nnext line"})
+    manifest = _manifest(tmp_path, _redis_trigger(stream))
+    code, out = await _cli(manifest, "show", entry.decode())
+    assert code == 0, out
+    assert "\r" not in out
+    assert "amount: 1000000\\ramount: 1\nnext line" in out  # escaped; real line breaks kept
+
+
 async def test_amqp_dead_letters_sharing_a_message_id_are_each_listed(
         tmp_path: Path) -> None:
     queue = f"test-dl-foreign-{uuid.uuid4().hex[:8]}"

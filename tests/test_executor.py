@@ -11,7 +11,7 @@ import msgspec
 import pytest
 from structlog.testing import capture_logs
 
-from bindings.host.imports import HostImports
+from bindings.host.imports import LOG_RECORD_BYTES, HostImports
 from bindings.host.kv import SqliteKeyValue
 from bindings.types import Event
 from gateway.engine import WasmEngine
@@ -206,7 +206,8 @@ async def test_a_long_log_message_is_cut(engine: WasmEngine, echo_wasm: Path,
 async def test_log_emit_is_capped_per_call_and_says_what_it_dropped(
         engine: WasmEngine, tmp_path: Path, call: str) -> None:
     """A guest calling log.emit in a loop wrote 160 MB to the log in one second: each call
-    has `log-emit-max-bytes`, the next call a fresh budget."""
+    has `log-emit-max-bytes`, the next call a fresh budget. Each record costs its text plus
+    LOG_RECORD_BYTES."""
     pool = _pool(engine, build_handler("caps"), tmp_path, log_emit_max_bytes=50_000)
     flood = json.dumps({"op": "log", "message": "m" * 1000, "times": 2000}).encode()
     for _ in range(2):
@@ -218,10 +219,12 @@ async def test_log_emit_is_capped_per_call_and_says_what_it_dropped(
                     pool.call_blocking, Event(id="e1", source="t", type="t", data=flood))
         assert json.loads(response.body) == {"ok": True}
         kept = [r for r in logs if r["event"].startswith("mmm")]
-        assert len(kept) == 50
-        (cut,) = [r for r in logs if r["event"] == "guest log.emit truncated"]
-        assert cut["dropped_messages"] == 1950
-        assert cut["dropped_bytes"] == 1950 * 1000
+        fits = 50_000 // (1000 + LOG_RECORD_BYTES)
+        assert len(kept) == fits
+        (cut,) = [r for r in logs if r["event"] == "guest log output truncated"]
+        assert cut["dropped_records"] == 2000 - fits
+        assert cut["dropped"] == {"log.emit": 2000 - fits}
+        assert cut["dropped_bytes"] == (2000 - fits) * 1000
         assert "log-emit-max-bytes" in cut["hint"]
 
 

@@ -22,9 +22,10 @@ def _free_port() -> int:
 
 
 async def _start_app(tmp_path: Path, component_extra: str = "",
-                     trigger_extra: str = "") -> tuple[App, str]:
-    """Start an app with the echo component on a free port; return it and its base URL."""
-    wasm = build_handler("echo")
+                     trigger_extra: str = "", source: str | None = None) -> tuple[App, str]:
+    """Start an app with the echo component (or ``source``, as component `echo`) on a free
+    port; return it and its base URL."""
+    wasm = source or build_handler("echo")
     (tmp_path / "wasmgate.toml").write_text(f"""
 [application]
 name = "e2e"

@@ -20,6 +20,7 @@ import pytest
 import pytest_asyncio
 import structlog
 
+from tests.fixtures.build import WAT_ECHO
 from tests.test_http_e2e import _start_app
 
 on_module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -181,3 +182,82 @@ async def test_full_pool_is_503_with_retry_after(tmp_path: Path) -> None:
     [failure] = [e for e in logs if e["log_level"] == "error"]
     assert failure["kind"] == "admission"
     assert "raise `max-instances` or `admission-timeout-ms`" in failure["error"]
+
+
+_WEBSOCKET_UPGRADE = (b"GET /echo/upgraded HTTP/1.1\r\nHost: gateway\r\nUpgrade: websocket\r\n"
+                      b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      b"Sec-WebSocket-Version: 13\r\n\r\n")
+
+
+@on_module_loop
+async def test_a_websocket_upgrade_on_a_route_is_served_as_plain_http(
+        gateway: str, caplog: pytest.LogCaptureFixture) -> None:
+    """No route speaks WebSocket: the Upgrade header is ignored and the request served like
+    any other (it was a 500), and the connection goes on serving."""
+    caplog.set_level(logging.INFO)
+    host, port = gateway.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(_WEBSOCKET_UPGRADE)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        assert b"x-subject: /echo/upgraded" in head
+        assert await reader.readexactly(5) == b"echo:"
+        writer.write(b"GET /echo/next HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200 ") and b"x-subject: /echo/next" in head
+    finally:
+        writer.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.records
+
+
+async def test_the_listening_line_names_every_route_on_the_address(tmp_path: Path) -> None:
+    """The server starts with the first route's trigger: the line named that route only."""
+    second = '\n[[trigger.http]]\nroute = "/other"\ncomponent = "echo"\n' \
+             '\n[[trigger.http]]\nroute = "/third/..."\ncomponent = "echo"\n'
+    with structlog.testing.capture_logs() as logs:
+        app, _ = await _start_app(tmp_path, trigger_extra=second)
+        await app.stop()
+    (listening,) = [e for e in logs if e["event"] == "http listening"]
+    assert listening["routes"] == ["/echo/...", "/other", "/third/..."]
+
+
+# The echo WAT guest (tests/fixtures/wat/echo.wat) made to claim a huge response: its memory
+# is 2300 pages (144 MiB, untouched pages cost no RAM) and the response's list lengths are
+# set past wasmtime's 128 MiB "hostcall fuel", which trapped the lift (a 500) before.
+_ECHO_BODY_LENGTH = "(i32.store offset=20 (local.get $ret) (i32.add (local.get $dl) (i32.const 5)))"
+_ECHO_HEADER_COUNT = "(i32.store offset=12 (local.get $ret) (i32.const 1))"
+_HUGE = {
+    # 140 MiB of body, from the guest's zero pages.
+    "body": (_ECHO_BODY_LENGTH, "(i32.store offset=20 (local.get $ret) (i32.const 146800640))",
+             "max-response-bytes = 16777216"),
+    # Three million (empty) headers: 48 MB of list, 144 MB as the host's Vec of pairs.
+    "headers": (_ECHO_HEADER_COUNT, "(i32.store offset=12 (local.get $ret) (i32.const 3000000))",
+                "max-response-headers = 100"),
+}
+
+
+@pytest.mark.parametrize("what", _HUGE)
+async def test_a_response_past_the_hosts_copy_limit_is_a_502_naming_the_setting(
+        tmp_path: Path, what: str) -> None:
+    """Refused from the lengths the guest wrote, before any of it is copied into the host."""
+    old, new, says = _HUGE[what]
+    text = WAT_ECHO.read_text()
+    assert old in text and '(memory (export "memory") 2)' in text
+    wat = tmp_path / "huge.wat"
+    wat.write_text(text.replace(old, new).replace('(memory (export "memory") 2)',
+                                                  '(memory (export "memory") 2300)'))
+    app, base = await _start_app(tmp_path, component_extra="memory-mb = 160",
+                                 source=str(wat))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            async with httpx.AsyncClient() as client:
+                reply = await client.get(f"{base}/echo/huge")
+                assert reply.status_code == 502, (reply.status_code, reply.text, logs)
+                after = await client.get(f"{base}/echo/small")  # the gateway goes on serving
+    finally:
+        await app.stop()
+    assert after.status_code == 502  # the same guest: every response of it is too large
+    (failed, _) = [e for e in logs if e["event"] == "handler failed"]
+    assert says in failed["error"], failed
+    assert f"raise `{says.split(' ')[0]}`" in failed["error"], failed

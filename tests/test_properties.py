@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import io
 import json
+import logging
 import math
 import os
 import tempfile
@@ -24,11 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from bindings.types import Event, event_from_cloudevent_json
 from gateway.app import App
+from gateway.cli import main
 from gateway.errors import WasmgateError
 from tests.fixtures.build import WAT_ECHO
 
@@ -57,7 +61,8 @@ VALID: dict[str, Any] = {
     }},
     "trigger": {
         "http": [{"route": "/echo", "component": "echo"}],
-        "cron": [{"schedule": "*/5 * * * *", "timezone": "UTC", "component": "echo"}],
+        "cron": [{"schedule": "*/5 * * * *", "timezone": "UTC", "component": "echo",
+                  "claim-store": "default"}],
         "kafka": [{"component": "echo", "broker": "k", "topics": ["t"]}],
         "nats": [{"component": "echo", "broker": "n", "subject": "s"}],
         "nats-jetstream": [{"component": "echo", "broker": "n", "stream": "S",
@@ -199,6 +204,8 @@ def _assert_loads_or_names_where(path: Path) -> None:
     except WasmgateError as exc:
         event(type(exc).__name__)  # --hypothesis-show-statistics: how often each outcome
         assert str(path.parent) in str(exc), f"the error does not say where: {exc}"
+        if "no key-value store named" in str(exc):  # a `claim-store` (it named no field)
+            assert "at `trigger." in str(exc), f"the error does not name the field: {exc}"
     else:
         event("loaded")
 
@@ -410,3 +417,79 @@ def test_a_number_past_a_doubles_range_in_data_is_passed_on_as_written(data: str
 def test_a_json_string_in_data_is_the_payload_itself() -> None:
     event = event_from_cloudevent_json(b'{"data": "caf\\u00e9 \\"q\\""}')
     assert event.data == 'café "q"'.encode()
+
+
+# -- CloudEvents through `wasmgate invoke` ----------------------------------------------------
+
+# What the fuzzing that found the raw exceptions met: an `attempt` Python's str.isdigit()
+# takes and int() refuses (superscripts), or that int() refuses past 4300 digits, and bytes
+# that are not UTF-8 inside a JSON string.
+_ATTEMPTS = st.sampled_from(["²", "1²", "٣", "1" * 5000, "-1", "0", "3", " 2", ""]) | _text
+_NOT_UTF8 = [b"\xff", b"\xc3", b"\xed\xa0\x80", b"a\x80b"]
+
+
+@pytest.fixture(scope="module")
+def invoke_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    manifest = tmp_path_factory.mktemp("invoke") / "wasmgate.toml"
+    manifest.write_text(f'[application]\nname = "fuzz"\n'
+                        f'[component.echo]\nsource = "{WAT_ECHO}"\n')
+    return manifest
+
+
+def _invoke_quietly(manifest: Path, event_file: Path) -> tuple[int, str]:
+    """``wasmgate invoke echo`` on ``event_file``: its exit code and what it wrote."""
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    err = io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["invoke", "echo", "--event", str(event_file),
+                         "--manifest", str(manifest)])
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+        structlog.reset_defaults()
+    return code, err.getvalue()
+
+
+@settings(_SETTINGS, max_examples=max(20, _SETTINGS.max_examples // 5))
+@given(attributes=_attributes, attempt=st.none() | _ATTEMPTS,
+       not_utf8_in=st.sampled_from([None, "data", "id", "subject", "metadata", "key"]),
+       not_utf8=st.sampled_from(_NOT_UTF8))
+def test_any_cloudevent_through_invoke_answers_or_says_what_is_wrong(
+        invoke_manifest: Path, attributes: dict[str, Any], attempt: str | None,
+        not_utf8_in: str | None, not_utf8: bytes) -> None:
+    """No raw exception: an answer (0), a handler failure (1) or an error naming what is
+    wrong with the event (2), never a traceback."""
+    if attempt is not None:
+        attributes = {**attributes, "metadata": {"attempt": attempt}}
+    raw = json.dumps(attributes).encode()
+    if not_utf8_in is not None:  # json.dumps cannot write bytes that are not UTF-8
+        value = b'{"attempt": "' + not_utf8 + b'"}' if not_utf8_in == "metadata" \
+            else b'"x' + not_utf8 + b'"'
+        raw = raw[:-1] + (b", " if attributes else b"") + \
+            f'"{not_utf8_in}": '.encode() + value + b"}"
+    with tempfile.TemporaryDirectory() as directory:
+        event_file = Path(directory) / "event.json"
+        event_file.write_bytes(raw)
+        code, err = _invoke_quietly(invoke_manifest, event_file)
+    assert code in (0, 1, 2), err
+    assert "Traceback" not in err, err
+    if code == 2:
+        assert err.startswith("wasmgate: ") and str(event_file) in err, err
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"metadata": {"attempt": "\xc2\xb2"}}',  # the superscript two
+    b'{"metadata": {"attempt": "' + b"1" * 5000 + b'"}}',
+    b'{"data": "caf\xff"}',
+])
+def test_cloudevents_the_fuzzing_found_answer_without_a_traceback(
+        invoke_manifest: Path, tmp_path: Path, raw: bytes) -> None:
+    event_file = tmp_path / "event.json"
+    event_file.write_bytes(raw)
+    code, err = _invoke_quietly(invoke_manifest, event_file)
+    assert code in (0, 2), err
+    if code == 2:
+        assert "`data` is not valid UTF-8" in err, err

@@ -82,6 +82,11 @@ def test_a_cut_inside_a_secret_masks_its_head() -> None:
     assert redact.cut("S3cr3t-Value and S3cr3t-Va", 100) == f"{MASK} and S3cr3t-Va"
     assert redact.cut("S3cr3t-Value and S3cr3t-Value", 26) == f"{MASK} and {MASK}"
     assert redact.cut("nothing here", 7) == "nothing"
+    # Masked before the cut: no head is left behind whatever the secret's case or position.
+    for cut in range(1, 30):
+        assert not _leaks_head(SecretRedactor([SECRET]).cut("ab " + SECRET.upper() + "z", cut))
+    assert redact.cut("ab s3CR3t-value x", 6) == f"ab {MASK}"
+    assert redact.cut("x" * 10_000 + "S3cr3t-Value", 20) == "x" * 20
 
 
 # -- through real components -----------------------------------------------------------
@@ -217,3 +222,79 @@ async def test_a_secret_cut_by_stderr_max_bytes_is_not_shown_in_part(tmp_path: P
     (line,) = [e["line"] for e in logs if e["event"] == "guest stderr"]
     assert line.startswith("yyy")
     assert not _leaks_head(json.dumps(logs, default=str)), line[-40:]
+
+
+# The error text of `err()` is cut at 1024 characters, a kv key over 1 KiB is shown by its
+# first 64 and a value that cannot be incremented by its first 32. Each cut here falls 12
+# characters into the secret: cut before masking, "S3cr3t-Value" was left in the text.
+
+
+def _cut_after(limit: int) -> int:
+    """Padding that puts the cut at ``limit`` 12 characters into the secret."""
+    return limit - 12
+
+
+# `Retry(text)` becomes `err(text)` as it is: the cut falls 12 characters into it.
+LONG_ERROR = f"long-{_cut_after(1024)}"
+
+
+@pytest.mark.wasm
+async def test_a_secret_cut_by_the_error_text_limit_is_not_shown_in_part(tmp_path: Path
+                                                                          ) -> None:
+    mode = LONG_ERROR
+    app = App.load(_app_manifest(tmp_path, "secrets"))
+    try:
+        with structlog.testing.capture_logs(
+                processors=[structlog.contextvars.merge_contextvars]) as logs:
+            outcome = await app.dispatcher.dispatch("secrets", _event(f"/s/{mode}"))
+    finally:
+        await app.stop()
+    assert outcome.error is not None and "more characters cut" in outcome.error
+    assert outcome.error.rstrip(")").endswith(" more characters cut") and MASK in outcome.error
+    assert not _leaks_head(outcome.error), outcome.error[-80:]
+    assert not _leaks_head(json.dumps(logs, default=str))
+
+
+@pytest.mark.wasm
+def test_invoke_shows_no_part_of_a_secret_the_error_text_limit_cut(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = _app_manifest(tmp_path, "secrets")
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"id": "1", "source": "t", "type": "t",
+                                 "subject": f"/s/{LONG_ERROR}"}))
+    assert main(["invoke", "secrets", "--event", str(event), "--manifest", str(manifest)]) == 1
+    captured = capsys.readouterr()
+    assert "more characters cut" in captured.err
+    assert not _leaks_head(captured.out + captured.err), captured.err[-200:]
+
+
+@pytest.mark.wasm
+@pytest.mark.parametrize("case", ["long key", "increment"])
+async def test_a_secret_cut_in_a_kv_error_is_not_shown_in_part(tmp_path: Path,
+                                                               case: str) -> None:
+    app = App.load(_app_manifest(tmp_path, "caps", 'key-value-stores = ["default"]'))
+
+    async def call(msg: dict[str, Any]) -> dict[str, Any]:
+        response = await app.invoke("caps", _event("/caps", json.dumps(msg).encode()))
+        reply: dict[str, Any] = json.loads(response.body)
+        return reply
+
+    try:
+        with structlog.testing.capture_logs(
+                processors=[structlog.contextvars.merge_contextvars]) as logs:
+            if case == "long key":
+                key = "k" * _cut_after(64) + SECRET + "k" * 1100
+                seen = await call({"op": "kv-get", "store": "default", "key": key})
+                assert "bytes of UTF-8, over the limit of 1024 bytes" in seen["err"]
+            else:
+                value = "v" * _cut_after(32) + SECRET + " and more"
+                assert await call({"op": "kv-set", "store": "default", "key": "n",
+                                   "value": value}) == {"ok": True}
+                seen = await call({"op": "kv-incr", "store": "default", "key": "n"})
+                assert "is not an ASCII decimal integer" in seen["err"]
+    finally:
+        await app.stop()
+    assert MASK in seen["err"], seen["err"]
+    assert not _leaks_head(seen["err"]), seen["err"]
+    refusals = [e for e in logs if e["event"] == "host call refused or failed"]
+    assert refusals and not _leaks_head(json.dumps(logs, default=str)), refusals

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 
 import pytest
 
 from gateway.app import App
+from gateway.check import check_manifest
 from gateway.errors import ConfigError
 from gateway.manifest import load_manifest
 from gateway.webhooks.secrets import secret_resolver
+from tests.fixtures.build import WAT_ECHO
 
 _HEAD = """
 [application]
@@ -141,3 +144,52 @@ def test_a_json_delivery_id_is_a_string_or_an_integer_not_a_boolean() -> None:
     assert by_field.find({}, b'{"data": {"id": true}}') is None
     assert by_field.find({}, b'{"data": {"id": 1.5}}') is None
     assert by_field.find({}, b"\xff not json") is None
+
+
+_IDEMPOTENT = ('[trigger.http.webhook]\nscheme = "github"\nsecrets = ["gh-secret"]\n'
+               '[trigger.http.webhook.idempotency]\nstore = "{store}"\n')
+
+
+def _component(grant: str) -> str:
+    return (f'\n[component.handler]\nsource = "{WAT_ECHO}"\n'
+            f'key-value-stores = ["{grant}"]\n')
+
+
+@pytest.mark.parametrize("check", ["load", "build"])
+def test_a_component_granted_the_delivery_id_store_is_refused(tmp_path: Path,
+                                                              check: str) -> None:
+    """A handler granted the store could write `webhook:<route>:<id>`: mark a delivery done
+    that never ran, or free one that is running, so it runs twice."""
+    webhook = _IDEMPOTENT.format(store="default")
+    with pytest.raises(ConfigError) as info:
+        if check == "load":
+            _load(tmp_path, webhook, _ENQUEUE + _component("default"))
+        else:
+            (tmp_path / "secrets.toml").write_text('gh-secret = "s3cret-value"\n')
+            (tmp_path / "wasmgate.toml").write_text(
+                _HEAD + webhook + _ENQUEUE + _component("default"))
+            check_manifest(tmp_path / "wasmgate.toml")
+    assert info.value.path == str(tmp_path / "wasmgate.toml")
+    assert info.value.field == "trigger.http[0].webhook.idempotency.store"
+    assert "`key-value-stores` of [component.handler] grants it" in str(info.value)
+
+
+def test_a_delivery_id_store_no_component_is_granted_loads(tmp_path: Path) -> None:
+    webhook = _IDEMPOTENT.format(store="deliveries")
+    app = _load(tmp_path, "[key-value.deliveries]\n" + webhook,
+                _ENQUEUE + _component("default"))
+    asyncio.run(app.stop())
+
+
+@pytest.mark.parametrize("check", ["load", "build"])
+def test_an_unknown_delivery_id_store_names_the_field(tmp_path: Path, check: str) -> None:
+    webhook = _IDEMPOTENT.format(store="nope")
+    with pytest.raises(ConfigError) as info:
+        if check == "load":
+            _load(tmp_path, webhook)
+        else:
+            (tmp_path / "secrets.toml").write_text('gh-secret = "s3cret-value"\n')
+            (tmp_path / "wasmgate.toml").write_text(_HEAD + webhook + _ENQUEUE)
+            check_manifest(tmp_path / "wasmgate.toml")
+    assert info.value.field == "trigger.http[0].webhook.idempotency.store"
+    assert "no key-value store named 'nope'" in str(info.value)

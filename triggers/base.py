@@ -13,7 +13,7 @@ The manifest keeps every ``[[trigger.<kind>]]`` table raw; the adapter registere
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, overload, runtime_checkable
 
 import msgspec
 
@@ -72,6 +72,9 @@ class TriggerContext(msgspec.Struct, kw_only=True):
     application: str = "app"
     # The app's key-value stores by name (cron's claim store); None outside an app.
     key_value: Callable[[str], KeyValueStore] | None = None
+    # Each key-value store's name -> the components granted it: a store the gateway keeps
+    # its own records in (a webhook route's delivery ids) must be out of their reach.
+    store_grants: dict[str, list[str]] = msgspec.field(default_factory=dict)
     # (variable name, field naming it) -> a webhook signing secret's value
     # (gateway.webhooks.secrets); None where secrets are not resolved (`wasmgate build`).
     webhook_secret: Callable[[str, str], str] | None = None
@@ -89,6 +92,11 @@ class TriggerContext(msgspec.Struct, kw_only=True):
             raise ConfigError(f"unknown broker {name!r}; declare it with [brokers.{name}]",
                               path=self.manifest_path, field=f"{self.field}.broker") from None
 
+    @overload
+    def store(self, name: str, field: str) -> KeyValueStore: ...
+    @overload
+    def store(self, name: str | None, field: str) -> KeyValueStore | None: ...
+
     def store(self, name: str | None, field: str) -> KeyValueStore | None:
         """The key-value store a table names in ``field`` (``claim-store``,
         ``attempts-store``), or None when it names none; a bad name is a ConfigError at
@@ -101,7 +109,7 @@ class TriggerContext(msgspec.Struct, kw_only=True):
         try:
             return self.key_value(name)
         except ConfigError as exc:
-            raise ConfigError(str(exc).split(": ", 1)[-1], **where) from None
+            raise ConfigError(exc.reason, **where) from None
 
 
 _REGISTRY: dict[str, TriggerFactory] = {}

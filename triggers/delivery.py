@@ -42,7 +42,7 @@ from bindings.types import Event
 from gateway import metrics
 from gateway.dispatch import Outcome, RetryPolicy, Verdict, attempt_of, with_attempt
 from gateway.manifest import BrokerSpec
-from gateway.redaction import redact_url
+from gateway.redaction import cut_masked, redact_url
 from gateway.wasi_http import HTTP_PATH_METADATA
 
 log = structlog.get_logger("wasmgate.delivery")
@@ -254,7 +254,7 @@ def dead_letter_headers(event: Event, outcome: Outcome, component: str) -> list[
     """The event's own headers plus why, after how many attempts and where it failed."""
     reason = outcome.error or f"handler answered status {outcome.status}"
     extra = [
-        (DL_REASON, reason[:1000]),
+        (DL_REASON, cut_masked(reason, 1000)),
         (DL_ERROR_KIND, dead_letter_kind(outcome)),
         (DL_STATUS, str(outcome.status)),
         (DL_ATTEMPTS, str(outcome.attempts)),

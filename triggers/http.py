@@ -147,8 +147,14 @@ def uvicorn_config(
 ) -> uvicorn.Config:
     """Return the uvicorn config every gateway listen address runs with (timeouts in s)."""
     host, _, port = listen.rpartition(":")
+    # ws="none": no route speaks WebSocket. With a WebSocket library installed, uvicorn
+    # handed `Upgrade: websocket` requests to its WebSocket protocol, outside the header
+    # and send deadlines of protocol_class, and the gateway, which sends no handshake,
+    # answered 500. Now the Upgrade header is ignored (RFC 9110 7.8 allows it) and the
+    # request goes to its route like any other; a WebSocket client sees a status other
+    # than 101 and gives up, as RFC 6455 4.1 says it must.
     return uvicorn.Config(app, host=host or "127.0.0.1", port=int(port), log_config=None,
-                          access_log=False, lifespan="off",
+                          access_log=False, lifespan="off", ws="none",
                           http=protocol_class(header_timeout=header_timeout,
                                               keep_alive_timeout=keep_alive_timeout,
                                               send_timeout=send_timeout))
@@ -183,6 +189,9 @@ class HttpServer:
     def __init__(self, listen: str) -> None:
         self.listen = listen
         self.routes: list[_Route] = []
+        # Every route declared on this address, in manifest order: the server starts with
+        # the first trigger's start, before the others have added theirs to `routes`.
+        self.route_names: list[str] = []
         # connection-level setting -> (value, the trigger field that set it)
         self._connection_limits: dict[str, tuple[int, str]] = {}
         self._server: uvicorn.Server | None = None
@@ -230,8 +239,7 @@ class HttpServer:
                 self._task.result()  # surfaces "address already in use" and the like
                 raise ConfigError(f"HTTP server on {self.listen} did not start")
             await asyncio.sleep(0.01)
-        log.info("http listening", address=f"http://{self.listen}",
-                 routes=[r.config.route for r in self.routes])
+        log.info("http listening", address=f"http://{self.listen}", routes=self.route_names)
 
     async def stop(self) -> None:
         if self._server is not None and self._task is not None:
@@ -433,6 +441,7 @@ class HttpTrigger:
         self._streams_body = context.streams_body
         self._server = HttpServer.on(context.listen)
         self._server.set_connection_limits(config, context)
+        self._server.route_names.append(config.route)
 
     async def start(self, dispatch: Dispatch) -> None:
         self._server.routes.append(_Route(self.config, dispatch, self._gate,

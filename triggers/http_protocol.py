@@ -99,6 +99,13 @@ class _HeaderDeadlineProtocol(HttpToolsProtocol):
         # abort, not close: close would keep the queued bytes until the client reads them.
         self.transport.abort()
 
+    def _unsupported_upgrade_warning(self) -> None:
+        # The gateway runs uvicorn without WebSockets (ws="none", triggers/http.py): an
+        # `Upgrade` header is ignored, as RFC 9110 7.8 allows, and the request is served as
+        # plain HTTP. uvicorn would log two warnings per such request (one telling to
+        # install a WebSocket library), which any client could make it write.
+        pass
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._request_begun = True

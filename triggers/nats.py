@@ -32,6 +32,7 @@ from nats.aio.subscription import Subscription
 from bindings.types import Event, new_event_id, now_micros
 from gateway.dispatch import Outcome, RetryPolicy
 from gateway.errors import ConfigError
+from gateway.redaction import cut_masked
 from triggers.base import Dispatch, TriggerContext, decode_config, register
 from triggers.delivery import (
     BrokerTriggerConfig,
@@ -193,8 +194,8 @@ class _Settle(Settle):
         headers[STATUS_HEADER] = str(outcome.status)
         if outcome.status >= 400:
             headers[SERVICE_ERROR_CODE] = str(outcome.status)
-            headers[SERVICE_ERROR] = (outcome.error or f"handler answered status "
-                                      f"{outcome.status}")[:1000]
+            headers[SERVICE_ERROR] = cut_masked(outcome.error or f"handler answered status "
+                                                f"{outcome.status}", 1000)
         body = response.body if response is not None else b""
         try:
             await self.trigger._connection.client.publish(self.msg.reply, body,

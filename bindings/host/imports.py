@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from contextvars import ContextVar
 from typing import TypeVar
 
 import structlog
 
 from bindings.host.kv import KeyValueError, KeyValueStore
+from bindings.host.log_budget import LOG_BUDGET, LOG_RECORD_BYTES, LogBudget, log_budget_allows
 from bindings.host.outbound_http import OutboundHttp, OutboundHttpError, OutboundRequest
 from bindings.host.publish import OutboundMessage, Publisher, PublishError
 from bindings.host.sql import SqlDatabase, SqlError, SqlValue
@@ -32,33 +32,9 @@ from gateway.errors import WasmgateError
 from gateway.redaction import SecretRedactor
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
-# One `log.emit` message is cut past this many characters, and says how many it dropped.
+# One `log.emit` message, or the guest's text in one refusal record, is cut past this many
+# characters, and says how many it dropped.
 LOG_MESSAGE_MAX_CHARS = 8 * 1024
-
-
-@dataclasses.dataclass
-class LogBudget:
-    """What one call may still write through ``log.emit`` (``log-emit-max-bytes`` of the
-    component), and what it had dropped. The executor puts a fresh one into each call's
-    context (:data:`LOG_BUDGET`) and logs the drops when the call ends: without it, a guest
-    calling ``log.emit`` in a loop wrote 160 MB to the log in one second."""
-
-    left: int
-    dropped_messages: int = 0
-    dropped_bytes: int = 0
-
-    def take(self, size: int) -> bool:
-        if size <= self.left:
-            self.left -= size
-            return True
-        self.left = 0  # later, smaller messages are dropped too: the record stays in order
-        self.dropped_messages += 1
-        self.dropped_bytes += size
-        return False
-
-
-LOG_BUDGET: ContextVar[LogBudget | None] = ContextVar("wasmgate_log_budget", default=None)
-
 T = TypeVar("T")
 Pairs = list[tuple[str, str]]
 
@@ -96,15 +72,27 @@ class HostImports:
             return op()
         except WasmgateError as exc:
             message = self.redact(str(exc))
-            self.log.warning("host call refused or failed", error=message)
+            # The text holds what the guest passed (a store name, a URL): it counts against
+            # the call's log budget, and one record shows at most LOG_MESSAGE_MAX_CHARS.
+            logged = self._cut_for_log(message)
+            if log_budget_allows(logged, "host call refused or failed"):
+                self.log.warning("host call refused or failed", error=logged)
             raise HostCallFailed(message) from None
         except Exception as exc:
             # A bug on our side: the guest gets an error value, the log gets the details.
-            self.log.exception("host call raised unexpectedly",
-                               error=self.redact(f"{type(exc).__name__}: {exc}"))
+            logged = self._cut_for_log(self.redact(f"{type(exc).__name__}: {exc}"))
+            if log_budget_allows(logged, "host call raised unexpectedly"):
+                self.log.exception("host call raised unexpectedly", error=logged)
             raise HostCallFailed(
                 f"host call failed inside the gateway ({type(exc).__name__}); the gateway "
                 "log has the details") from None
+
+    def _cut_for_log(self, text: str) -> str:
+        """``text`` (masked already) cut for one log record, saying how much was cut."""
+        if len(text) <= LOG_MESSAGE_MAX_CHARS:
+            return text
+        cut = len(text) - LOG_MESSAGE_MAX_CHARS
+        return f"{self.redact.cut(text, LOG_MESSAGE_MAX_CHARS)}... ({cut} characters dropped)"
 
     # -- kv ------------------------------------------------------------------------------
 
@@ -148,8 +136,7 @@ class HostImports:
                        f"({cut} characters dropped)")
         else:
             message = self.redact(message)
-        budget = LOG_BUDGET.get()
-        if budget is not None and not budget.take(len(message.encode("utf-8", "replace"))):
+        if not log_budget_allows(message, "log.emit"):
             return
         method = {"warn": "warning"}.get(level, level if level in LOG_LEVELS else "info")
         getattr(self.log, method)(message)
@@ -203,4 +190,5 @@ class HostImports:
         return self._attempt(send)
 
 
-__all__ = ["LOG_BUDGET", "Grants", "HostCallFailed", "HostImports", "LogBudget"]
+__all__ = ["LOG_BUDGET", "LOG_RECORD_BYTES", "Grants", "HostCallFailed", "HostImports",
+           "LogBudget", "log_budget_allows"]

@@ -29,6 +29,7 @@ from typing import Protocol
 
 from gateway import deadline
 from gateway.errors import DeadlineExceeded, WasmgateError
+from gateway.redaction import cut_masked
 
 MAX_KEY_BYTES = 1024
 # The longest TTL a set takes: 100 years, well inside a 64-bit expiry and a Lua double.
@@ -350,8 +351,8 @@ def check_key(store: str, key: str) -> None:
     size = len(key.encode("utf-8", errors="surrogatepass"))
     if size > MAX_KEY_BYTES:
         raise KeyValueError(
-            f"key-value store {store!r}: key {key[:64]!r}... is {size} bytes of UTF-8, "
-            f"over the limit of {MAX_KEY_BYTES} bytes"
+            f"key-value store {store!r}: key {cut_masked(key, 64)!r}... is {size} bytes of "
+            f"UTF-8, over the limit of {MAX_KEY_BYTES} bytes"
         )
 
 
@@ -394,7 +395,10 @@ def over_quota(store: str, key: str, total: int, max_total_bytes: int) -> KeyVal
 
 
 def not_an_integer(store: str, key: str, value: bytes) -> KeyValueError:
-    shown = value[:32] + (b"..." if len(value) > 32 else b"")
+    # Masked before it is cut (a cut secret's head would stay unmasked); bytes that are
+    # not UTF-8 show as \xNN escapes.
+    text = value.decode("utf-8", "backslashreplace")
+    shown = cut_masked(text, 32) + ("..." if len(text) > 32 else "")
     return KeyValueError(
         f"key-value store {store!r}: cannot increment key {key!r}: its value "
         f"{shown!r} is not an ASCII decimal integer"

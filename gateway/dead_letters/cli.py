@@ -153,7 +153,10 @@ async def _show(args: argparse.Namespace, ref: TriggerRef, store: DeadLetterStor
     for name, value in letter.headers:
         out.write(f"  {printable(name)}: {printable(value)}\n")
     shown = min(len(letter.body), PREVIEW_BYTES)
-    out.write(f"body ({len(letter.body)} bytes, {encoding}, first {shown}):\n{body}\n")
+    # The body's own line breaks are kept; any other control character (a bare `\r` that
+    # would let the body overwrite what was printed above it, an escape) is escaped.
+    text = "\n".join(printable(line) for line in body.split("\n"))
+    out.write(f"body ({len(letter.body)} bytes, {encoding}, first {shown}):\n{text}\n")
     return 0
 
 

@@ -179,12 +179,21 @@ def build_gate(route: str, webhook: WebhookConfig | None, enqueue: EnqueueConfig
                     f"the {webhook.scheme} scheme has no delivery id of its own; set "
                     "`id-header` (e.g. \"x-request-id\") or `id-field` (e.g. \"id\")",
                     path=where, field=f"{field}.idempotency")
-            if context.key_value is None:
-                raise ConfigError("idempotency needs a key-value store; none is available "
-                                  "here", path=where, field=f"{field}.idempotency.store")
             idem = webhook.idempotency
-            ledger = DeliveryLedger(context.key_value(idem.store), route,
-                                    window_s=idem.window_s, lease_s=idem.lease_s)
+            granted = context.store_grants.get(idem.store)
+            if granted:
+                # A handler granted the store could write the delivery keys: mark a delivery
+                # done that never ran (the provider's retries then answered 200 unrun), or
+                # free one that is running or done (it runs twice).
+                names = ", ".join(f"[component.{c}]" for c in granted)
+                raise ConfigError(
+                    f"key-value store {idem.store!r} keeps this route's delivery ids, and "
+                    f"`key-value-stores` of {names} grants it, so a handler could mark "
+                    "deliveries done or free them; give the delivery ids a store no "
+                    f"component is granted (declare e.g. [key-value.webhook-deliveries] and "
+                    "name it here)", path=where, field=f"{field}.idempotency.store")
+            ledger = DeliveryLedger(context.store(idem.store, "webhook.idempotency.store"),
+                                    route, window_s=idem.window_s, lease_s=idem.lease_s)
     enqueuer: Enqueuer | None = None
     if enqueue is not None:
         enqueuer = _enqueuer(enqueue, context)

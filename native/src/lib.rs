@@ -15,6 +15,7 @@ mod host;
 mod keyvalue;
 mod limits;
 mod pool;
+mod response;
 mod stderr;
 mod wasi_http;
 

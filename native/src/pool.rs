@@ -19,7 +19,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::component::{Linker, ResourceTable, TypedFunc};
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::p2::bindings::sync::{Proxy, ProxyPre};
@@ -30,18 +30,22 @@ use crate::completion::{CompletionQueue, Completions, Done};
 use crate::engine::{Engine, LoadedComponent, EPOCH_TICK, WORLD_WASI_HTTP};
 use crate::event::{event_from_python, Finished, Outcome};
 use crate::host::types::{Event, Response};
-use crate::host::{link, CallScope, Handler, HandlerPre, HostImports, HostState};
+use crate::host::{link, CallScope, HandlerPre, HostImports, HostState};
 use crate::limits::Limits;
+use crate::response::{HandleResult, OverLimit, ResponseLimits};
 use crate::stderr::StderrCapture;
 use crate::wasi_http::{self, Served, Streaming};
 
 /// Chunks in flight between a guest's response body and the HTTP client.
 const RESPONSE_CHANNEL_CHUNKS: usize = 4;
+/// What wasmtime charges per header against the hostcall fuel when it lifts one.
+const HEADER_PAIR_SIZE: usize = std::mem::size_of::<(String, String)>();
 use crate::{ComponentContractError, InstantiateError};
 
 /// The export a component serves events through, by world.
 enum Guest {
-    Handler(Handler),
+    /// `handle`, called through [`HandleResult`] so its response is bounded as it is lifted.
+    Handler(wasmtime::component::Func),
     Proxy(Proxy),
 }
 
@@ -115,8 +119,24 @@ impl Shared {
         if s.consume_fuel {
             store.set_fuel(s.fuel.unwrap_or(u64::MAX))?;
         }
+        // wasmtime copies at most this much per host call, results included ("hostcall
+        // fuel", 128 MiB by default); a response within the limits must fit.
+        let response_fuel = s
+            .max_response_bytes
+            .saturating_add(s.max_response_headers.saturating_mul(HEADER_PAIR_SIZE));
+        if response_fuel > store.hostcall_fuel() {
+            store.set_hostcall_fuel(response_fuel);
+        }
         let guest = match &self.pre {
-            GuestPre::Handler(pre) => Guest::Handler(pre.instantiate(&mut store)?),
+            GuestPre::Handler(pre) => {
+                let instance = pre.instance_pre().instantiate(&mut store)?;
+                let handle = instance
+                    .get_func(&mut store, "handle")
+                    .ok_or_else(|| wasmtime::format_err!("the component exports no `handle`"))?;
+                // Checked once here (HandlerPre checked the world's own types at link time).
+                handle.typed::<(&Event,), HandleResult>(&store)?;
+                Guest::Handler(handle)
+            }
             GuestPre::Proxy(pre) => Guest::Proxy(pre.instantiate(&mut store)?),
         };
         self.instantiated.fetch_add(1, Ordering::Relaxed);
@@ -194,11 +214,22 @@ impl Shared {
             let _ = inst.store.set_fuel(fuel);
         }
         let outcome = match &inst.guest {
-            Guest::Handler(handler) => match handler.call_handle(&mut inst.store, event) {
-                Ok(Ok(response)) => self.check_size(response),
-                Ok(Err(message)) => Outcome::Returned(message),
-                Err(err) => self.classify(&err, &inst.store.data().limits),
-            },
+            Guest::Handler(handle) => {
+                // The response's lengths are checked as it is lifted, before it is copied.
+                let _limits = ResponseLimits::enter(s.max_response_headers, s.max_response_bytes);
+                // SAFETY: `handle` was typechecked against exactly these types when the
+                // instance was made (`instantiate`), as bindgen's own `call_handle` does.
+                let typed = unsafe { TypedFunc::<(&Event,), HandleResult>::new_unchecked(*handle) };
+                let result = typed.call(&mut inst.store, (event,));
+                match result {
+                    Ok((Ok(response),)) => self.check_size(response.into()),
+                    Ok((Err(message),)) => Outcome::Returned(message),
+                    Err(err) => match err.downcast_ref::<OverLimit>() {
+                        Some(over) => self.over_limit(over),
+                        None => self.classify(&err, &inst.store.data().limits),
+                    },
+                }
+            }
             Guest::Proxy(proxy) => {
                 match wasi_http::serve(
                     &mut inst.store,
@@ -281,6 +312,27 @@ impl Shared {
             ));
         }
         Outcome::Ok(response)
+    }
+
+    /// A response refused from its lengths, before it was copied; the words match
+    /// [`Self::check_size`].
+    fn over_limit(&self, over: &OverLimit) -> Outcome {
+        let s = &self.settings;
+        let name = &s.name;
+        Outcome::Invalid(match over {
+            OverLimit::Headers(count) => format!(
+                "component `{name}` returned {count} headers, over its max-response-headers = \
+                 {}; raise `max-response-headers` in [component.{name}] if that many are \
+                 intended",
+                s.max_response_headers
+            ),
+            OverLimit::Bytes(size) => format!(
+                "component `{name}` returned a response of {size}+ bytes (body and headers), \
+                 over its max-response-bytes = {}; raise `max-response-bytes` in \
+                 [component.{name}] if that much is intended",
+                s.max_response_bytes
+            ),
+        })
     }
 
     fn classify(&self, err: &wasmtime::Error, limits: &Limits) -> Outcome {
