@@ -410,3 +410,46 @@ def test_a_number_past_a_doubles_range_in_data_is_passed_on_as_written(data: str
 def test_a_json_string_in_data_is_the_payload_itself() -> None:
     event = event_from_cloudevent_json(b'{"data": "caf\\u00e9 \\"q\\""}')
     assert event.data == 'café "q"'.encode()
+
+
+# -- SQLite: the linear-time string functions answer as SQLite's own -----------------------------
+
+_SQL_TEXT = st.text(alphabet="ab\x00é€😀 ", max_size=12)
+_SQL_ARG = st.one_of(st.none(), st.integers(-300, 300), st.sampled_from([0.5, 1e20, -2.0, 3.25]),
+                     _SQL_TEXT, _SQL_TEXT.map(lambda s: s.encode()))
+_SQL_CALLS = {"instr": 2, "replace": 3, "trim": 2, "ltrim": 2, "rtrim": 2}
+
+
+def _sqlite_answer(conn: Any, function: str, args: list[Any]) -> Any:
+    import sqlite3
+
+    marks = ", ".join("?" * len(args))
+    try:
+        value = conn.execute(f"SELECT {function}({marks})", args).fetchone()[0]
+    except sqlite3.Error as exc:
+        return ("error", type(exc).__name__)
+    return (type(value).__name__, value)
+
+
+@_SETTINGS
+@given(function=st.sampled_from(sorted(_SQL_CALLS)), data=st.data())
+def test_sqlite_string_functions_answer_as_sqlite_does(function: str,
+                                                        data: st.DataObject) -> None:
+    """instr, replace and trim are replaced on a database's connection by linear-time
+    versions (a 16 MB instr ran 12 s in one VM step): on any small input they give what
+    SQLite's own give, type included (text, blobs as UTF-8, numbers, NULL)."""
+    import sqlite3
+
+    from bindings.host.sqlite_functions import SqliteFunctions
+
+    args = [data.draw(_SQL_ARG) for _ in range(_SQL_CALLS[function])]
+    builtin = sqlite3.connect(":memory:")
+    ours = sqlite3.connect(":memory:")
+    functions = SqliteFunctions(1_000_000)
+    functions.install(ours)
+    try:
+        assert _sqlite_answer(ours, function, args) == _sqlite_answer(builtin, function, args)
+    finally:
+        builtin.close()
+        ours.close()
+        functions.close()

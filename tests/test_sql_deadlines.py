@@ -134,8 +134,7 @@ _NEEDLE = "printf('%.*c', 40000, 'a') || 'b'"
     (f"SELECT instr({_BIG}, {_NEEDLE}) AS r", [[0]]),
     (f"SELECT length(replace({_BIG}, {_NEEDLE}, 'x')) AS r", [[16000000]]),
     (f"SELECT length(trim({_BIG}, printf('%.*c', 40000, 'b') || 'a')) AS r", [[0]]),
-    (f"SELECT length(rtrim({_BIG} || 'z', printf('%.*c', 40000, 'b') || 'a')) AS r",
-     [[16000001]]),
+    (f"SELECT length(rtrim('z' || {_BIG}, printf('%.*c', 40000, 'b') || 'a')) AS r", [[1]]),
 ])
 async def test_sqlite_quadratic_string_step_ends_by_the_deadline(
         tmp_path: Path, apps: list[App], statement: str, rows: list[list[int]]) -> None:

@@ -143,3 +143,13 @@ async def test_open_transaction_does_not_reach_the_next_event(app: App, orders: 
                           sql=f"INSERT INTO {orders} VALUES ('x')")
     assert written == {"ok": 1}
     assert _fresh(f"SELECT count(*) FROM {orders}") == [[2]]
+
+
+async def test_a_statement_repeated_many_times_still_runs(app: App) -> None:
+    """psycopg prepares a statement on the server after 5 runs and keeps its name; the
+    session reset drops server-side prepared statements, so that must not happen."""
+    result = await _call(app, "caps", op="sql-query", db="db", sql="SELECT $1::int AS n",
+                         params=[7], times=8)
+    assert result == {"ok": {"columns": ["n"], "rows": [[7]]}}
+    assert await _call(app, "other", op="sql-exec", db="db", sql="SELECT 1", times=8) == \
+        {"ok": 1}

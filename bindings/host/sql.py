@@ -19,15 +19,23 @@ What a grant reaches, and for how long (docs/security.md):
   too: on a shared connection they would outlive the call and reach other events.
 - A PostgreSQL grant is whatever the configured role may do: the gateway warns at the
   first connection when that role is a superuser. Statements reach the server as written
-  (``$1``-style parameters, no client-side ``%`` parsing).
-- Every statement is bounded by what is left of the event's deadline (gateway/deadline.py):
-  SQLite through a progress handler that interrupts it, PostgreSQL through
-  ``statement_timeout``. The instance slot comes back on time.
+  (``$1``-style parameters, no client-side ``%`` parsing). A connection goes back to the
+  pool only after ``ROLLBACK`` (if needed) and ``DISCARD ALL``, so no session state (temp
+  tables, settings, role, prepared statements, advisory locks) reaches the next event.
+- Every statement ends by the event's deadline (gateway/deadline.py), whatever it does:
+  SQLite is interrupted from a timer thread (bindings/host/deadline_timer.py) at its next
+  VM step, and the built-in functions whose one step took seconds are replaced or bounded
+  (bindings/host/sqlite_functions.py, the LIKE pattern limit); PostgreSQL statements are
+  cancelled from this side at the deadline, and their connection closed if that does not
+  end them (bindings/host/pg_connection.py), so a guest's ``SET statement_timeout = 0``
+  changes nothing. The instance slot and the connection come back on time.
 - Results are bounded before they reach the guest: ``max-rows`` and ``max-result-bytes``
   of ``[sql.<name>]``; SQLite also refuses to build any single value larger than
   ``max-result-bytes`` (``SELECT zeroblob(1000000000)`` fails instead of allocating 1 GB),
-  and PostgreSQL results are streamed and the statement cancelled past the limits, so the
-  gateway never holds a whole oversized result either.
+  and PostgreSQL results are streamed and the statement cancelled past the limits. The
+  bytes PostgreSQL sends for one statement (``query`` or ``execute``) are counted on the
+  socket and bounded too, so a single huge value is never held whole.
+- A connection error never carries the URL's password (masked before anything is cut).
 """
 
 from __future__ import annotations
@@ -331,6 +339,7 @@ class SqliteDatabase:
             left = deadline.remaining()
             stop_at = None if left is None else time.monotonic() + left
             self._functions.stop_at = stop_at
+            self._functions.failure = None
             # SQLite's wait for another process's lock on the file is bounded the same way
             # (the progress handler does not run while SQLite waits). The gateway's own
             # PRAGMA is let through the authorizer by this flag.
@@ -363,8 +372,10 @@ class SqliteDatabase:
             return SqlError(
                 f"database `{self.name}`: {self._refused} is refused: the grant [sql.{self.name}]"
                 " reaches this one database file and nothing else")
-        if self._interrupted:
+        if self._interrupted or self._functions.failure == "interrupted":
             return _deadline_passed(self.name)
+        if self._functions.failure is not None:
+            exc = sqlite3.DataError(self._functions.failure)
         if isinstance(exc, sqlite3.DataError) and "too big" in str(exc):
             return SqlError(
                 f"database `{self.name}`: {exc}: no value may be over {self.limits.max_bytes} "
@@ -411,21 +422,24 @@ _RESET_BUDGET_S = 1.0
 _WIRE_SLACK_PER_ROW = 64
 _WIRE_SLACK = 1 << 20
 
-_PASSWORD_IN_URL = re.compile(r"^[^:/?#]*://([^@/?#]*)@")
 _PASSWORD_IN_DSN = re.compile(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
 def _passwords(url: str) -> list[str]:
-    """The password in a connection URL or ``key=value`` string, as written and decoded,
-    so an error that echoes either form can be masked."""
+    """The password in a connection URL or ``key=value`` string: as written, decoded,
+    and its pieces between ``/ ? #`` (libpq splits the URL there, and quotes the piece
+    after the split in its error), so an error that echoes any of them can be masked."""
     found: list[str] = []
-    match = _PASSWORD_IN_URL.match(url)
-    if match and ":" in match.group(1):
-        found.append(match.group(1).split(":", 1)[1])
+    _, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        userinfo = rest.rpartition("@")[0]
+        if ":" in userinfo:
+            found.append(userinfo.split(":", 1)[1])
     found += [m.group(1).strip("'") for m in _PASSWORD_IN_DSN.finditer(url)]
     for password in list(found):
         found.append(urllib.parse.unquote(password))
-    return [p for p in found if p]
+        found += re.split(r"[/?#]", password)
+    return sorted({p for p in found if p}, key=len, reverse=True)
 
 
 def _mask_connection_error(url: str, text: str) -> str:
@@ -434,9 +448,9 @@ def _mask_connection_error(url: str, text: str) -> str:
     masked = text.replace(url, redact_url(url))
     passwords = _passwords(url)
     # Too short for the redactor (it would mask innocent text everywhere): masked where
-    # libpq quotes a token.
+    # libpq's quoted token starts.
     for password in passwords:
-        masked = masked.replace(f'"{password}"', f'"{MASK}"')
+        masked = masked.replace(f'"{password}', f'"{MASK}')
     return SecretRedactor(passwords)(masked)
 
 

@@ -37,6 +37,8 @@ class SqliteFunctions:
         self._lock = threading.Lock()
         self._max_length = max_length
         self.stop_at: float | None = None
+        # Why a replacement failed the statement, for its error message (reset per statement).
+        self.failure: str | None = None
 
     def install(self, conn: sqlite3.Connection) -> None:
         conn.create_function("instr", 2, self.instr, deterministic=True)
@@ -66,23 +68,33 @@ class SqliteFunctions:
         return self._text(haystack).find(self._text(needle)) + 1
 
     def replace(self, text: Arg, old: Arg, new: Arg) -> Arg:
-        if text is None or old is None or new is None:
+        # In SQLite's order: an empty pattern (or one starting with NUL, read as a C
+        # string) returns the first argument as it is, even with a NULL replacement.
+        if text is None or old is None:
             return None
         old_text = self._text(old)
-        if not old_text:
-            return text  # SQLite returns the first argument as it is
+        if not old_text or old_text[0] == "\x00":
+            # ... as it is after SQLite read it as text: a blob comes back as text.
+            return self._text(text) if isinstance(text, bytes) else text
+        if new is None:
+            return None
         source, new_text = self._text(text), self._text(new)
         # Refuse a result over the length limit before building it, as SQLite does.
         grows = len(new_text) - len(old_text)
         if grows > 0 and len(source) + source.count(old_text) * grows > self._max_length:
-            raise sqlite3.DataError("string or blob too big")
+            # SQLite reports an exception from a function only as "user-defined function
+            # raised exception"; the statement's error is taken from here instead.
+            self.failure = "string or blob too big"
+            raise sqlite3.DataError(self.failure)
         return source.replace(old_text, new_text)
 
     def _trimmer(self, side: str) -> Callable[[Arg, Arg], Arg]:
         def trim(text: Arg, chars: Arg) -> Arg:
             if text is None or chars is None:
                 return None
-            return self._trim(self._text(text), set(self._text(chars)), side)
+            # SQLite reads the set as a C string: it ends at the first NUL.
+            return self._trim(self._text(text), set(self._text(chars).split("\x00", 1)[0]),
+                              side)
         return trim
 
     def _trim(self, text: str, chars: set[str], side: str) -> str:
@@ -106,7 +118,8 @@ class SqliteFunctions:
 
     def _check_deadline(self) -> None:
         if self.stop_at is not None and time.monotonic() >= self.stop_at:
-            raise sqlite3.OperationalError("interrupted")
+            self.failure = "interrupted"
+            raise sqlite3.OperationalError(self.failure)
 
 
 __all__ = ["SqliteFunctions"]
