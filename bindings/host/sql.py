@@ -487,7 +487,12 @@ class PostgresDatabase:
             # libpq waits at least 2 s whatever is asked for.
             conn = GuardedConnection.connect(self._url, autocommit=True,
                                              connect_timeout=max(2, math.ceil(timeout)),
-                                             cursor_factory=psycopg.RawCursor)
+                                             cursor_factory=psycopg.RawCursor,
+                                             # psycopg prepares a statement on the server
+                                             # after 5 runs and reuses it by name; the
+                                             # session reset drops it there (and psycopg's
+                                             # own bookkeeping of that misses cases).
+                                             prepare_threshold=None)
         except psycopg.Error as exc:
             # Masked before anything is cut: a cut could leave part of the password.
             text = _mask_connection_error(self._url, str(exc).strip() or repr(exc))
