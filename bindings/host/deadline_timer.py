@@ -16,6 +16,8 @@ import threading
 import time
 from collections.abc import Callable
 
+_COMPACT_AT = 1024
+
 
 @dataclasses.dataclass(eq=False)
 class Alarm:
@@ -39,12 +41,20 @@ class DeadlineTimer:
     def arm(self, at: float, callback: Callable[[], None]) -> Alarm:
         alarm = Alarm(at, callback)
         with self._cond:
+            # Disarmed alarms stay in the heap until their time; past a size, drop them all
+            # at once (each costs O(1) then), so a busy database does not grow it unbounded.
+            if len(self._heap) >= _COMPACT_AT:
+                self._heap = [entry for entry in self._heap if not entry[2].done]
+                heapq.heapify(self._heap)
             heapq.heappush(self._heap, (at, next(self._order), alarm))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="wasmgate-deadlines",
                                                 daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            # Wake the thread only when it must sleep less than it does: most alarms are
+            # disarmed long before their time, and a wake-up per statement costs a switch.
+            if self._heap[0][2] is alarm:
+                self._cond.notify()
         return alarm
 
     def disarm(self, alarm: Alarm) -> None:

@@ -21,17 +21,20 @@ and must be closed, which also ends the statement on the server.
 from __future__ import annotations
 
 import dataclasses
+import select
 import socket
 import struct
 import time
-from selectors import DefaultSelector
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg.abc import PQGen
-from psycopg.waiting import Ready
+from psycopg.waiting import Ready, Wait
 
 RV = TypeVar("RV")
+
+_POLL_EVENTS = {Wait.R: select.POLLIN, Wait.W: select.POLLOUT,
+                Wait.RW: select.POLLIN | select.POLLOUT}
 
 # After a cancel request, how long the server has to end the statement before the
 # connection is dropped instead (a statement that does not check for interrupts).
@@ -131,21 +134,26 @@ class GuardedConnection(psycopg.Connection[Any]):
 
     def _wait_guarded(self, gen: PQGen[RV], guard: StatementGuard) -> RV:
         fileno = self.pgconn.socket
+        # poll(), not a selector: no file descriptor to create and close for each wait.
+        poller = select.poll()
         try:
             state = next(gen)
-            with DefaultSelector() as selector:
-                selector.register(fileno, state)
-                while True:
-                    wake = self._check(guard)
-                    events = selector.select(timeout=wake)
-                    if events:
-                        new_state = gen.send(Ready(events[0][1]))
-                        if new_state != state:
-                            selector.modify(fileno, new_state)
-                            state = new_state
-                    else:
-                        gen.send(Ready.NONE)
-                    self._check_budget(guard)
+            poller.register(fileno, _POLL_EVENTS[state])
+            while True:
+                wake = self._check(guard)
+                events = poller.poll(wake * 1000)
+                if events:
+                    mask = events[0][1]
+                    # An error or hang-up is reported as readable: libpq then reads it.
+                    ready = (Ready.R if mask & (select.POLLIN | select.POLLERR | select.POLLHUP)
+                             else Ready.NONE) | (Ready.W if mask & select.POLLOUT else Ready.NONE)
+                    new_state = gen.send(Ready(ready))
+                    if new_state != state:
+                        poller.modify(fileno, _POLL_EVENTS[new_state])
+                        state = new_state
+                else:
+                    gen.send(Ready.NONE)
+                self._check_budget(guard)
         except StopIteration as stop:
             result: RV = stop.value
             return result
