@@ -401,8 +401,8 @@ async def test_postgres_connection_error_does_not_carry_the_password(
                            f'\n[sql.bad]\nbackend = "postgres"\nurl = "{url}"\n'))
     with structlog.testing.capture_logs() as logs:
         result = await call(op="sql-query", db="bad", sql="SELECT 1")
-    assert "cannot connect" in result["err"] and "`url` of [sql.bad]" in result["err"]
-    assert "***" in result["err"], result  # what libpq said is kept, masked
     for secret in password.rstrip("%").replace("#", "/").split("/"):
         assert secret not in result["err"], result
         assert secret not in json.dumps(logs, default=str), logs
+    assert "cannot connect" in result["err"] and "`url` of [sql.bad]" in result["err"]
+    assert "***" in result["err"], result  # what libpq said is kept, masked

@@ -45,15 +45,15 @@ def _probe(tmp_path: Path, op: str, statement: str) -> dict[str, Any]:
 
 def test_postgres_single_huge_value_is_refused_before_it_is_held(tmp_path: Path) -> None:
     report = _probe(tmp_path, "sql-query", "SELECT repeat('x', 300000000) AS v")
-    assert "`max-result-bytes`" in report["body"]["err"], report
     assert report["grew_kb"] < BOUND_KB, report
+    assert "`max-result-bytes`" in report["body"]["err"], report
 
 
 def test_postgres_execute_of_big_rows_is_bounded_too(tmp_path: Path) -> None:
     report = _probe(tmp_path, "sql-exec",
                     "SELECT repeat('x', 100000000) FROM generate_series(1, 6)")
-    assert "`max-result-bytes`" in report["body"]["err"], report
     assert report["grew_kb"] < BOUND_KB, report
+    assert "`max-result-bytes`" in report["body"]["err"], report
 
 
 def test_postgres_result_within_the_limits_still_arrives(tmp_path: Path) -> None:

@@ -14,8 +14,9 @@ drives it itself, so between two reads it can
   sees it, so without this one 300 MB value reached the gateway's memory before any row
   limit could look at it.
 
-Giving up raises :class:`StatementAbandoned`; the connection is then in an unknown state
-and must be closed, which also ends the statement on the server.
+Giving up closes the connection (which also ends the statement on the server) and raises
+:class:`StatementAbandoned`. Closing first also keeps psycopg from sending a cancel of its
+own on the way out and waiting up to 5 s for it.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ _BYTES_RECEIVED_AT = 128
 
 
 class StatementAbandoned(Exception):
-    """The statement was given up on (deadline or byte budget); close the connection."""
+    """The statement was given up on (deadline or byte budget); its connection is closed."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -107,10 +108,13 @@ class GuardedConnection(psycopg.Connection[Any]):
         self.guard = None
 
     def close(self) -> None:
+        self._release_socket()
+        super().close()
+
+    def _release_socket(self) -> None:
         if self._tcp is not None:
             self._tcp.close()
             self._tcp = None
-        super().close()
 
     def _socket(self) -> socket.socket | None:
         """A duplicate of libpq's socket, for getsockopt (the same until a reconnect)."""
@@ -157,6 +161,10 @@ class GuardedConnection(psycopg.Connection[Any]):
         except StopIteration as stop:
             result: RV = stop.value
             return result
+        except StatementAbandoned:
+            self._release_socket()
+            self.pgconn.finish()
+            raise
 
     def _check(self, guard: StatementGuard) -> float:
         """Act on the deadline; the time to sleep before looking again."""

@@ -573,7 +573,7 @@ class PostgresDatabase:
                 return max(cursor.rowcount, 0)
         except (psycopg.Error, StatementAbandoned) as exc:
             if isinstance(exc, StatementAbandoned) and conn is not None:
-                conn.close()  # mid-statement: closing is what ends it on the server
+                conn.close()  # libpq's side is closed already; this is psycopg's
             if guard is not None and guard.over_budget:
                 raise SqlError(
                     f"database `{self.name}`: the server sent over {self.max_wire_bytes} "
@@ -600,6 +600,7 @@ class PostgresDatabase:
         from bindings.host.pg_connection import StatementAbandoned, StatementGuard
 
         if conn.closed:
+            conn.close()  # libpq's side may be closed already; this releases the rest
             return
         left = deadline.remaining()
         budget = _RESET_BUDGET_S if left is None else left + _RESET_BUDGET_S
