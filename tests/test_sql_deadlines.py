@@ -23,6 +23,7 @@ import structlog
 
 from bindings.types import Event, new_event_id
 from gateway.app import App
+from gateway.errors import HandlerTimeout
 from tests.fixtures.build import build_handler
 from tests.test_capabilities import POSTGRES_URL, _manifest
 
@@ -56,8 +57,13 @@ async def apps() -> AsyncIterator[list[App]]:
 
 
 async def _send(app: App, component: str = "caps", **msg: Any) -> tuple[int, Any]:
+    """The status and JSON body; 504 when the guest itself ran out of time (what an HTTP
+    trigger answers for a HandlerTimeout)."""
     event = Event(id=new_event_id(), source="test", type="test", data=json.dumps(msg).encode())
-    response = await app.invoke(component, event)
+    try:
+        response = await app.invoke(component, event)
+    except HandlerTimeout:
+        return 504, None
     return response.status, json.loads(response.body) if response.status == 200 else None
 
 
@@ -121,6 +127,79 @@ async def test_postgres_connection_comes_back_at_the_deadline_for_another_compon
     await sleeper
     assert (status, body) == (200, {"ok": {"columns": ["n"], "rows": [[2]]}})
     assert served_after < TIMEOUT_MS / 1000 + SLACK_S, served_after
+
+
+class CancelSwallowingRelay:
+    """Relays PostgreSQL connections to the server on 127.0.0.1:5432 but drops cancel
+    requests (closing them as the server does once it has one): the statement goes on as
+    if it ignored the cancel."""
+
+    _CANCEL_REQUEST = (16).to_bytes(4, "big") + (80877102).to_bytes(4, "big")
+    _ENCRYPTION_REQUESTS = frozenset((8).to_bytes(4, "big") + code.to_bytes(4, "big")
+                                      for code in (80877103, 80877104))  # SSL, GSSENC
+
+    def __init__(self) -> None:
+        self.cancels = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readexactly(8)
+        while head in self._ENCRYPTION_REQUESTS:  # libpq asks first, cancels included
+            writer.write(b"N")  # no encryption: the plain startup or cancel follows
+            head = await reader.readexactly(8)
+        if head == self._CANCEL_REQUEST:
+            self.cancels += 1
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5432)
+        up_writer.write(head)
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pump(source, sink))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while chunk := await source.read(65536):
+                sink.write(chunk)
+                await sink.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            sink.close()
+
+
+async def test_postgres_statement_that_outlives_its_cancel_loses_its_connection(
+        tmp_path: Path, apps: list[App]) -> None:
+    """The cancel request never reaches the server (a statement that ignores it behaves
+    the same): 0.5 s past the deadline the gateway closes the connection, the event ends
+    (the guest is out of time by then: 504), and the next one gets a new connection."""
+    relay = CancelSwallowingRelay()
+    port = await relay.start()
+    try:
+        url = f"postgresql://postgres@127.0.0.1:{port}/test"
+        app = App.load(_two_components(
+            tmp_path, f'[sql.db]\nbackend = "postgres"\nurl = "{url}"\nmax-connections = 1',
+            first=f"timeout-ms = {TIMEOUT_MS}", second=""))
+        apps.append(app)
+        await _ends_at_the_deadline(app, "sql-exec",
+                                    "SET statement_timeout = 0; SELECT pg_sleep(8)")
+        assert relay.cancels == 1
+    finally:
+        await relay.close()
 
 
 # -- SQLite -------------------------------------------------------------------------------------
