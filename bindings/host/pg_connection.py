@@ -40,8 +40,7 @@ _POLL_EVENTS = {Wait.R: select.POLLIN, Wait.W: select.POLLOUT,
 # After a cancel request, how long the server has to end the statement before the
 # connection is dropped instead (a statement that does not check for interrupts).
 CANCEL_GRACE_S = 0.5
-# How often the wait wakes up to look at the clock when the socket is quiet.
-_TICK_S = 0.05
+_READABLE = select.POLLIN | select.POLLERR | select.POLLHUP
 # struct tcp_info (linux/tcp.h): tcpi_bytes_received is the u64 at offset 128.
 _TCP_INFO_LEN = 136
 _BYTES_RECEIVED = struct.Struct("=Q")
@@ -123,6 +122,8 @@ class GuardedConnection(psycopg.Connection[Any]):
             if self._tcp is not None:
                 self._tcp.close()
             try:
+                # The family given does not matter to getsockopt on the descriptor (IPv6
+                # too); on a Unix-domain socket TCP_INFO fails and nothing is counted.
                 self._tcp = socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM)
             except OSError:
                 self._tcp = None
@@ -145,12 +146,14 @@ class GuardedConnection(psycopg.Connection[Any]):
             poller.register(fileno, _POLL_EVENTS[state])
             while True:
                 wake = self._check(guard)
-                events = poller.poll(wake * 1000)
+                events = poller.poll(None if wake is None else wake * 1000)
                 if events:
                     mask = events[0][1]
-                    # An error or hang-up is reported as readable: libpq then reads it.
-                    ready = (Ready.R if mask & (select.POLLIN | select.POLLERR | select.POLLHUP)
-                             else Ready.NONE) | (Ready.W if mask & select.POLLOUT else Ready.NONE)
+                    if mask & select.POLLNVAL:
+                        raise psycopg.OperationalError("the connection's socket was closed")
+                    # An error or hang-up counts as readable: libpq then reads what it is.
+                    ready = ((Ready.R if mask & _READABLE else 0)
+                             | (Ready.W if mask & select.POLLOUT else 0))
                     new_state = gen.send(Ready(ready))
                     if new_state != state:
                         poller.modify(fileno, _POLL_EVENTS[new_state])
@@ -166,17 +169,18 @@ class GuardedConnection(psycopg.Connection[Any]):
             self.pgconn.finish()
             raise
 
-    def _check(self, guard: StatementGuard) -> float:
-        """Act on the deadline; the time to sleep before looking again."""
+    def _check(self, guard: StatementGuard) -> float | None:
+        """Act on the deadline; how long to wait for the socket before looking again
+        (None: until it is ready; the byte count is checked after every read anyway)."""
         now = time.monotonic()
         if guard._hard_stop is not None:
             if now >= guard._hard_stop:
                 raise StatementAbandoned("deadline")
-            return min(_TICK_S, guard._hard_stop - now)
+            return guard._hard_stop - now
         if guard.stop_at is None:
-            return _TICK_S
+            return None
         if now < guard.stop_at:
-            return min(_TICK_S, guard.stop_at - now)
+            return guard.stop_at - now
         guard.cancelled = True
         if not guard.cancel:
             raise StatementAbandoned("deadline")
@@ -185,7 +189,7 @@ class GuardedConnection(psycopg.Connection[Any]):
             self.cancel_safe(timeout=CANCEL_GRACE_S)
         except psycopg.Error:
             raise StatementAbandoned("deadline") from None
-        return _TICK_S
+        return CANCEL_GRACE_S
 
     def _check_budget(self, guard: StatementGuard) -> None:
         if guard.max_wire_bytes is None or guard._received_at_start is None:
