@@ -19,15 +19,23 @@ What a grant reaches, and for how long (docs/security.md):
   too: on a shared connection they would outlive the call and reach other events.
 - A PostgreSQL grant is whatever the configured role may do: the gateway warns at the
   first connection when that role is a superuser. Statements reach the server as written
-  (``$1``-style parameters, no client-side ``%`` parsing).
-- Every statement is bounded by what is left of the event's deadline (gateway/deadline.py):
-  SQLite through a progress handler that interrupts it, PostgreSQL through
-  ``statement_timeout``. The instance slot comes back on time.
+  (``$1``-style parameters, no client-side ``%`` parsing). A connection goes back to the
+  pool only after ``ROLLBACK`` (if needed) and ``DISCARD ALL``, so no session state (temp
+  tables, settings, role, prepared statements, advisory locks) reaches the next event.
+- Every statement ends by the event's deadline (gateway/deadline.py), whatever it does:
+  SQLite is interrupted from a timer thread (bindings/host/deadline_timer.py) at its next
+  VM step, and the built-in functions whose one step took seconds are replaced or bounded
+  (bindings/host/sqlite_functions.py, the LIKE pattern limit); PostgreSQL statements are
+  cancelled from this side at the deadline, and their connection closed if that does not
+  end them (bindings/host/pg_connection.py), so a guest's ``SET statement_timeout = 0``
+  changes nothing. The instance slot and the connection come back on time.
 - Results are bounded before they reach the guest: ``max-rows`` and ``max-result-bytes``
   of ``[sql.<name>]``; SQLite also refuses to build any single value larger than
   ``max-result-bytes`` (``SELECT zeroblob(1000000000)`` fails instead of allocating 1 GB),
-  and PostgreSQL results are streamed and the statement cancelled past the limits, so the
-  gateway never holds a whole oversized result either.
+  and PostgreSQL results are streamed and the statement cancelled past the limits. The
+  bytes PostgreSQL sends for one statement (``query`` or ``execute``) are counted on the
+  socket and bounded too, so a single huge value is never held whole.
+- A connection error never carries the URL's password (masked before anything is cut).
 """
 
 from __future__ import annotations
@@ -42,22 +50,27 @@ import re
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 
+from bindings.host.deadline_timer import TIMER
+from bindings.host.sqlite_functions import SqliteFunctions
 from gateway import deadline
 from gateway.errors import DeadlineExceeded, WasmgateError
+from gateway.redaction import MASK, SecretRedactor, redact_url
 
 SqlValue = None | int | float | str | bytes
 
 DEFAULT_MAX_ROWS = 10_000
 DEFAULT_MAX_RESULT_BYTES = 16 * 1024 * 1024
-# How many SQLite virtual-machine steps run between two deadline checks: small enough that
-# an interrupted statement stops within a millisecond or so, large enough to cost nothing.
-_PROGRESS_STEPS = 1000
+# The longest LIKE or GLOB pattern (characters). One LIKE of a pattern this long against a
+# value of `max-result-bytes` (16 MiB) is one VM step of about 2.5 s here (1.6 ns per
+# character pair), which no interrupt can cut short; SQLite's default is 50000.
+_LIKE_PATTERN_CHARS = 100
 # Waiting for a connection slot when no event deadline is set (a direct call, a test).
 _NO_DEADLINE_WAIT_S = 30.0
 
@@ -221,22 +234,26 @@ class SqliteDatabase:
         # No string, blob or row may be built larger than what a result may carry:
         # `zeroblob(1000000000)` fails at once instead of allocating 1 GB.
         self._conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max(1, self.limits.max_bytes))
+        # LIKE and GLOB compare the pattern at every position of the text within one VM
+        # step, which no interrupt reaches: the pattern's length bounds that step.
+        self._conn.setlimit(sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, _LIKE_PATTERN_CHARS)
+        # instr, replace and trim are quadratic in one VM step; these stand-ins are not.
+        self._functions = SqliteFunctions(max(1, self.limits.max_bytes))
+        self._functions.install(self._conn)
         self._lock = threading.Lock()
         # Per-statement state for the authorizer and the progress handler; only touched
         # while holding the lock.
         self._refused: str | None = None
         self._vacuum = False
         self._plain_vacuum = False
-        self._stop_at: float | None = None
         self._interrupted = False
         self._own_pragma = False
         self._conn.set_authorizer(self._authorize)
-        self._conn.set_progress_handler(self._progress, _PROGRESS_STEPS)
 
     def query(self, statement: str, params: list[SqlValue]) -> RowSet:
-        with self._statement(statement):
+        with self._statement(statement) as cursor:
             try:
-                cursor = self._conn.execute(statement, _check_params(self.name, params))
+                cursor.execute(statement, _check_params(self.name, params))
                 columns = [d[0] for d in cursor.description or ()]
                 rows = _bounded_rows(self.name, self.limits, cursor)
             except sqlite3.Error as exc:
@@ -244,16 +261,17 @@ class SqliteDatabase:
         return RowSet(columns=columns, rows=rows)
 
     def execute(self, statement: str, params: list[SqlValue]) -> int:
-        with self._statement(statement):
+        with self._statement(statement) as cursor:
             try:
-                cursor = self._conn.execute(statement, _check_params(self.name, params))
+                cursor.execute(statement, _check_params(self.name, params))
             except sqlite3.Error as exc:
                 raise self._error(exc) from None
-        return max(cursor.rowcount, 0)
+            return max(cursor.rowcount, 0)
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+            self._functions.close()
 
     # -- confinement -----------------------------------------------------------------------
 
@@ -297,16 +315,16 @@ class SqliteDatabase:
             return f"the function {arg2}()"
         return None
 
-    def _progress(self) -> int:
-        # Non-zero interrupts the running statement (sqlite3.OperationalError "interrupted").
-        if self._stop_at is not None and time.monotonic() >= self._stop_at:
-            self._interrupted = True
-            return 1
-        return 0
+    def _interrupt(self) -> None:
+        # On the timer's thread, at the deadline: SQLite stops the statement at its next
+        # VM step (sqlite3.OperationalError "interrupted").
+        self._interrupted = True
+        self._conn.interrupt()
 
     @contextlib.contextmanager
-    def _statement(self, statement: str) -> Iterator[None]:
-        """Hold the lock for one statement, with its deadline and refusal state set."""
+    def _statement(self, statement: str) -> Iterator[sqlite3.Cursor]:
+        """Hold the lock for one statement, with its deadline and refusal state set; the
+        cursor to run it on."""
         left = deadline.check(f"database `{self.name}`")
         # Waiting for another statement counts against this event's deadline too.
         if not self._lock.acquire(timeout=-1 if left is None else left):
@@ -319,7 +337,9 @@ class SqliteDatabase:
             self._vacuum = bool(_VACUUM.match(statement))
             self._plain_vacuum = bool(_PLAIN_VACUUM.match(statement))
             left = deadline.remaining()
-            self._stop_at = None if left is None else time.monotonic() + left
+            stop_at = None if left is None else time.monotonic() + left
+            self._functions.stop_at = stop_at
+            self._functions.failure = None
             # SQLite's wait for another process's lock on the file is bounded the same way
             # (the progress handler does not run while SQLite waits). The gateway's own
             # PRAGMA is let through the authorizer by this flag.
@@ -330,9 +350,20 @@ class SqliteDatabase:
                 self._conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
             finally:
                 self._own_pragma = False
-            yield
+            # A timer, not a progress handler: one VM step can take seconds (randomblob of
+            # 16 MB in a loop ran 4 s past a 2 s deadline with a check every 1000 steps).
+            alarm = None if stop_at is None else TIMER.arm(stop_at, self._interrupt)
+            cursor = self._conn.cursor()
+            try:
+                yield cursor
+            finally:
+                if alarm is not None:
+                    TIMER.disarm(alarm)
+                # Closing ends the statement, which clears an interrupt that came after it
+                # had produced its last row, so the flag cannot reach the next statement.
+                cursor.close()
         finally:
-            self._stop_at = None
+            self._functions.stop_at = None
             self._lock.release()
 
     def _error(self, exc: sqlite3.Error) -> WasmgateError:
@@ -341,23 +372,23 @@ class SqliteDatabase:
             return SqlError(
                 f"database `{self.name}`: {self._refused} is refused: the grant [sql.{self.name}]"
                 " reaches this one database file and nothing else")
-        if self._interrupted:
+        if self._interrupted or self._functions.failure == "interrupted":
             return _deadline_passed(self.name)
+        if self._functions.failure is not None:
+            exc = sqlite3.DataError(self._functions.failure)
         if isinstance(exc, sqlite3.DataError) and "too big" in str(exc):
             return SqlError(
                 f"database `{self.name}`: {exc}: no value may be over {self.limits.max_bytes} "
                 f"bytes, the limit set by `max-result-bytes` of [sql.{self.name}]")
+        if "pattern too complex" in str(exc):
+            return SqlError(
+                f"database `{self.name}`: {exc}: LIKE and GLOB patterns may be at most "
+                f"{_LIKE_PATTERN_CHARS} characters (each is matched at every position of the "
+                "text in one step, which the deadline cannot interrupt)")
         return SqlError(f"database `{self.name}`: {exc}")
 
 
 # -- PostgreSQL --------------------------------------------------------------------------------
-
-
-def _idle_state(conn: Any) -> bool:
-    """True when ``conn`` is between statements (so it may serve the next one)."""
-    from psycopg import pq
-
-    return bool(conn.info.transaction_status == pq.TransactionStatus.IDLE)
 
 # Rows a query's result is streamed in (libpq 17's chunked mode; one row at a time before it).
 _STREAM_ROWS = 16
@@ -375,6 +406,52 @@ _CHUNKED = _libpq_chunks()
 
 # Built-in roles whose members reach the server's file system or run programs on it.
 _FILE_ROLES = ("pg_read_server_files", "pg_write_server_files", "pg_execute_server_program")
+# Run when a connection goes back to the pool, so the next event (maybe another
+# component's) starts on a fresh session: temp tables, settings (search_path, TimeZone,
+# default_transaction_read_only, role), prepared statements, cursors, LISTENs and
+# session-level advisory locks all go. DISCARD ALL refuses to run inside a transaction
+# block, hence the ROLLBACK first when a guest left one open.
+_RESET_SESSION = "DISCARD ALL"
+# The housekeeping above gets this long past the event's deadline (a statement cancelled
+# at the deadline leaves the session to clean); past it the connection is closed instead.
+_RESET_BUDGET_S = 1.0
+# Bytes the server may send for one statement on top of twice `max-result-bytes`: a value
+# takes at most about twice its counted size on the wire (bytea goes as hex), plus a
+# header per row and per value; this slack covers those for `max-rows` rows of small
+# values and the result's description.
+_WIRE_SLACK_PER_ROW = 64
+_WIRE_SLACK = 1 << 20
+
+_PASSWORD_IN_DSN = re.compile(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def _passwords(url: str) -> list[str]:
+    """The password in a connection URL or ``key=value`` string: as written, decoded,
+    and its pieces between ``/ ? #`` (libpq splits the URL there, and quotes the piece
+    after the split in its error), so an error that echoes any of them can be masked."""
+    found: list[str] = []
+    _, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        userinfo = rest.rpartition("@")[0]
+        if ":" in userinfo:
+            found.append(userinfo.split(":", 1)[1])
+    found += [m.group(1).strip("'") for m in _PASSWORD_IN_DSN.finditer(url)]
+    for password in list(found):
+        found.append(urllib.parse.unquote(password))
+        found += re.split(r"[/?#]", password)
+    return sorted({p for p in found if p}, key=len, reverse=True)
+
+
+def _mask_connection_error(url: str, text: str) -> str:
+    """``text`` (a libpq error) with the URL's password masked: libpq echoes a password
+    with a bad ``%`` escape whole in its message (``invalid percent-encoded token``)."""
+    masked = text.replace(url, redact_url(url))
+    passwords = _passwords(url)
+    # Too short for the redactor (it would mask innocent text everywhere): masked where
+    # libpq's quoted token starts.
+    for password in passwords:
+        masked = masked.replace(f'"{password}', f'"{MASK}')
+    return SecretRedactor(passwords)(masked)
 
 
 class PostgresDatabase:
@@ -382,7 +459,10 @@ class PostgresDatabase:
 
     Statements go through psycopg's raw cursor: PostgreSQL's own ``$1`` placeholders, the
     text sent as written (a ``%`` in a literal or a ``$1`` inside a ``$$`` body is the
-    server's business, not a placeholder).
+    server's business, not a placeholder). Each connection is a
+    :class:`~bindings.host.pg_connection.GuardedConnection`: the event's deadline and a
+    byte budget bound every statement on it, and its session is discarded before it goes
+    back to the pool.
     """
 
     def __init__(self, name: str, url: str, *, max_connections: int = 4,
@@ -394,18 +474,30 @@ class PostgresDatabase:
         self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
         self._slots = threading.BoundedSemaphore(max_connections)
         self._role_checked = threading.Event()
+        self.max_wire_bytes = (2 * self.limits.max_bytes
+                               + _WIRE_SLACK_PER_ROW * self.limits.max_rows + _WIRE_SLACK)
 
     def _connect(self, left: float | None) -> Any:
         import psycopg
 
+        from bindings.host.pg_connection import GuardedConnection
+
         timeout = self._timeout if left is None else min(self._timeout, left)
         try:
             # libpq waits at least 2 s whatever is asked for.
-            conn = psycopg.connect(self._url, autocommit=True,
-                                   connect_timeout=max(2, math.ceil(timeout)),
-                                   cursor_factory=psycopg.RawCursor)
+            conn = GuardedConnection.connect(self._url, autocommit=True,
+                                             connect_timeout=max(2, math.ceil(timeout)),
+                                             cursor_factory=psycopg.RawCursor,
+                                             # psycopg prepares a statement on the server
+                                             # after 5 runs and reuses it by name; the
+                                             # session reset drops it there (and psycopg's
+                                             # own bookkeeping of that misses cases).
+                                             prepare_threshold=None)
         except psycopg.Error as exc:
-            raise SqlError(f"database `{self.name}`: cannot connect: {exc}") from None
+            # Masked before anything is cut: a cut could leave part of the password.
+            text = _mask_connection_error(self._url, str(exc).strip() or repr(exc))
+            raise SqlError(f"database `{self.name}`: cannot connect: {text}; check `url` of "
+                           f"[sql.{self.name}]") from None
         if not self._role_checked.is_set():
             self._role_checked.set()
             self._warn_if_superuser(conn)
@@ -447,6 +539,8 @@ class PostgresDatabase:
     def _run(self, statement: str, params: list[SqlValue], *, fetch: bool) -> Any:
         import psycopg
 
+        from bindings.host.pg_connection import StatementAbandoned, StatementGuard
+
         left = deadline.check(f"database `{self.name}`")
         if not self._slots.acquire(timeout=_NO_DEADLINE_WAIT_S if left is None else left):
             if left is not None:
@@ -458,32 +552,72 @@ class PostgresDatabase:
                            f"{_NO_DEADLINE_WAIT_S:.0f} s; raise `max-connections` of "
                            f"[sql.{self.name}]")
         conn = None
+        guard = None
         try:
             try:
                 conn = self._idle.get_nowait()
             except queue.Empty:
                 conn = self._connect(deadline.remaining())
+            left = deadline.remaining()
+            if left is not None and left <= 0:
+                raise _deadline_passed(self.name)
+            # The deadline is kept on this side (a cancel request when it passes) rather
+            # than in `statement_timeout`, which the guest's own statement can change.
+            guard = conn.guarded(StatementGuard(
+                stop_at=None if left is None else time.monotonic() + left,
+                max_wire_bytes=self.max_wire_bytes))
             with conn.cursor() as cursor:
-                self._bound_by_deadline(cursor)
                 if fetch:
                     return self._fetch_bounded(cursor, statement, params)
                 cursor.execute(statement, _check_params(self.name, params))
                 return max(cursor.rowcount, 0)
-        except psycopg.errors.QueryCanceled as exc:
-            if "statement timeout" in str(exc):
+        except (psycopg.Error, StatementAbandoned) as exc:
+            if isinstance(exc, StatementAbandoned) and conn is not None:
+                conn.close()  # libpq's side is closed already; this is psycopg's
+            if guard is not None and guard.over_budget:
+                raise SqlError(
+                    f"database `{self.name}`: the server sent over {self.max_wire_bytes} "
+                    f"bytes for one statement, the most a result within `max-result-bytes` "
+                    f"({self.limits.max_bytes}) of [sql.{self.name}] can take; the statement "
+                    "was cancelled. Select fewer rows or smaller values (an `execute` "
+                    "is bounded too, though it returns no rows)") from None
+            if guard is not None and guard.cancelled:
                 raise _deadline_passed(self.name) from None
-            raise SqlError(f"database `{self.name}`: {str(exc).strip()}") from None
-        except psycopg.Error as exc:
-            if conn is not None and conn.closed:
-                conn = None  # a broken connection is not returned to the pool
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            text = str(exc).strip()
+            message = text.splitlines()[0] if text else repr(exc)
             raise SqlError(f"database `{self.name}`: {message}") from None
         finally:
-            if conn is not None and not conn.closed and _idle_state(conn):
-                self._idle.put(conn)
-            elif conn is not None:
-                conn.close()  # not left mid-statement for the next event
+            if conn is not None:
+                conn.unguard()
+                self._give_back(conn)
             self._slots.release()
+
+    def _give_back(self, conn: Any) -> None:
+        """Return ``conn`` to the pool on a fresh session, or close it."""
+        import psycopg
+        from psycopg import pq
+
+        from bindings.host.pg_connection import StatementAbandoned, StatementGuard
+
+        if conn.closed:
+            conn.close()  # libpq's side may be closed already; this releases the rest
+            return
+        left = deadline.remaining()
+        budget = _RESET_BUDGET_S if left is None else left + _RESET_BUDGET_S
+        conn.guarded(StatementGuard(stop_at=time.monotonic() + budget, cancel=False))
+        try:
+            status = conn.info.transaction_status
+            if status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
+                conn.execute("ROLLBACK")
+            elif status != pq.TransactionStatus.IDLE:
+                raise StatementAbandoned("mid-statement")
+            conn.execute(_RESET_SESSION)
+        except (psycopg.Error, StatementAbandoned):
+            conn.close()  # not left mid-statement or dirty for the next event
+            return
+        finally:
+            conn.unguard()
+        self._idle.put(conn)
 
     def _fetch_bounded(self, cursor: Any, statement: str, params: list[SqlValue]) -> RowSet:
         """The statement's rows, streamed from the server a chunk at a time and refused as
@@ -506,14 +640,6 @@ class PostgresDatabase:
             # Past a limit: psycopg cancels the statement and drains what already arrived.
             stream.close()
         return RowSet(columns=[d.name for d in cursor.description or ()], rows=rows)
-
-    def _bound_by_deadline(self, cursor: Any) -> None:
-        """Let the server cancel the statement when the event's deadline passes (0: none)."""
-        left = deadline.remaining()
-        if left is not None and left <= 0:
-            raise _deadline_passed(self.name)
-        ms = 0 if left is None else max(1, math.ceil(left * 1000))
-        cursor.execute("SELECT set_config('statement_timeout', $1, false)", [str(ms)])
 
     def query(self, statement: str, params: list[SqlValue]) -> RowSet:
         result: RowSet = self._run(statement, params, fetch=True)

@@ -1,0 +1,64 @@
+"""What a SQL statement can make the gateway hold is bounded by the database's limits
+before the bytes are held, on every path (``query`` and ``execute``), through a real
+component (tests/fixtures/handlers/caps) in a subprocess that reports its peak RSS
+(tests/sql_memory_probe.py).
+
+Before: one 300 MB value in one row reached the gateway whole before `max-result-bytes`
+(16 MiB) refused it (peak RSS +1.15 GB), and an `execute` of a SELECT was fetched whole
+(+600 MB for 6 values of 100 MB).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bindings.host.sql import DEFAULT_MAX_RESULT_BYTES, PostgresDatabase
+from tests.test_capabilities import POSTGRES_URL, _manifest
+
+pytestmark = pytest.mark.wasm
+
+ROOT = Path(__file__).resolve().parent.parent
+# docs/security.md's bound on what one PostgreSQL statement makes the gateway hold: the
+# byte budget on the wire (about 2 x max-result-bytes) in libpq's buffer, which grows by
+# doubling, plus the rows converted so far (max-result-bytes). 4 x the budget + 64 MiB of
+# allocator and interpreter noise is the generous form asserted here.
+WIRE_BUDGET = PostgresDatabase("db", POSTGRES_URL).max_wire_bytes
+BOUND_KB = (4 * WIRE_BUDGET + 64 * 1024 * 1024) // 1024
+
+
+def _probe(tmp_path: Path, op: str, statement: str) -> dict[str, Any]:
+    manifest = _manifest(tmp_path, 'sql-databases = ["db"]\ntimeout-ms = 30000',
+                         f'[sql.db]\nbackend = "postgres"\nurl = "{POSTGRES_URL}"\n')
+    done = subprocess.run([sys.executable, "-m", "tests.sql_memory_probe", str(manifest), op,
+                           statement], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+def test_postgres_single_huge_value_is_refused_before_it_is_held(tmp_path: Path) -> None:
+    report = _probe(tmp_path, "sql-query", "SELECT repeat('x', 300000000) AS v")
+    assert report["grew_kb"] < BOUND_KB, report
+    assert "`max-result-bytes`" in report["body"]["err"], report
+
+
+def test_postgres_execute_of_big_rows_is_bounded_too(tmp_path: Path) -> None:
+    report = _probe(tmp_path, "sql-exec",
+                    "SELECT repeat('x', 100000000) FROM generate_series(1, 6)")
+    assert report["grew_kb"] < BOUND_KB, report
+    assert "`max-result-bytes`" in report["body"]["err"], report
+
+
+def test_postgres_result_within_the_limits_still_arrives(tmp_path: Path) -> None:
+    """The wire budget does not refuse what `max-result-bytes` allows: a value just under
+    it arrives whole."""
+    size = DEFAULT_MAX_RESULT_BYTES - 1024
+    report = _probe(tmp_path, "sql-query", f"SELECT repeat('x', {size}) AS v")
+    assert report["body"] == {"ok": {"columns": ["v"], "rows": [[size]]}}, report
