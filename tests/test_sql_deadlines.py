@@ -25,6 +25,7 @@ from bindings.types import Event, new_event_id
 from gateway.app import App
 from gateway.errors import HandlerTimeout
 from tests.fixtures.build import build_handler
+from tests.holding_relay import LoopbackServer
 from tests.test_capabilities import POSTGRES_URL, _manifest
 
 pytestmark = pytest.mark.wasm
@@ -129,7 +130,7 @@ async def test_postgres_connection_comes_back_at_the_deadline_for_another_compon
     assert served_after < TIMEOUT_MS / 1000 + SLACK_S, served_after
 
 
-class CancelSwallowingRelay:
+class CancelSwallowingRelay(LoopbackServer):
     """Relays PostgreSQL connections to the server on 127.0.0.1:5432 but drops cancel
     requests (closing them as the server does once it has one): the statement goes on as
     if it ignored the cancel."""
@@ -140,19 +141,7 @@ class CancelSwallowingRelay:
 
     def __init__(self) -> None:
         self.cancels = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        super().__init__()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readexactly(8)
