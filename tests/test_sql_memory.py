@@ -30,11 +30,14 @@ ROOT = Path(__file__).resolve().parent.parent
 # allocator and interpreter noise is the generous form asserted here.
 WIRE_BUDGET = PostgresDatabase("db", POSTGRES_URL).max_wire_bytes
 BOUND_KB = (4 * WIRE_BUDGET + 64 * 1024 * 1024) // 1024
+# SQLite's heap limit with the default max-result-bytes (bindings/host/sql.py).
+SQLITE_HEAP_BYTES = max(256 * 1024 * 1024, 4 * DEFAULT_MAX_RESULT_BYTES + 64 * 1024 * 1024)
 
 
-def _probe(tmp_path: Path, op: str, statement: str) -> dict[str, Any]:
+def _probe(tmp_path: Path, op: str, statement: str, *,
+           database: str = f'backend = "postgres"\nurl = "{POSTGRES_URL}"') -> dict[str, Any]:
     manifest = _manifest(tmp_path, 'sql-databases = ["db"]\ntimeout-ms = 30000',
-                         f'[sql.db]\nbackend = "postgres"\nurl = "{POSTGRES_URL}"\n')
+                         f'[sql.db]\n{database}\n')
     done = subprocess.run([sys.executable, "-m", "tests.sql_memory_probe", str(manifest), op,
                            statement], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           check=False)
@@ -62,3 +65,15 @@ def test_postgres_result_within_the_limits_still_arrives(tmp_path: Path) -> None
     size = DEFAULT_MAX_RESULT_BYTES - 1024
     report = _probe(tmp_path, "sql-query", f"SELECT repeat('x', {size}) AS v")
     assert report["body"] == {"ok": {"columns": ["v"], "rows": [[size]]}}, report
+
+
+def test_sqlite_row_of_many_big_values_is_bounded_by_the_sqlite_heap_limit(
+        tmp_path: Path) -> None:
+    # Each value is under max-result-bytes (SQLite's length limit), but a row holds all of
+    # them at once: 40 x 16 MB was allocated whole (640 MB) before any check saw the row.
+    # SQLite's process-wide heap limit (256 MiB by default) stops it with an error value.
+    columns = ", ".join(["randomblob(16000000)"] * 40)
+    report = _probe(tmp_path, "sql-query", f"SELECT {columns}",
+                    database=f'backend = "sqlite"\npath = "{tmp_path / "big.sqlite"}"')
+    assert "more memory than SQLite may use" in report["body"]["err"], report
+    assert report["grew_kb"] < (SQLITE_HEAP_BYTES + 64 * 1024 * 1024) // 1024, report

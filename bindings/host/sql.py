@@ -71,6 +71,11 @@ DEFAULT_MAX_RESULT_BYTES = 16 * 1024 * 1024
 # value of `max-result-bytes` (16 MiB) is one VM step of about 2.5 s here (1.6 ns per
 # character pair), which no interrupt can cut short; SQLite's default is 50000.
 _LIKE_PATTERN_CHARS = 100
+# SQLite's heap, for the whole process (PRAGMA hard_heap_limit is process-wide): a row holds
+# all its values at once, so a row of many large values (k columns of max-result-bytes each)
+# would be allocated whole before any per-value or per-result check sees it. At least this
+# much, or 4 x the largest max-result-bytes of any [sql.x] plus 64 MiB.
+_MIN_SQLITE_HEAP_BYTES = 256 * 1024 * 1024
 # Waiting for a connection slot when no event deadline is set (a direct call, a test).
 _NO_DEADLINE_WAIT_S = 30.0
 
@@ -240,6 +245,7 @@ class SqliteDatabase:
         # instr, replace and trim are quadratic in one VM step; these stand-ins are not.
         self._functions = SqliteFunctions(max(1, self.limits.max_bytes))
         self._functions.install(self._conn)
+        self.heap_limit = _raise_heap_limit(self._conn, self.limits.max_bytes)
         self._lock = threading.Lock()
         # Per-statement state for the authorizer and the progress handler; only touched
         # while holding the lock.
@@ -258,6 +264,8 @@ class SqliteDatabase:
                 rows = _bounded_rows(self.name, self.limits, cursor)
             except sqlite3.Error as exc:
                 raise self._error(exc) from None
+            except MemoryError:
+                raise self._out_of_heap() from None
         return RowSet(columns=columns, rows=rows)
 
     def execute(self, statement: str, params: list[SqlValue]) -> int:
@@ -266,6 +274,8 @@ class SqliteDatabase:
                 cursor.execute(statement, _check_params(self.name, params))
             except sqlite3.Error as exc:
                 raise self._error(exc) from None
+            except MemoryError:
+                raise self._out_of_heap() from None
             return max(cursor.rowcount, 0)
 
     def close(self) -> None:
@@ -366,6 +376,13 @@ class SqliteDatabase:
             self._functions.stop_at = None
             self._lock.release()
 
+    def _out_of_heap(self) -> SqlError:
+        # SQLite answers SQLITE_NOMEM at the heap limit; Python turns that into MemoryError.
+        return SqlError(
+            f"database `{self.name}`: the statement needs more memory than SQLite may use in "
+            f"the gateway ({self.heap_limit} bytes: 4 x the largest `max-result-bytes` plus "
+            "64 MiB, at least 256 MiB); return fewer or smaller values per row")
+
     def _error(self, exc: sqlite3.Error) -> WasmgateError:
         """The guest-facing error for a failed statement."""
         if self._refused is not None:
@@ -386,6 +403,17 @@ class SqliteDatabase:
                 f"{_LIKE_PATTERN_CHARS} characters (each is matched at every position of the "
                 "text in one step, which the deadline cannot interrupt)")
         return SqlError(f"database `{self.name}`: {exc}")
+
+
+def _raise_heap_limit(conn: sqlite3.Connection, max_result_bytes: int) -> int:
+    """Set SQLite's process-wide heap limit to at least what this database needs (never
+    lower: another database may need more) and return the limit now in force."""
+    wanted = max(_MIN_SQLITE_HEAP_BYTES, 4 * max_result_bytes + 64 * 1024 * 1024)
+    current = int(conn.execute("PRAGMA hard_heap_limit").fetchone()[0])
+    if current < wanted:
+        conn.execute(f"PRAGMA hard_heap_limit={wanted}")
+        current = wanted
+    return current
 
 
 # -- PostgreSQL --------------------------------------------------------------------------------
