@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -145,15 +146,10 @@ async def test_keeps_order_per_key_while_running_keys_in_parallel(
         harness: BrokerHarness, gateway: Gateway) -> None:
     gateway.write(concurrency=4, ordering="key")
     keys = ["a", "b", "c"]
-    sent: dict[str, list[str]] = {k: [] for k in keys}
     async with gateway.running():
-        for i in range(8):
-            for k in keys:
-                mid = f"{k}{i}"
-                sent[k].append(mid)
-                # Uneven work so that an unordered runner would reorder.
-                await harness.publish(message(mid, "slow", key=k, ms=(7 * i + 13 * ord(k)) % 40),
-                                      key=k.encode())
+        # Uneven work so that an unordered runner would reorder.
+        sent = await _publish_per_key(harness, keys, 8, lambda mid, i, k: message(
+            mid, "slow", key=k, ms=(7 * i + 13 * ord(k)) % 40))
         await wait_until(lambda: all(len(gateway.order(k)) == 8 for k in keys),
                          what="every key's messages", state=lambda: _progress(gateway, sent))
     assert {k: gateway.order(k) for k in keys} == sent
@@ -167,18 +163,26 @@ async def test_keeps_order_per_key_through_retries(
     gateway.write(concurrency=4, ordering="key",
                   **{"initial-backoff-ms": 300, "max-backoff-ms": 300})
     keys = ["a", "b"]
-    sent: dict[str, list[str]] = {k: [] for k in keys}
     async with gateway.running():
-        for i in range(4):
-            for k in keys:
-                mid = f"{k}{i}"
-                sent[k].append(mid)
-                op = ("fail-until", {"n": 2}) if i == 0 else ("ok", {})
-                await harness.publish(message(mid, op[0], key=k, **op[1]), key=k.encode())
+        sent = await _publish_per_key(harness, keys, 4, lambda mid, i, k: (
+            message(mid, "fail-until", key=k, n=2) if i == 0 else message(mid, key=k)))
         await wait_until(lambda: all(len(gateway.order(k)) == 4 for k in keys),
                          what="every key's messages", state=lambda: _progress(gateway, sent))
     assert {k: gateway.order(k) for k in keys} == sent
     assert all(gateway.count("runs", f"{k}0") == 2 for k in keys)
+
+
+async def _publish_per_key(harness: BrokerHarness, keys: list[str], rounds: int,
+                           payload: Callable[[str, int, str], bytes]) -> dict[str, list[str]]:
+    """Publish ``rounds`` messages per key, keys interleaved (ids ``<key><round>``); return
+    what was sent, per key, in order."""
+    sent: dict[str, list[str]] = {k: [] for k in keys}
+    for i in range(rounds):
+        for k in keys:
+            mid = f"{k}{i}"
+            sent[k].append(mid)
+            await harness.publish(payload(mid, i, k), key=k.encode())
+    return sent
 
 
 def _progress(gateway: Gateway, sent: dict[str, list[str]]) -> str:
