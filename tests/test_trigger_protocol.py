@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
+from gateway.check import check_manifest
 from gateway.errors import ConfigError
 from gateway.manifest import BrokerSpec
 from triggers.base import RetryingTrigger, TriggerContext, factory_for
@@ -74,3 +76,69 @@ def test_a_store_field_naming_no_declared_store_says_which_and_where(
     assert info.value.field == f"trigger.{kind}[0].{field}"
     assert "no key-value store named 'shraed'" in str(info.value)
     assert "[key-value.shraed]" in str(info.value)
+
+
+# Every built-in kind, on broker addresses nothing listens at: a check opens no connection.
+_EVERY_KIND = """
+[application]
+name = "checked"
+[key-value.default]
+path = "kv.sqlite"
+[brokers.k]
+kind = "kafka"
+url = "kafka://127.0.0.1:1"
+[brokers.n]
+kind = "nats"
+url = "nats://127.0.0.1:1"
+[brokers.a]
+kind = "amqp"
+url = "amqp://guest:guest@127.0.0.1:1/"
+[brokers.r]
+kind = "redis"
+url = "redis://127.0.0.1:1"
+[component.c]
+source = "x.wasm"
+[[trigger.cron]]
+component = "c"
+schedule = "* * * * * *"
+[[trigger.http]]
+component = "c"
+route = "/x"
+[[trigger.kafka]]
+component = "c"
+broker = "k"
+topics = ["t"]
+group = "g"
+[[trigger.nats]]
+component = "c"
+broker = "n"
+subject = "s"
+[[trigger.nats-jetstream]]
+component = "c"
+broker = "n"
+stream = "S"
+consumer = "C"
+[[trigger.amqp]]
+component = "c"
+broker = "a"
+queue = "q"
+[[trigger.redis]]
+component = "c"
+broker = "r"
+channels = ["ch"]
+[[trigger.redis-streams]]
+component = "c"
+broker = "r"
+stream = "st"
+group = "g"
+"""
+
+
+def test_checking_a_manifest_starts_nothing_and_logs_no_stop(tmp_path: Path) -> None:
+    # `wasmgate build` checks the manifest by building every trigger; it logged "cron
+    # trigger stopped" (runs 0), six more "... stopped" lines and NATS close errors.
+    (tmp_path / "x.wasm").write_bytes(b"\0asm")
+    (tmp_path / "wasmgate.toml").write_text(_EVERY_KIND)
+    with capture_logs() as logs:
+        check_manifest(tmp_path / "wasmgate.toml")
+    assert [entry["event"] for entry in logs] == []

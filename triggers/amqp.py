@@ -123,6 +123,9 @@ class AmqpTrigger:
     kind: ClassVar[str] = "amqp"
 
     def __init__(self, config: AmqpConfig, context: TriggerContext) -> None:
+        # Set first thing in start(): stop() of a trigger never started (a manifest check
+        # builds every trigger to validate it) does nothing and logs nothing.
+        self._started = False
         self.config = config
         self.component = config.component
         self.spec: BrokerSpec = context.broker(config.broker)
@@ -144,6 +147,7 @@ class AmqpTrigger:
     async def start(self, dispatch: Dispatch) -> None:
         """Connect, declare and consume; returns once consuming (``ready``), or after the
         broker's connect timeout with the connection still retrying in the background."""
+        self._started = True
         if self._task is not None:
             raise RuntimeError(f"amqp trigger for queue {self.config.queue!r} already started")
         self._dispatch = dispatch
@@ -156,6 +160,8 @@ class AmqpTrigger:
     async def stop(self) -> None:
         """Stop deliveries, requeue what was not started, let in-flight events finish and
         settle (bounded by ``stop-grace-ms``), then close the connection."""
+        if not self._started:
+            return
         self._stopping = True
         self.ready.clear()
         session = self._session

@@ -105,6 +105,9 @@ class CronTrigger:
 
     def __init__(self, config: CronConfig, context: TriggerContext, *,
                  clock: Clock | None = None) -> None:
+        # Set first thing in start(): stop() of a trigger never started (a manifest check
+        # builds every trigger to validate it) does nothing and logs nothing.
+        self._started = False
         self.config = config
         self.component = config.component
         self.schedule = config.schedule
@@ -128,6 +131,7 @@ class CronTrigger:
 
     async def start(self, dispatch: Dispatch) -> None:
         """Spawn the schedule loop and return."""
+        self._started = True
         if self._loop_task is not None:
             raise RuntimeError(f"cron trigger for {self.component!r} already started")
         self._dispatch = dispatch
@@ -145,6 +149,8 @@ class CronTrigger:
 
     async def stop(self) -> None:
         """Stop scheduling, wait for an in-flight run to finish, then return."""
+        if not self._started:
+            return
         self._stopping = True
         loop_task, self._loop_task = self._loop_task, None
         if loop_task is not None:

@@ -80,6 +80,9 @@ class JetStreamTrigger:
     kind: ClassVar[str] = "nats-jetstream"
 
     def __init__(self, config: JetStreamConfig, context: TriggerContext) -> None:
+        # Set first thing in start(): stop() of a trigger never started (a manifest check
+        # builds every trigger to validate it) does nothing and logs nothing.
+        self._started = False
         validate(config, context)
         self.config = config
         self.component = config.component
@@ -115,6 +118,7 @@ class JetStreamTrigger:
     async def start(self, dispatch: Dispatch) -> None:
         """Connect and bind the consumer; returns once fetching, or after the broker's
         connect timeout with the connection still retrying in the background."""
+        self._started = True
         self._dispatch = dispatch
         self._stopping = False
         self._stop_requested.clear()
@@ -131,6 +135,8 @@ class JetStreamTrigger:
 
     async def stop(self) -> None:
         """Stop fetching, let fetched messages finish and settle, flush, close."""
+        if not self._started:
+            return
         self._stopping = True
         self._stop_requested.set()
         intake = self._intake

@@ -76,6 +76,9 @@ class KafkaTrigger:
     kind: ClassVar[str] = "kafka"
 
     def __init__(self, config: KafkaConfig, context: TriggerContext) -> None:
+        # Set first thing in start(): stop() of a trigger never started (a manifest check
+        # builds every trigger to validate it) does nothing and logs nothing.
+        self._started = False
         self.config = config
         self.component = config.component
         self.group = config.group or f"wasmgate-{config.component}"
@@ -110,6 +113,7 @@ class KafkaTrigger:
     async def start(self, dispatch: Dispatch) -> None:
         """Start consuming; returns after the first connection attempt (a broker that is
         down is retried in the background)."""
+        self._started = True
         if self._intake is not None:
             raise RuntimeError(f"kafka trigger for group {self.group!r} already started")
         self._dispatch = dispatch
@@ -128,6 +132,8 @@ class KafkaTrigger:
     async def stop(self) -> None:
         """Stop fetching, let running records finish (up to ``stop-grace-ms``), commit
         what was settled, leave the group."""
+        if not self._started:
+            return
         intake, self._intake = self._intake, None
         if intake is not None:
             # Cancelling drops only records not yet handed to the handler; they were never

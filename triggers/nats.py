@@ -79,6 +79,9 @@ class NatsTrigger:
     kind: ClassVar[str] = "nats"
 
     def __init__(self, config: NatsConfig, context: TriggerContext) -> None:
+        # Set first thing in start(): stop() of a trigger never started (a manifest check
+        # builds every trigger to validate it) does nothing and logs nothing.
+        self._started = False
         _validate(config, context)
         self.config = config
         self.component = config.component
@@ -104,6 +107,7 @@ class NatsTrigger:
     async def start(self, dispatch: Dispatch) -> None:
         """Connect and subscribe; returns once subscribed, or after the broker's connect
         timeout with the connection still retrying in the background."""
+        self._started = True
         self._dispatch = dispatch
         self._intake = asyncio.create_task(self._run(), name=f"wasmgate-nats:{self.config.subject}")
         self._intake.add_done_callback(_log_crash)
@@ -155,6 +159,8 @@ class NatsTrigger:
     async def stop(self) -> None:
         """Unsubscribe (the broker stops sending), run what was already received, reply,
         publish dead letters, then flush and close the connection."""
+        if not self._started:
+            return
         sub, client = self._sub, self._connection.client
         if sub is not None and client.is_connected:
             try:

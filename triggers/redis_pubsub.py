@@ -64,6 +64,9 @@ class RedisPubSubTrigger:
     kind: ClassVar[str] = "redis"
 
     def __init__(self, config: RedisPubSubConfig, context: TriggerContext) -> None:
+        # Set first thing in start(): stop() of a trigger never started (a manifest check
+        # builds every trigger to validate it) does nothing and logs nothing.
+        self._started = False
         self.config = config
         self.component = config.component
         self.spec = context.broker(config.broker)
@@ -86,6 +89,7 @@ class RedisPubSubTrigger:
         """Subscribe; returns once Redis confirmed every subscription (``ready``), or after
         the broker's connect timeout with the subscription still retrying in the background.
         """
+        self._started = True
         self._dispatch = dispatch
         # No read timeout: a subscriber waits for messages as long as it takes.
         self._client = redis_client(self.spec, read_timeout_s=None, retries=0,
@@ -102,6 +106,8 @@ class RedisPubSubTrigger:
 
     async def stop(self) -> None:
         """Unsubscribe, let running handler calls finish, then disconnect."""
+        if not self._started:
+            return
         self._stopping = True
         if self._task is not None:
             self._task.cancel()

@@ -86,6 +86,9 @@ class RedisStreamsTrigger:
     kind: ClassVar[str] = "redis-streams"
 
     def __init__(self, config: RedisStreamsConfig, context: TriggerContext) -> None:
+        # Set first thing in start(): stop() of a trigger never started (a manifest check
+        # builds every trigger to validate it) does nothing and logs nothing.
+        self._started = False
         self.config = config
         self.component = config.component
         self.stream = config.stream
@@ -118,6 +121,7 @@ class RedisStreamsTrigger:
         """Find or create the consumer group and recover this consumer's own pending entries;
         returns once reading (``ready``), or after the broker's connect timeout with the
         loop still retrying in the background."""
+        self._started = True
         self._dispatch = dispatch
         if not self.consumer:
             self._name = claim_consumer_name(self._state_dir, self.group)
@@ -144,6 +148,8 @@ class RedisStreamsTrigger:
 
     async def stop(self) -> None:
         """Stop reading, let running handler calls finish and settle, then disconnect."""
+        if not self._started:
+            return
         self._stopping.set()
         for task in self._tasks:
             task.cancel()
