@@ -201,7 +201,7 @@ async def _settle_final(event: Event, settle: Settle, outcome: Outcome, componen
         if outcome.verdict is Verdict.ACK:
             await settle.ack(outcome)
             return
-        reason = outcome.error or f"handler answered status {outcome.status}"
+        reason = failure_reason(outcome)
         log.error("event dead-lettered", component=component, event_id=event.id,
                   subject=event.subject, status=outcome.status, error=reason,
                   error_kind=dead_letter_kind(outcome), attempts=outcome.attempts)
@@ -225,6 +225,11 @@ def dead_letter_refused(component: str, destination: str, event_id: str,
     metrics.counter("wasmgate_dead_letter_failures_total",
                     "Dead letters their destination did not confirm (the message was held "
                     "and tried again).", component=component)
+
+
+def failure_reason(outcome: Outcome) -> str:
+    """Why ``outcome`` failed, in words: its error, or the status the handler answered."""
+    return outcome.error or f"handler answered status {outcome.status}"
 
 
 def dead_letter_kind(outcome: Outcome) -> str:
@@ -252,9 +257,8 @@ def _exhausted(count: int) -> Outcome:
 
 def dead_letter_headers(event: Event, outcome: Outcome, component: str) -> list[tuple[str, str]]:
     """The event's own headers plus why, after how many attempts and where it failed."""
-    reason = outcome.error or f"handler answered status {outcome.status}"
     extra = [
-        (DL_REASON, cut_masked(reason, 1000)),
+        (DL_REASON, cut_masked(failure_reason(outcome), 1000)),
         (DL_ERROR_KIND, dead_letter_kind(outcome)),
         (DL_STATUS, str(outcome.status)),
         (DL_ATTEMPTS, str(outcome.attempts)),
@@ -372,6 +376,16 @@ async def drain_at_stop(lanes: OrderedLanes, config: BrokerTriggerConfig, *,
                     stop_grace_ms=config.stop_grace_ms, **where)
 
 
+async def set_within(event: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``event``; True when it was set by then (a trigger's stop
+    ending a retry's backoff early)."""
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
 def lane_key(ordering: Ordering, key: bytes | None, partition: Hashable = None) -> Hashable | None:
     """The lane a message runs in: its partition, its key (falling back to the partition
     when it has none) or no lane at all."""
@@ -462,6 +476,8 @@ __all__ = [
     "deliver",
     "describe",
     "drain_at_stop",
+    "failure_reason",
     "lane_key",
+    "set_within",
     "stable_dead_letter_id",
 ]

@@ -59,6 +59,7 @@ from triggers.delivery import (
     describe,
     drain_at_stop,
     lane_key,
+    set_within,
 )
 from triggers.jetstream_config import JetStreamConfig, validate
 from triggers.nats_connection import (
@@ -122,8 +123,6 @@ class JetStreamTrigger:
         self._dispatch = dispatch
         self._stopping = False
         self._stop_requested.clear()
-        # Set by stop(): an in-process retry waiting out its backoff goes back to the broker.
-        self._stop_requested = asyncio.Event()
         self._intake = asyncio.create_task(self._run(), name=f"wasmgate-jetstream:"
                                            f"{self.config.stream}/{self.config.consumer}")
         self._intake.add_done_callback(_log_crash)
@@ -308,13 +307,6 @@ class JetStreamTrigger:
         # it survives a restart without taking a slot.
         return "broker" if self.config.ordering == "none" else "in-process"
 
-    async def _stopped_within(self, delay_s: float) -> bool:
-        try:
-            await asyncio.wait_for(self._stop_requested.wait(), delay_s)
-            return True
-        except TimeoutError:
-            return False
-
     async def _handle(self, msg: Msg, event: Event) -> None:
         assert self._dispatch is not None
         try:
@@ -341,7 +333,7 @@ class _Settle(Settle):
         self.trigger.nakked += 1
 
     async def next_attempt(self, event: Event, attempt: int, delay_s: float) -> Event | None:
-        if await self.trigger._stopped_within(delay_s):
+        if await set_within(self.trigger._stop_requested, delay_s):
             # Stopping: the broker keeps the retry (the next delivery is the next attempt).
             await self.retry(Outcome(verdict=Verdict.RETRY), delay_s)
             return None

@@ -43,6 +43,7 @@ from triggers.delivery import (
     deliver,
     describe,
     drain_at_stop,
+    failure_reason,
     lane_key,
 )
 from triggers.nats_connection import (
@@ -200,8 +201,7 @@ class _Settle(Settle):
         headers[STATUS_HEADER] = str(outcome.status)
         if outcome.status >= 400:
             headers[SERVICE_ERROR_CODE] = str(outcome.status)
-            headers[SERVICE_ERROR] = cut_masked(outcome.error or f"handler answered status "
-                                                f"{outcome.status}", 1000)
+            headers[SERVICE_ERROR] = cut_masked(failure_reason(outcome), 1000)
         body = response.body if response is not None else b""
         try:
             await self.trigger._connection.client.publish(self.msg.reply, body,

@@ -52,6 +52,7 @@ from triggers.delivery import (
     describe,
     drain_at_stop,
     lane_key,
+    set_within,
 )
 from triggers.readiness import until_accepting
 from triggers.redis_consumer import ConsumerName, claim_consumer_name
@@ -70,8 +71,6 @@ log = structlog.get_logger("wasmgate.redis-streams")
 
 Entry = tuple[bytes, Fields]
 
-
-
 # The dead letter, then the XACK, in one script: the entry is acked only once its dead letter
 # is written. In a MULTI the XACK ran even when the XADD failed (the key of another type, OOM
 # under maxmemory, an ACL refusing the key), and the message was acked without a dead letter.
@@ -79,6 +78,7 @@ _DEAD_LETTER_THEN_ACK = """
 redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
 return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 """
+
 
 class RedisStreamsTrigger:
     """One ``[[trigger.redis-streams]]`` table: a consumer of ``group`` on ``stream``."""
@@ -315,11 +315,7 @@ class RedisStreamsTrigger:
             self._held.discard(entry_id)
 
     async def _stopped_within(self, seconds: float) -> bool:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        except TimeoutError:
-            return False
-        return True
+        return await set_within(self._stopping, seconds)
 
 
 class _Settle(Settle):
@@ -355,11 +351,7 @@ class _Settle(Settle):
 
     async def next_attempt(self, event: Event, attempt: int, delay_s: float) -> Event | None:
         t, entry = self.trigger, self.entry_id.decode()
-        if await t._stopped_within(delay_s):
-            log.info("stopping: entry left pending for the next start", stream=t.stream,
-                     entry_id=entry)
-            return None
-        claimed = await self._claim_again()
+        claimed = None if await t._stopped_within(delay_s) else await self._claim_again()
         if claimed is None:
             log.info("stopping: entry left pending for the next start", stream=t.stream,
                      entry_id=entry)
@@ -374,7 +366,6 @@ class _Settle(Settle):
         counts = await t._delivery_counts([self.entry_id])
         self.event = t._event(self.entry_id, self.fields, counts.get(self.entry_id, attempt))
         return self.event
-
 
     async def _claim_again(self) -> list[Any] | None:
         """XCLAIM the entry for its next attempt, waiting for Redis while it is away (None:

@@ -39,10 +39,8 @@ class AmqpDeadLetters:
         self._connection: Any = None
         self._channel: Any = None
         self._held: dict[str, AbstractIncomingMessage] | None = None
-        # Later copies of a listed dead letter (by its listed id), acked along with it, and
-        # the listed id of each wasmgate-dead-letter-id seen.
-        self._copies: list[tuple[str, AbstractIncomingMessage]] = []
-        self._first_of: dict[str, str] = {}
+        # Listed id -> the later copies of the same dead letter, acked along with it.
+        self._copies: dict[str, list[AbstractIncomingMessage]] = {}
 
     async def open(self) -> None:
         from gateway.brokers.amqp import connect
@@ -60,14 +58,17 @@ class AmqpDeadLetters:
             except aiormq.exceptions.ChannelNotFoundEntity:
                 raise BrokerError(f"{self.describe} does not exist; the trigger declares it "
                                   "when it starts (declare = true), or create it") from None
+            first_of: dict[str, str] = {}  # wasmgate-dead-letter-id -> its listed id
+            taken = 0
             while (message := await queue.get(no_ack=False, fail=False)) is not None:
-                position = f"#{len(self._held) + len(self._copies) + 1}"
+                taken += 1
+                position = f"#{taken}"
                 headers = message.headers or {}
-                if DL_ID in headers and (first := self._first_of.get(
-                        header_text(headers[DL_ID]))) is not None:
-                    self._copies.append((first, message))
+                dead_letter_id = header_text(headers[DL_ID]) if DL_ID in headers else None
+                if dead_letter_id is not None and dead_letter_id in first_of:
+                    self._copies[first_of[dead_letter_id]].append(message)
                     continue
-                ident = (header_text(headers[DL_ID]) if DL_ID in headers
+                ident = (dead_letter_id if dead_letter_id is not None
                          else message.message_id or position)
                 # Message ids repeat (a producer's own, or one message dead-lettered
                 # twice): each held message keeps an id of its own, or it would be
@@ -75,8 +76,9 @@ class AmqpDeadLetters:
                 while ident in self._held:
                     ident = f"{ident}{position}"
                 self._held[ident] = message
-                if DL_ID in headers:
-                    self._first_of[header_text(headers[DL_ID])] = ident
+                self._copies[ident] = []
+                if dead_letter_id is not None:
+                    first_of[dead_letter_id] = ident
         return [_letter(ident, message, self.queue) for ident, message in self._held.items()]
 
     async def replay(self, letter: DeadLetter, *, replayed_from: str) -> str:
@@ -109,9 +111,8 @@ class AmqpDeadLetters:
         return len(letters)
 
     async def _ack_copies(self, letter: DeadLetter) -> None:
-        for first, copy in [c for c in self._copies if c[0] == letter.id]:
+        for copy in self._copies.pop(letter.id, []):
             await copy.ack()
-            self._copies.remove((first, copy))
 
     def _take(self, letter: DeadLetter) -> AbstractIncomingMessage:
         assert self._held is not None, "letters() first"
@@ -119,12 +120,12 @@ class AmqpDeadLetters:
 
     async def close(self) -> None:
         try:
-            for message in [*(self._held or {}).values(), *(c for _, c in self._copies)]:
+            copies = [copy for listed in self._copies.values() for copy in listed]
+            for message in [*(self._held or {}).values(), *copies]:
                 await message.nack(requeue=True)
         finally:
             self._held = None
-            self._copies = []
-            self._first_of = {}
+            self._copies = {}
             if self._connection is not None:
                 await self._connection.close()
 
